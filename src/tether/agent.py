@@ -1,0 +1,119 @@
+"""Agents: plain data describing what to run.
+
+Part of the author-facing API: imports nothing from the runtime, store or server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pydantic
+
+from tether.tools import Tool
+
+
+class Autonomy(StrEnum):
+    """How much a tool may do on its own for an agent."""
+
+    SHADOW = "shadow"  # journal the proposed call, never execute it
+    APPROVE = "approve"  # every call waits for a human
+    AUTO = "auto"  # the policy alone decides
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """Per-run limits. ``None`` means unlimited."""
+
+    max_steps: int = 20
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    max_cost_usd: float | None = None
+    deadline_seconds: float | None = None
+    max_tool_result_chars: int = 100_000
+    max_output_retries: int = 2
+    max_consecutive_failures: int = 3
+    max_repeats: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+OutputValidator = Callable[[Any], None]
+
+
+@dataclass(slots=True)
+class Agent:
+    """An agent: instructions, tools, limits and an optional structured output.
+
+    Args:
+        name: stable identifier, used for runs, limits and autonomy.
+        instructions: the system prompt.
+        tools: the tools it may call.
+        version: bump it when behaviour changes; journaled with every run.
+        limits: steps, tokens, dollars, deadline.
+        output_type: a pydantic model the final answer must validate against (JSON text).
+        output_validators: extra checks on the parsed output; raise ``ValueError`` to reject.
+        policy: rules checked on every proposed tool call (see :mod:`tether.policy`).
+        autonomy: per-tool autonomy; tools not listed are ``auto``.
+        model: a model spec (``"local"``, ``"openai:gpt-4o-mini"``...) or a Model object;
+            ``None`` lets the runtime choose.
+    """
+
+    name: str
+    instructions: str
+    tools: Sequence[Tool] = ()
+    version: str = "1"
+    limits: Limits = field(default_factory=Limits)
+    output_type: type[pydantic.BaseModel] | None = None
+    output_validators: Sequence[OutputValidator] = ()
+    policy: Sequence[Any] = ()
+    autonomy: dict[str, Autonomy | str] = field(default_factory=dict)
+    model: Any = None
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tools]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"agent {self.name}: duplicate tool names {sorted(dupes)}")
+        for tool_name, level in self.autonomy.items():
+            Autonomy(level)  # raises ValueError on a bad level
+            if tool_name not in names:
+                raise ValueError(f"agent {self.name}: autonomy names unknown tool {tool_name!r}")
+
+    def tool(self, name: str) -> Tool | None:
+        """The tool of this name, or ``None``."""
+        for t in self.tools:
+            if t.name == name:
+                return t
+        return None
+
+    def autonomy_for(self, tool_name: str) -> Autonomy:
+        return Autonomy(self.autonomy.get(tool_name, Autonomy.AUTO))
+
+    def tool_specs(self) -> list[dict[str, Any]]:
+        return [t.spec() for t in self.tools]
+
+    def output_schema(self) -> dict[str, Any] | None:
+        return None if self.output_type is None else self.output_type.model_json_schema()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything about the agent that shapes a run, as JSON-able data."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "instructions": self.instructions,
+            "tools": [{**t.spec(), "effect": t.effect.value} for t in self.tools],
+            "limits": self.limits.to_dict(),
+            "output_schema": self.output_schema(),
+            "autonomy": {k: Autonomy(v).value for k, v in sorted(self.autonomy.items())},
+        }
+
+    def fingerprint(self) -> str:
+        """A hash of :meth:`snapshot`: equal fingerprints mean the same prompt and tools."""
+        text = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()

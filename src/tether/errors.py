@@ -1,0 +1,83 @@
+"""Exceptions, split by audience.
+
+    TetherError                      base of everything tether raises
+    ├── UsageError                   the caller did something wrong (bad agent ref, bad input, bad CLI use)
+    │   └── NotFound                 a run, approval or event that does not exist
+    ├── ModelError                   a model call failed (carries ``retryable`` and ``retry_after``)
+    │   └── ModelTimeout
+    ├── JournalError                 the journal cannot be read or written
+    │   └── JournalCorrupted         an event fails to decode or breaks the hash chain
+    └── RunError                     a run ended badly; carries the run id and its final status
+
+Errors that steer a run (invalid arguments, denied calls) are not exceptions: they are journaled
+and fed back to the model.
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    """Base class of all tether errors."""
+
+
+class UsageError(TetherError):
+    """The caller used tether wrongly; the message says how to fix it."""
+
+
+class NotFound(UsageError):
+    """A run, approval or other record does not exist."""
+
+
+class ModelError(TetherError):
+    """A model call failed.
+
+    ``retryable`` marks transient failures (timeouts, 429, 5xx); ``retry_after`` is the delay the
+    provider asked for, in seconds, when it said one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+        provider: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        self.provider = provider
+
+
+class ModelTimeout(ModelError):
+    """The model did not answer in time (retryable)."""
+
+    def __init__(self, message: str = "model call timed out", **kwargs: object) -> None:
+        kwargs.setdefault("retryable", True)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class JournalError(TetherError):
+    """The journal cannot be read or written."""
+
+
+class JournalCorrupted(JournalError):
+    """An event cannot be decoded or does not match the hash chain."""
+
+    def __init__(self, run_id: str, seq: int, reason: str) -> None:
+        super().__init__(f"run {run_id}: event #{seq} is corrupt: {reason}")
+        self.run_id = run_id
+        self.seq = seq
+        self.reason = reason
+
+
+class RunError(TetherError):
+    """A run ended in a state other than success."""
+
+    def __init__(self, run_id: str, status: str, reason: str) -> None:
+        super().__init__(f"run {run_id} ended {status}: {reason}")
+        self.run_id = run_id
+        self.status = status
+        self.reason = reason

@@ -1,0 +1,27 @@
+"""Policy: rules, decisions and limits checked on every proposed tool call."""
+
+from tether.policy.rules import (
+    Decision,
+    DecisionKind,
+    Limit,
+    PastCall,
+    Proposal,
+    Rule,
+    arg_rule,
+    combine,
+    default_decision,
+    rule,
+)
+
+__all__ = [
+    "Decision",
+    "DecisionKind",
+    "Limit",
+    "PastCall",
+    "Proposal",
+    "Rule",
+    "arg_rule",
+    "combine",
+    "default_decision",
+    "rule",
+]

@@ -1,0 +1,201 @@
+"""Policy rules: the author-facing half of the policy pipeline.
+
+A rule is a function of a :class:`Proposal` (one validated tool call, with what the run has done so
+far) that returns a :class:`Decision` or ``None`` (no opinion):
+
+    @rule("refund-cap", tools=["refund"])
+    def refund_cap(p: Proposal) -> Decision | None:
+        if p.args["amount"] > 200:
+            return Decision.deny("refunds over $200 need a supervisor")
+        return None
+
+Decisions combine by severity: escalate > deny > approve > allow. When no rule decides, the tool's
+effect decides: read and write are allowed, irreversible waits for approval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from tether.tools import Effect
+
+
+class DecisionKind(StrEnum):
+    ALLOW = "allow"
+    APPROVE = "approve"
+    DENY = "deny"
+    ESCALATE = "escalate"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {
+    DecisionKind.ALLOW: 0,
+    DecisionKind.APPROVE: 1,
+    DecisionKind.DENY: 2,
+    DecisionKind.ESCALATE: 3,
+}
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    """What the policy says of a proposed call, and which rule said it."""
+
+    kind: DecisionKind
+    reason: str = ""
+    rule: str = ""
+
+    @classmethod
+    def allow(cls, reason: str = "") -> Decision:
+        return cls(DecisionKind.ALLOW, reason)
+
+    @classmethod
+    def deny(cls, reason: str) -> Decision:
+        """Refuse the call; the reason goes back to the model."""
+        return cls(DecisionKind.DENY, reason)
+
+    @classmethod
+    def approve(cls, reason: str) -> Decision:
+        """Pause the run until a human approves, edits or rejects the call."""
+        return cls(DecisionKind.APPROVE, reason)
+
+    @classmethod
+    def escalate(cls, reason: str) -> Decision:
+        """Stop the run and hand it to a human."""
+        return cls(DecisionKind.ESCALATE, reason)
+
+    def by(self, rule: str) -> Decision:
+        return Decision(self.kind, self.reason, rule)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"decision": self.kind.value, "reason": self.reason, "rule": self.rule}
+
+
+@dataclass(slots=True, frozen=True)
+class PastCall:
+    """A tool call this run already made, as rules see it."""
+
+    tool: str
+    args: dict[str, Any]
+    ok: bool
+    result: Any
+
+
+@dataclass(slots=True)
+class Proposal:
+    """One proposed, schema-valid tool call, with the context a rule may need."""
+
+    tool: str
+    effect: Effect
+    args: dict[str, Any]
+    agent: str
+    run_id: str
+    run_input: Any = None
+    history: Sequence[PastCall] = ()
+    deps: Any = None
+    scopes: frozenset[str] = frozenset()
+
+    def succeeded(self, tool: str) -> list[PastCall]:
+        """Earlier successful calls of ``tool`` in this run."""
+        return [c for c in self.history if c.tool == tool and c.ok]
+
+
+RuleFunction = Callable[[Proposal], "Decision | None"]
+
+
+@dataclass(slots=True, frozen=True)
+class Rule:
+    """A named check, optionally limited to some tools or effects."""
+
+    name: str
+    check: RuleFunction
+    tools: frozenset[str] | None = None
+    effects: frozenset[Effect] | None = None
+
+    def applies_to(self, proposal: Proposal) -> bool:
+        if self.tools is not None and proposal.tool not in self.tools:
+            return False
+        return self.effects is None or proposal.effect in self.effects
+
+    def evaluate(self, proposal: Proposal) -> Decision | None:
+        if not self.applies_to(proposal):
+            return None
+        decision = self.check(proposal)
+        return None if decision is None else decision.by(self.name)
+
+
+def rule(
+    name: str,
+    *,
+    tools: Sequence[str] | None = None,
+    effects: Sequence[Effect | str] | None = None,
+) -> Callable[[RuleFunction], Rule]:
+    """Declare a rule; ``tools``/``effects`` restrict which calls it sees."""
+
+    def wrap(fn: RuleFunction) -> Rule:
+        return Rule(
+            name=name,
+            check=fn,
+            tools=None if tools is None else frozenset(tools),
+            effects=None if effects is None else frozenset(Effect(e) for e in effects),
+        )
+
+    return wrap
+
+
+def arg_rule(
+    name: str,
+    *,
+    tool: str,
+    check: Callable[[dict[str, Any]], bool],
+    reason: str,
+    decision: DecisionKind = DecisionKind.DENY,
+) -> Rule:
+    """A least-privilege argument rule: when ``check(args)`` is false, deny (or other kind)."""
+
+    def fn(p: Proposal) -> Decision | None:
+        if check(p.args):
+            return None
+        return Decision(decision, reason)
+
+    return Rule(name=name, check=fn, tools=frozenset([tool]))
+
+
+@dataclass(slots=True, frozen=True)
+class Limit:
+    """A hard limit across runs: a counter per key and window, enforced atomically in the store.
+
+    ``max_count`` caps the number of calls, ``max_total`` the sum of ``amount(proposal)``.
+    ``key(proposal)`` chooses the counter (e.g. the customer id); the agent name is always part of
+    the key. ``window_seconds`` is a fixed window (86,400 for "per day").
+    """
+
+    name: str
+    tools: frozenset[str]
+    window_seconds: int = 86_400
+    max_count: int | None = None
+    max_total: float | None = None
+    key: Callable[[Proposal], str] = field(default=lambda p: "*")
+    amount: Callable[[Proposal], float] = field(default=lambda p: 1.0)
+    decision: DecisionKind = DecisionKind.DENY
+
+
+def default_decision(effect: Effect) -> Decision:
+    """The decision when no rule speaks: irreversible calls wait for a human."""
+    if effect is Effect.IRREVERSIBLE:
+        return Decision(DecisionKind.APPROVE, "irreversible actions need a human", "effect-default")
+    return Decision(DecisionKind.ALLOW, f"{effect.value} tool", "effect-default")
+
+
+def combine(decisions: Sequence[Decision]) -> Decision:
+    """The most severe decision wins; ties keep the first."""
+    best = decisions[0]
+    for d in decisions[1:]:
+        if d.kind.severity > best.kind.severity:
+            best = d
+    return best

@@ -1,0 +1,219 @@
+"""Tools: typed Python functions with a declared effect.
+
+This module is part of the author-facing API and imports nothing from the runtime, store or server.
+
+    @tool(effect="write", idempotent=True)
+    def cancel_order(ctx: ToolContext, order_id: str, reason: str) -> dict:
+        '''Cancel a pending order.'''
+
+The argument schema comes from the type hints (validated by pydantic), the description from the
+docstring. A first parameter annotated :class:`ToolContext` receives the run context and is not
+part of the schema.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, overload
+
+import pydantic
+from pydantic_core import to_jsonable_python
+
+
+class Effect(StrEnum):
+    """What a tool does to the world. Drives the default policy."""
+
+    READ = "read"
+    WRITE = "write"
+    IRREVERSIBLE = "irreversible"
+
+    @property
+    def has_side_effect(self) -> bool:
+        return self is not Effect.READ
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """What a tool can know about the call it serves.
+
+    ``idempotency_key`` is stable across retries and resumes of the same proposed call, so a tool
+    that declares ``idempotent=True`` can use it to make a repeated execution harmless.
+    """
+
+    run_id: str
+    agent: str
+    step: int
+    call_id: str
+    idempotency_key: str
+    deps: Any = None
+    simulated: bool = False
+
+
+class ToolError(Exception):
+    """Raise from a tool to report a failure the model should see (e.g. "order not found").
+
+    The message goes back to the model as the tool's result, marked as an error.
+    """
+
+
+@dataclass(slots=True)
+class Tool:
+    """A tool as the runtime sees it. Build one with :func:`tool`."""
+
+    name: str
+    description: str
+    effect: Effect
+    fn: Callable[..., Any]
+    args_model: type[pydantic.BaseModel]
+    takes_context: bool = False
+    is_async: bool = False
+    idempotent: bool = False
+    cache_ttl: float | None = None
+    scopes: tuple[str, ...] = ()
+    _schema: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """JSON schema of the arguments."""
+        if self._schema is None:
+            schema = self.args_model.model_json_schema()
+            schema.pop("title", None)
+            self._schema = schema
+        return self._schema
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as offered to a model (name, description, parameters)."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    def validate(self, arguments: dict[str, Any]) -> pydantic.BaseModel:
+        """Validate arguments; raises :class:`pydantic.ValidationError`."""
+        return self.args_model.model_validate(arguments)
+
+    async def invoke(self, ctx: ToolContext, args: pydantic.BaseModel) -> Any:
+        """Call the function with validated arguments (sync functions run inline)."""
+        kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+        if self.takes_context:
+            result = self.fn(ctx, **kwargs)
+        else:
+            result = self.fn(**kwargs)
+        if self.is_async:
+            result = await result
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Tools stay plain functions: calling one calls the function."""
+        return self.fn(*args, **kwargs)
+
+
+def result_to_text(result: Any) -> str:
+    """Render a tool result as the text a model sees."""
+    if isinstance(result, str):
+        return result
+    import json
+
+    return json.dumps(to_jsonable_python(result), separators=(",", ":"), default=str)
+
+
+def _build_tool(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    effect: Effect | str,
+    description: str | None,
+    idempotent: bool,
+    cache_ttl: float | None,
+    scopes: tuple[str, ...],
+) -> Tool:
+    hints = typing.get_type_hints(fn)
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    takes_context = bool(params) and hints.get(params[0].name) is ToolContext
+    if takes_context:
+        params = params[1:]
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"tool {fn.__name__}: *args/**kwargs are not supported")
+        annotation = hints.get(p.name, Any)
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (annotation, default)
+    tool_name = name or fn.__name__
+    model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
+    args_model = pydantic.create_model(  # type: ignore[call-overload]
+        model_name, __config__=pydantic.ConfigDict(extra="forbid"), **fields
+    )
+    doc = description if description is not None else inspect.getdoc(fn) or ""
+    if effect not in {e.value for e in Effect}:
+        raise ValueError(f"tool {tool_name}: effect must be one of read/write/irreversible")
+    return Tool(
+        name=tool_name,
+        description=doc.strip(),
+        effect=Effect(effect),
+        fn=fn,
+        args_model=args_model,
+        takes_context=takes_context,
+        is_async=inspect.iscoroutinefunction(fn),
+        idempotent=idempotent,
+        cache_ttl=cache_ttl,
+        scopes=scopes,
+    )
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    effect: Effect | str = Effect.READ,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = False,
+    cache_ttl: float | None = None,
+    scopes: tuple[str, ...] = (),
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    effect: Effect | str = Effect.READ,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = False,
+    cache_ttl: float | None = None,
+    scopes: tuple[str, ...] = (),
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Declare a tool.
+
+    Args:
+        effect: ``read``, ``write`` (reversible) or ``irreversible``. Reads run freely; writes
+            are allowed unless a rule says otherwise; irreversible calls wait for a human.
+        name: the name the model sees (default: the function's name).
+        description: what the model sees (default: the docstring).
+        idempotent: the tool honours ``ctx.idempotency_key``, so a call whose outcome is in doubt
+            after a crash may be re-run safely.
+        cache_ttl: for read tools, seconds a result may be reused for identical arguments.
+        scopes: permissions a caller must hold to use the tool.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return _build_tool(
+            f,
+            name=name,
+            effect=effect,
+            description=description,
+            idempotent=idempotent,
+            cache_ttl=cache_ttl,
+            scopes=scopes,
+        )
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
