@@ -1,0 +1,338 @@
+"""OpenAI and OpenAI-compatible chat completion servers (vLLM, llama.cpp server, Ollama...).
+
+Built on the official ``openai`` SDK (``pip install 'tether[openai]'``), imported lazily so the rest
+of tether works without it. The SDK's own retries are switched off: tether retries in a wrapper,
+driven by the ``retryable`` / ``retry_after`` fields of the :class:`~tether.errors.ModelError`
+raised here.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tether.errors import ModelError, ModelTimeout
+from tether.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+
+# Keyword arguments of ``chat.completions.create``; other request params go into ``extra_body``.
+_SDK_PARAMS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "tool_choice",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "user",
+        "reasoning_effort",
+        "service_tier",
+        "metadata",
+        "store",
+        "verbosity",
+        "prompt_cache_key",
+        "safety_identifier",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+    }
+)
+
+_fallback_ids = itertools.count(1)
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the OpenAI provider needs the openai package: pip install 'tether[openai]'"
+        ) from exc
+    return openai
+
+
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
+    """The delay a provider asked for, in seconds, from ``retry-after-ms`` or ``retry-after``.
+
+    ``retry-after`` may be a number of seconds or an HTTP date. Returns ``None`` when absent or
+    unreadable.
+    """
+    if not headers:
+        return None
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def map_sdk_error(exc: BaseException, sdk: Any, provider: str) -> ModelError:
+    """Translate an exception of a Stainless-generated SDK (openai, anthropic) to a ModelError.
+
+    Timeouts become :class:`ModelTimeout`; connection failures, 408, 409, 429 and 5xx (including
+    Anthropic's 529 "overloaded") are retryable; other 4xx are not.
+    """
+    if isinstance(exc, sdk.APITimeoutError):
+        return ModelTimeout(f"{provider}: request timed out", provider=provider)
+    if isinstance(exc, sdk.APIStatusError):
+        status = int(exc.status_code)
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        retry_after = parse_retry_after(headers)
+        retryable = status in (408, 409, 429) or status >= 500
+        message = getattr(exc, "message", None) or str(exc)
+        return ModelError(
+            f"{provider}: HTTP {status}: {message}",
+            retryable=retryable,
+            retry_after=retry_after if retryable else None,
+            status=status,
+            provider=provider,
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        return ModelError(f"{provider}: connection error: {exc}", retryable=True, provider=provider)
+    return ModelError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
+
+
+def _json_arguments(call: ToolCall) -> str:
+    return call.arguments_text()
+
+
+def messages_to_openai(messages: list[Message]) -> list[dict[str, Any]]:
+    """Convert tether messages to the chat completions ``messages`` format."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "assistant":
+            item: dict[str, Any] = {"role": "assistant", "content": m.content or None}
+            if m.tool_calls:
+                item["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": _json_arguments(c)},
+                    }
+                    for c in m.tool_calls
+                ]
+            elif item["content"] is None:
+                item["content"] = ""
+            if m.name:
+                item["name"] = m.name
+            out.append(item)
+        elif m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content})
+        else:
+            item = {"role": m.role, "content": m.content}
+            if m.name:
+                item["name"] = m.name
+            out.append(item)
+    return out
+
+
+def tools_to_openai(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Convert tether tool schemas to chat completions function tools."""
+    converted = []
+    for tool in tools:
+        function: dict[str, Any] = {
+            "name": tool["name"],
+            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        converted.append({"type": "function", "function": function})
+    return converted
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def tool_calls_from_openai(raw_calls: Any) -> list[ToolCall]:
+    """Read the ``tool_calls`` of a chat completion message (SDK objects or plain dicts)."""
+    calls: list[ToolCall] = []
+    for raw in raw_calls or []:
+        function = _field(raw, "function")
+        if function is None:  # custom (free-form) tool calls
+            custom = _field(raw, "custom")
+            if custom is None:
+                continue
+            name, arguments = _field(custom, "name", ""), _field(custom, "input", "")
+        else:
+            name, arguments = _field(function, "name", ""), _field(function, "arguments", "")
+        call_id = _field(raw, "id") or f"call_{next(_fallback_ids)}"
+        if arguments is None:
+            arguments = ""
+        calls.append(ToolCall(id=str(call_id), name=str(name), arguments=arguments))
+    return calls
+
+
+def response_from_openai(completion: Any, model_name: str) -> ModelResponse:
+    """Build a :class:`ModelResponse` from a chat completion (SDK object or plain dict)."""
+    choices = _field(completion, "choices") or []
+    if not choices:
+        raise ModelError(f"{model_name}: response has no choices", provider=model_name)
+    choice = choices[0]
+    message = _field(choice, "message")
+    text = _field(message, "content") or ""
+    refusal = _field(message, "refusal")
+    usage = _field(completion, "usage")
+    meta: dict[str, Any] = {}
+    finish = _field(choice, "finish_reason")
+    if finish:
+        meta["finish_reason"] = str(finish)
+    response_id = _field(completion, "id")
+    if response_id:
+        meta["id"] = str(response_id)
+    served = _field(completion, "model")
+    if served:
+        meta["served_model"] = str(served)
+    if refusal:
+        meta["refusal"] = str(refusal)
+    return ModelResponse(
+        text=str(text),
+        tool_calls=tool_calls_from_openai(_field(message, "tool_calls")),
+        usage=Usage(
+            int(_field(usage, "prompt_tokens", 0) or 0),
+            int(_field(usage, "completion_tokens", 0) or 0),
+        ),
+        model=model_name,
+        meta=meta,
+    )
+
+
+class OpenAICompatModel:
+    """A chat model behind the OpenAI chat completions API.
+
+    With no ``base_url`` it talks to OpenAI itself (key from ``OPENAI_API_KEY`` by default); with a
+    ``base_url`` to any compatible server. Tools are sent as function tools; a ``response_schema``
+    is sent as ``response_format={"type": "json_schema", ...}`` (``schema_mode="json_object"``
+    sends ``{"type": "json_object", "schema": ...}`` as llama.cpp and some others read it, and
+    ``schema_mode="none"`` sends nothing). Request ``params`` are passed through; those the SDK does
+    not know go in the request body.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60,
+        client: Any = None,
+        *,
+        name: str | None = None,
+        schema_mode: str = "json_schema",
+        strict_schema: bool = False,
+        http_client: Any = None,
+    ) -> None:
+        if schema_mode not in ("json_schema", "json_object", "none"):
+            raise ValueError("schema_mode must be 'json_schema', 'json_object' or 'none'")
+        self.model = model
+        self.base_url = base_url
+        self.timeout = timeout
+        self.schema_mode = schema_mode
+        self.strict_schema = strict_schema
+        self._name = name or (f"openai:{model}" if base_url is None else f"openai_compat:{model}")
+        self._sdk = _import_openai()
+        if client is None:
+            kwargs: dict[str, Any] = {"timeout": timeout, "max_retries": 0}
+            if base_url is not None:
+                kwargs["base_url"] = base_url
+            if api_key is not None:
+                kwargs["api_key"] = api_key
+            elif base_url is not None:
+                kwargs["api_key"] = os.environ.get("OPENAI_API_KEY") or "none"
+            if http_client is not None:
+                kwargs["http_client"] = http_client
+            client = self._sdk.AsyncOpenAI(**kwargs)
+        elif hasattr(client, "with_options"):
+            client = client.with_options(max_retries=0)
+        self._client: Any = client
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def client(self) -> Any:
+        """The underlying ``openai.AsyncOpenAI`` client."""
+        return self._client
+
+    def build_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for ``request``."""
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages_to_openai(request.messages),
+        }
+        if request.tools:
+            kwargs["tools"] = tools_to_openai(request.tools)
+        if request.response_schema is not None and self.schema_mode != "none":
+            if self.schema_mode == "json_schema":
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": str(request.response_schema.get("title") or "response"),
+                        "schema": request.response_schema,
+                        "strict": self.strict_schema,
+                    },
+                }
+            else:
+                kwargs["response_format"] = {
+                    "type": "json_object",
+                    "schema": request.response_schema,
+                }
+        extra_body: dict[str, Any] = {}
+        for key, value in request.params.items():
+            if key in ("model", "messages", "tools", "response_format", "stream"):
+                continue
+            if key in _SDK_PARAMS:
+                kwargs[key] = value
+            else:
+                extra_body[key] = value
+        if extra_body:
+            merged = dict(kwargs.get("extra_body") or {})
+            merged.update(extra_body)
+            kwargs["extra_body"] = merged
+        return kwargs
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        kwargs = self.build_kwargs(request)
+        try:
+            completion = await self._client.chat.completions.create(**kwargs)
+        except self._sdk.OpenAIError as exc:
+            raise map_sdk_error(exc, self._sdk, self._name) from exc
+        return response_from_openai(completion, self._name)
+
+    async def aclose(self) -> None:
+        """Close the underlying HTTP client."""
+        await self._client.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatModel({self.model!r}, base_url={self.base_url!r})"
