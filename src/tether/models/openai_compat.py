@@ -9,6 +9,7 @@ raised here.
 from __future__ import annotations
 
 import email.utils
+import inspect
 import itertools
 import os
 import time
@@ -18,35 +19,9 @@ from typing import Any
 from tether.errors import ModelError, ModelTimeout
 from tether.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 
-# Keyword arguments of ``chat.completions.create``; other request params go into ``extra_body``.
-_SDK_PARAMS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "seed",
-        "tool_choice",
-        "parallel_tool_calls",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "n",
-        "user",
-        "reasoning_effort",
-        "service_tier",
-        "metadata",
-        "store",
-        "verbosity",
-        "prompt_cache_key",
-        "safety_identifier",
-        "extra_headers",
-        "extra_query",
-        "extra_body",
-    }
+# Used when the client's ``chat.completions.create`` signature cannot be read (e.g. a test double).
+_FALLBACK_PARAMS = frozenset(
+    {"temperature", "top_p", "max_tokens", "stop", "seed", "tool_choice", "extra_body"}
 )
 
 _fallback_ids = itertools.count(1)
@@ -275,10 +250,21 @@ class OpenAICompatModel:
         elif hasattr(client, "with_options"):
             client = client.with_options(max_retries=0)
         self._client: Any = client
+        self._known_params: frozenset[str] | None = None
 
     @property
     def name(self) -> str:
         return self._name
+
+    def _sdk_params(self) -> frozenset[str]:
+        """Keyword arguments the SDK's create method takes; other params go in the body."""
+        if self._known_params is None:
+            try:
+                names = inspect.signature(self._client.chat.completions.create).parameters
+                self._known_params = frozenset(names) - {"timeout"}
+            except (TypeError, ValueError, AttributeError):
+                self._known_params = _FALLBACK_PARAMS
+        return self._known_params
 
     @property
     def client(self) -> Any:
@@ -312,7 +298,7 @@ class OpenAICompatModel:
         for key, value in request.params.items():
             if key in ("model", "messages", "tools", "response_format", "stream"):
                 continue
-            if key in _SDK_PARAMS:
+            if key in self._sdk_params():
                 kwargs[key] = value
             else:
                 extra_body[key] = value
