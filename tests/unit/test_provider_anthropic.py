@@ -89,7 +89,9 @@ async def test_tool_use_response_and_request_shape() -> None:
 
     sent = recorder.requests[0]
     assert sent.url.path == "/v1/messages"
-    assert sent.headers["x-api-key"] == "sk-ant-test"
+    auth = sent.headers.get("x-api-key") or sent.headers.get("authorization", "")
+    assert auth.endswith("sk-ant-test")
+    assert sent.headers["x-stainless-retry-count"] == "0"
     body = recorder.body()
     assert body["model"] == "claude-sonnet-4-6"
     assert body["system"] == "You are a retail support agent."
