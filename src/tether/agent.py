@@ -62,6 +62,8 @@ class Agent:
         autonomy: per-tool autonomy; tools not listed are ``auto``.
         model: a model spec (``"local"``, ``"openai:gpt-4o-mini"``...) or a Model object;
             ``None`` lets the runtime choose.
+        deps_factory: builds the object tools receive as ``ctx.deps`` (a database handle...),
+            called when a run starts or resumes, unless the runtime was given ``deps``.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Agent:
     policy: Sequence[Any] = ()
     autonomy: dict[str, Autonomy | str] = field(default_factory=dict)
     model: Any = None
+    deps_factory: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]

@@ -1,0 +1,54 @@
+"""Budget checks: steps, tokens, dollars and the deadline, before and after each model call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tether.agent import Limits
+from tether.engine.state import RunState
+from tether.messages import ModelRequest, ModelResponse
+from tether.models.base import estimate_request_tokens
+
+CostEstimator = Callable[[ModelRequest], float]
+
+
+class BudgetGuard:
+    """Says why a run must stop, or ``None``. Checked before (estimated) and after (actual)."""
+
+    def __init__(self, limits: Limits, *, estimate_cost: CostEstimator | None = None) -> None:
+        self.limits = limits
+        self.estimate_cost = estimate_cost
+
+    def before(self, state: RunState, request: ModelRequest, now: float) -> str | None:
+        lim = self.limits
+        if state.step >= lim.max_steps:
+            return f"step limit reached ({lim.max_steps} steps)"
+        if lim.deadline_seconds is not None and now - state.started_at > lim.deadline_seconds:
+            return f"deadline passed ({lim.deadline_seconds:g}s)"
+        if lim.max_input_tokens is not None:
+            estimate = estimate_request_tokens(request)
+            if state.input_tokens + estimate > lim.max_input_tokens:
+                return (
+                    f"input token budget: {state.input_tokens} used + ~{estimate} for the next "
+                    f"call > {lim.max_input_tokens}"
+                )
+        if lim.max_output_tokens is not None and state.output_tokens >= lim.max_output_tokens:
+            return f"output token budget spent ({state.output_tokens}/{lim.max_output_tokens})"
+        if lim.max_cost_usd is not None:
+            estimate_usd = self.estimate_cost(request) if self.estimate_cost else 0.0
+            if state.cost_usd + estimate_usd > lim.max_cost_usd:
+                return (
+                    f"cost budget: ${state.cost_usd:.4f} spent + ~${estimate_usd:.4f} for the "
+                    f"next call > ${lim.max_cost_usd:.4f}"
+                )
+        return None
+
+    def after(self, state: RunState, response: ModelResponse) -> str | None:
+        lim = self.limits
+        if lim.max_input_tokens is not None and state.input_tokens > lim.max_input_tokens:
+            return f"input token budget exceeded ({state.input_tokens}/{lim.max_input_tokens})"
+        if lim.max_output_tokens is not None and state.output_tokens > lim.max_output_tokens:
+            return f"output token budget exceeded ({state.output_tokens}/{lim.max_output_tokens})"
+        if lim.max_cost_usd is not None and state.cost_usd > lim.max_cost_usd:
+            return f"cost budget exceeded (${state.cost_usd:.4f}/${lim.max_cost_usd:.4f})"
+        return None

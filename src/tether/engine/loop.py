@@ -1,0 +1,508 @@
+"""The step loop: model → validate → policy → execute → journal → repeat.
+
+Every change of state is an event: :meth:`RunContext.emit` folds it into the state and buffers it.
+Buffered events are flushed (made durable) before any side effect, when the run waits or ends, and
+at the end of each step, so a crash loses at most the current read-only step, which resume redoes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import pydantic
+
+from tether.builtins import ask_human
+from tether.engine.budget import BudgetGuard
+from tether.engine.context import RunContext
+from tether.engine.state import CallProgress, RunStatus
+from tether.errors import ModelError
+from tether.journal.events import EventType as E
+from tether.journal.store import ApprovalRecord, args_hash
+from tether.messages import ModelRequest, ModelResponse
+from tether.policy.rules import Proposal
+from tether.tools import Effect, Tool, ToolContext, ToolError, result_to_text
+
+RESULT_INLINE_LIMIT = 8_000
+
+EXECUTE, EXECUTE_READ, DONE, WAIT, STOP = "execute", "read", "done", "wait", "stop"
+
+
+async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
+    """Advance the run until it finishes or waits for a human."""
+    s = ctx.state
+    while s.status is RunStatus.RUNNING:
+        if s.pending_calls:
+            await process_calls(ctx)
+            continue
+        request = build_request(ctx)
+        reason = budget.before(s, request, ctx.clock())
+        if reason is not None:
+            finish(ctx, RunStatus.BUDGET_EXCEEDED, reason=reason, budget=True)
+            break
+        response = await model_turn(ctx, request)
+        if response is None:
+            break
+        reason = budget.after(s, response)
+        if reason is not None:
+            finish(ctx, RunStatus.BUDGET_EXCEEDED, reason=reason, budget=True)
+            break
+        if not response.tool_calls:
+            finish_or_retry(ctx, response)
+        ctx.flush()
+    ctx.flush(final=True)
+
+
+def build_request(ctx: RunContext) -> ModelRequest:
+    return ModelRequest(
+        messages=list(ctx.state.messages),
+        tools=_tool_specs(ctx),
+        response_schema=ctx.agent.output_schema(),
+    )
+
+
+def _tool_specs(ctx: RunContext) -> list[dict[str, Any]]:
+    if ctx.tool_specs is None:
+        ctx.tool_specs = ctx.agent.tool_specs()
+    return ctx.tool_specs
+
+
+async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | None:
+    s = ctx.state
+    step = s.step + 1
+    ctx.emit(
+        E.MODEL_REQUEST,
+        {"model": ctx.model.name, "messages": len(request.messages), "tools": len(request.tools)},
+        step=step,
+    )
+    started = time.perf_counter()
+    try:
+        response = await ctx.model.request(request)
+    except ModelError as exc:
+        ctx.emit(E.MODEL_ERROR, {"error": str(exc), "retryable": exc.retryable,
+                                 "status": exc.status})  # fmt: skip
+        finish(ctx, RunStatus.FAILED, reason=f"model error: {exc}")
+        return None
+    except Exception as exc:
+        ctx.emit(E.MODEL_ERROR, {"error": f"{type(exc).__name__}: {exc}", "retryable": False})
+        finish(ctx, RunStatus.FAILED, reason=f"model error: {type(exc).__name__}: {exc}")
+        return None
+    if not response.model:
+        response.model = ctx.model.name
+    ms = round((time.perf_counter() - started) * 1000, 3)
+    ctx.emit(E.MODEL_RESPONSE, {"response": response.to_dict(), "duration_ms": ms})
+    return response
+
+
+def finish(
+    ctx: RunContext,
+    status: RunStatus,
+    *,
+    output: Any = None,
+    reason: str | None = None,
+    budget: bool = False,
+) -> None:
+    if budget:
+        ctx.emit(E.BUDGET, {"exceeded": True, "reason": reason})
+    ctx.emit(E.RUN_FINISHED, {"status": status.value, "output": output, "reason": reason})
+
+
+def finish_or_retry(ctx: RunContext, response: ModelResponse) -> None:
+    agent = ctx.agent
+    if agent.output_type is None:
+        output: Any = response.text
+        error = _run_validators(ctx, output)
+    else:
+        output, error = _parse_output(agent.output_type, response.text)
+        if error is None:
+            error = _run_validators(ctx, output)
+    if error is None:
+        finish(ctx, RunStatus.SUCCEEDED, output=output)
+        return
+    if ctx.state.output_retries < agent.limits.max_output_retries:
+        feedback = (
+            f"Your final answer was rejected: {error}. Reply again with only the corrected "
+            "answer" + (" as JSON matching the required schema." if agent.output_type else ".")
+        )
+        ctx.emit(E.VALIDATION_FAILED, {"kind": "output", "error": error, "feedback": feedback})
+    else:
+        finish(ctx, RunStatus.FAILED, reason=f"final output invalid: {error}")
+
+
+def _parse_output(output_type: type[pydantic.BaseModel], text: str) -> tuple[Any, str | None]:
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`")
+        body = body.split("\n", 1)[1] if "\n" in body else body
+        body = body.removeprefix("json").strip()
+    try:
+        value = output_type.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        return None, _short_validation_error(exc)
+    return value.model_dump(mode="json"), None
+
+
+def _run_validators(ctx: RunContext, output: Any) -> str | None:
+    for validator in ctx.agent.output_validators:
+        try:
+            validator(output)
+        except (ValueError, AssertionError, TypeError) as exc:
+            return str(exc) or type(exc).__name__
+    return None
+
+
+def _short_validation_error(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    return "; ".join(parts) + more
+
+
+# -- tool calls ------------------------------------------------------------------------------
+
+
+async def process_calls(ctx: RunContext) -> None:
+    """Validate, decide and execute the pending calls of the current turn, in order.
+
+    Consecutive allowed read-only calls run in parallel; a write waits until the reads before it
+    finished, so its policy sees their results.
+    """
+    s = ctx.state
+    batch: list[CallProgress] = []
+    for progress in list(s.pending_calls):
+        outcome = await prepare(ctx, progress)
+        if outcome == EXECUTE_READ:
+            batch.append(progress)
+            continue
+        if batch:
+            await execute_batch(ctx, batch)
+            batch = []
+        if outcome == EXECUTE:
+            if await execute(ctx, progress) == STOP:
+                return
+        elif outcome in (WAIT, STOP):
+            ctx.flush()
+            return
+    if batch:
+        await execute_batch(ctx, batch)
+    limit = ctx.agent.limits.max_consecutive_failures
+    if s.status is RunStatus.RUNNING and s.consecutive_failures >= limit:
+        ctx.emit(
+            E.INPUT_REQUESTED,
+            {
+                "kind": "failures",
+                "question": f"The agent failed {s.consecutive_failures} times in a row "
+                "(invalid calls, denials or tool errors). How should it proceed?",
+            },
+        )
+    ctx.flush()
+
+
+def _tool(ctx: RunContext, name: str) -> Tool | None:
+    return ctx.agent.tool(name)
+
+
+def _proposal(ctx: RunContext, progress: CallProgress, tool: Tool) -> Proposal:
+    s = ctx.state
+    return Proposal(
+        tool=tool.name,
+        effect=tool.effect,
+        args=progress.args or {},
+        agent=ctx.agent.name,
+        run_id=s.run_id,
+        run_input=s.run_input,
+        history=s.history,
+        deps=ctx.deps,
+    )
+
+
+async def prepare(ctx: RunContext, progress: CallProgress) -> str:
+    """Bring one call up to the point of execution; return what to do next."""
+    call = progress.call
+    if progress.tool is None:
+        tool = _tool(ctx, call.name)
+        if tool is None:
+            names = ", ".join(t.name for t in ctx.agent.tools) or "none"
+            return _invalid(ctx, progress, f"unknown tool {call.name!r}; available tools: {names}")
+        args, error = _parse_arguments(call.arguments)
+        if error is not None:
+            return _invalid(ctx, progress, error)
+        try:
+            validated = tool.validate(args)
+        except pydantic.ValidationError as exc:
+            return _invalid(ctx, progress, f"invalid arguments for {tool.name}: "
+                            f"{_short_validation_error(exc)}")  # fmt: skip
+        ctx.emit(
+            E.TOOL_PROPOSED,
+            {"call_id": call.id, "tool": tool.name, "effect": tool.effect.value,
+             "args": validated.model_dump(mode="json")},
+        )  # fmt: skip
+    tool = _tool(ctx, progress.tool or "")
+    assert tool is not None and progress.args is not None
+    if progress.decision is None:
+        loop = _loop_check(ctx, progress)
+        if loop is not None:
+            return loop
+        verdict = ctx.policy.decide(ctx.agent, _proposal(ctx, progress, tool))
+        d = verdict.decision
+        ctx.emit(E.POLICY_DECISION, {"call_id": call.id, "tool": tool.name, "decision": verdict.kind,
+                                     "reason": d.reason, "rule": d.rule})  # fmt: skip
+        if verdict.kind == "deny":
+            return DONE
+        if verdict.kind == "escalate":
+            ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": call.id})
+            return STOP
+    if progress.decision == "approve" and not progress.approved:
+        return _approval_gate(ctx, progress, tool)
+    if progress.decision == "shadow":
+        return _shadow(ctx, progress)
+    if progress.started:
+        return EXECUTE_READ if tool.effect is Effect.READ and tool is not ask_human else EXECUTE
+    paused, why = ctx.store.paused(ctx.agent.name)
+    if paused:
+        ctx.emit(E.INPUT_REQUESTED, {"kind": "paused", "question": f"agent {ctx.agent.name} is "
+                                     f"{why}; unpause it, then resume the run"})  # fmt: skip
+        return WAIT
+    if tool is ask_human:
+        ctx.emit(E.INPUT_REQUESTED, {"kind": "ask", "question": progress.args["question"],
+                                     "call_id": call.id})  # fmt: skip
+        return WAIT
+    limited = ctx.policy.reserve_limits(ctx.agent, _proposal(ctx, progress, tool))
+    if limited is not None:
+        ctx.emit(E.POLICY_DECISION, {"call_id": call.id, "tool": tool.name,
+                                     "decision": limited.kind.value, "reason": limited.reason,
+                                     "rule": limited.rule})  # fmt: skip
+        if limited.kind.value == "escalate":
+            ctx.emit(E.ESCALATED, {"reason": f"{limited.rule}: {limited.reason}",
+                                   "call_id": call.id})  # fmt: skip
+            return STOP
+        return DONE
+    return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
+
+
+def _invalid(ctx: RunContext, progress: CallProgress, error: str) -> str:
+    ctx.emit(E.VALIDATION_FAILED, {"call_id": progress.call.id, "tool": progress.call.name,
+                                   "error": error})  # fmt: skip
+    return DONE
+
+
+def _parse_arguments(raw: str | dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    if isinstance(raw, dict):
+        return raw, None
+    text = raw.strip() or "{}"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return {}, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+    if not isinstance(value, dict):
+        return {}, f"arguments must be a JSON object, got {type(value).__name__}"
+    return value, None
+
+
+def _loop_check(ctx: RunContext, progress: CallProgress) -> str | None:
+    s = ctx.state
+    key = (progress.tool or "") + json.dumps(progress.args, sort_keys=True, default=str)
+    count = s.call_counts.get(key, 0)
+    if count <= ctx.agent.limits.max_repeats:
+        return None
+    if key in s.nudged:
+        ctx.emit(E.ESCALATED, {"reason": f"loop: {progress.tool} was called {count} times with "
+                               "the same arguments, after a warning", "call_id": progress.call.id})
+        return STOP
+    ctx.emit(E.FEEDBACK, {"kind": "loop", "key": key, "message": (
+        f"You have called {progress.tool} with the same arguments {count} times. The result "
+        "will not change. Use what you already know, try something different, or finish.")})
+    ctx.emit(E.POLICY_DECISION, {"call_id": progress.call.id, "tool": progress.tool,
+                                 "decision": "deny", "rule": "loop-detector",
+                                 "reason": "repeated identical call"})  # fmt: skip
+    return DONE
+
+
+def _approval_gate(ctx: RunContext, progress: CallProgress, tool: Tool) -> str:
+    s = ctx.state
+    call = progress.call
+    assert progress.args is not None
+    if progress.approval_id is None:
+        record = ctx.store.create_approval(
+            ApprovalRecord(
+                id=uuid.uuid4().hex, run_id=s.run_id, agent=ctx.agent.name, call_id=call.id,
+                step=s.step, tool=tool.name, args=progress.args, args_hash=args_hash(progress.args),
+                reason=_decision_reason(ctx, call.id), rule=progress.decision_rule,
+                status="pending", requested_by=None, decided_by=None, decided_at=None,
+                edited_args=None, decision_reason=None, consumed_at=None, created_at=ctx.clock(),
+            )
+        )  # fmt: skip
+        ctx.emit(E.APPROVAL_REQUESTED, {"approval_id": record.id, "call_id": call.id,
+                                        "tool": tool.name, "args": progress.args,
+                                        "args_hash": record.args_hash})  # fmt: skip
+        return WAIT
+    record = ctx.store.get_approval(progress.approval_id)
+    if record.status == "pending":
+        if s.status is RunStatus.RUNNING:
+            ctx.emit(E.APPROVAL_REQUESTED, {"approval_id": record.id, "call_id": call.id,
+                                            "tool": tool.name, "args": progress.args,
+                                            "args_hash": record.args_hash, "again": True})
+        return WAIT
+    if record.args_hash != args_hash(progress.args):
+        ctx.emit(E.ESCALATED, {"reason": f"approval {record.id} does not match the call's "
+                               "arguments", "call_id": call.id})  # fmt: skip
+        return STOP
+    edited = record.edited_args if record.status == "edited" else None
+    ctx.emit(E.APPROVAL_DECIDED, {"approval_id": record.id, "call_id": call.id,
+                                  "status": record.status, "by": record.decided_by,
+                                  "at": record.decided_at, "reason": record.decision_reason,
+                                  "edited_args": edited})  # fmt: skip
+    ctx.flush()
+    if not ctx.store.consume_approval(record.id):
+        ctx.emit(E.ESCALATED, {"reason": f"approval {record.id} was already used", "call_id": call.id})
+        return STOP
+    if record.status == "rejected":
+        return DONE
+    if edited is not None:
+        return _recheck_edited(ctx, progress, tool, edited)
+    return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
+
+
+def _recheck_edited(
+    ctx: RunContext, progress: CallProgress, tool: Tool, edited: dict[str, Any]
+) -> str:
+    """Edited arguments are validated and checked by policy again (a human can't bypass rules)."""
+    call = progress.call
+    try:
+        validated = tool.validate(edited).model_dump(mode="json")
+    except pydantic.ValidationError as exc:
+        return _invalid(ctx, progress, f"edited arguments are invalid: "
+                        f"{_short_validation_error(exc)}")  # fmt: skip
+    progress.args = validated
+    verdict = ctx.policy.decide(ctx.agent, _proposal(ctx, progress, tool))
+    d = verdict.decision
+    kind = verdict.kind
+    if kind == "approve":  # the human has just approved these exact arguments
+        kind = "allow"
+    ctx.emit(E.POLICY_DECISION, {"call_id": call.id, "tool": tool.name, "decision": kind,
+                                 "reason": d.reason, "rule": d.rule, "args": validated,
+                                 "recheck": True})  # fmt: skip
+    if kind == "deny":
+        return DONE
+    if kind == "escalate":
+        ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": call.id})
+        return STOP
+    progress.approved = True
+    if kind == "shadow":
+        return _shadow(ctx, progress)
+    return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
+
+
+def _shadow(ctx: RunContext, progress: CallProgress) -> str:
+    ctx.emit(E.TOOL_FINISHED, {"call_id": progress.call.id, "ok": True, "shadow": True,
+                               "content": "Recorded for human review (shadow mode); "
+                               "the action was not executed."})  # fmt: skip
+    return DONE
+
+
+def _decision_reason(ctx: RunContext, call_id: str) -> str:
+    for ev in reversed(ctx.buffer):
+        if ev.type == E.POLICY_DECISION:
+            p = ev.payload
+            if p["call_id"] == call_id:
+                return str(p.get("reason", ""))
+    return "approval required"
+
+
+def _tool_context(ctx: RunContext, progress: CallProgress) -> ToolContext:
+    s = ctx.state
+    return ToolContext(
+        run_id=s.run_id,
+        agent=ctx.agent.name,
+        step=s.step,
+        call_id=progress.call.id,
+        idempotency_key=f"{s.run_id}:{s.step}:{progress.call.id}",
+        deps=ctx.deps,
+        simulated=ctx.simulate_side_effects,
+    )
+
+
+async def execute(ctx: RunContext, progress: CallProgress) -> str:
+    """Run one side-effecting call: intent durable first, then the call, then its result."""
+    tool = _tool(ctx, progress.tool or "")
+    assert tool is not None
+    if progress.started:
+        if not (tool.idempotent or tool.effect is Effect.READ):
+            ctx.emit(E.ESCALATED, {
+                "reason": f"in doubt: {tool.name} started but its result was never recorded "
+                "(the process stopped); it may or may not have taken effect, and the tool has "
+                "no idempotency key, so a human must check", "call_id": progress.call.id})
+            ctx.flush()
+            return STOP
+    else:
+        ctx.emit(E.TOOL_STARTED, {"call_id": progress.call.id, "tool": tool.name,
+                                  "idempotency_key": _tool_context(ctx, progress).idempotency_key})
+        if tool.effect.has_side_effect:
+            ctx.flush()
+    payload = await _invoke(ctx, progress, tool)
+    ctx.emit(E.TOOL_FINISHED, payload)
+    if tool.effect.has_side_effect:
+        ctx.flush()
+    return DONE
+
+
+async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
+    """Run read-only calls; several at once run concurrently."""
+    tools = [_tool(ctx, p.tool or "") for p in batch]
+    for p in batch:
+        if not p.started:
+            ctx.emit(E.TOOL_STARTED, {"call_id": p.call.id, "tool": p.tool})
+    if len(batch) == 1:
+        payloads = [await _invoke(ctx, batch[0], tools[0])]  # type: ignore[arg-type]
+    else:
+        payloads = await asyncio.gather(
+            *(_invoke(ctx, p, t, threaded=True) for p, t in zip(batch, tools, strict=True))  # type: ignore[arg-type]
+        )
+    for payload in payloads:
+        ctx.emit(E.TOOL_FINISHED, payload)
+
+
+async def _invoke(
+    ctx: RunContext, progress: CallProgress, tool: Tool, *, threaded: bool = False
+) -> dict[str, Any]:
+    tctx = _tool_context(ctx, progress)
+    args = tool.validate(progress.args or {})
+    started = time.perf_counter()
+    ok = True
+    result: Any = None
+    try:
+        if threaded and not tool.is_async:
+            result = await asyncio.to_thread(tool.fn, *((tctx,) if tool.takes_context else ()),
+                                             **{k: getattr(args, k) for k in type(args).model_fields})
+        else:
+            result = await tool.invoke(tctx, args)
+        content = result_to_text(result)
+    except ToolError as exc:
+        ok, content = False, str(exc)
+    except Exception as exc:
+        ok, content = False, f"{tool.name} failed: {type(exc).__name__}: {exc}"
+    payload: dict[str, Any] = {
+        "call_id": progress.call.id,
+        "ok": ok,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    limit = ctx.agent.limits.max_tool_result_chars
+    if len(content) > limit:
+        digest = ctx.store.put_blob(content)
+        payload["full_result_blob"] = digest
+        payload["full_result_chars"] = len(content)
+        content = (
+            content[:limit] + f"\n[truncated: the result had {len(content):,} characters; "
+            f"the first {limit:,} are shown]"
+        )
+    payload["content"] = content
+    if ok and result is not None and not isinstance(result, str) and len(content) <= RESULT_INLINE_LIMIT:
+        payload["result"] = json.loads(content) if content[:1] in "[{" else content
+    elif ok and isinstance(result, str):
+        payload["result"] = content
+    return payload

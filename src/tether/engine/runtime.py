@@ -1,0 +1,322 @@
+"""The Runtime: start runs, resume them, and take human decisions.
+
+    store = Store("tether.db")
+    runtime = Runtime(store, model=ScriptedModel([...]))
+    result = await runtime.run(agent, "Where is my order #W123?")
+    if result.status == "waiting_approval":
+        runtime.approve(approval_id, by="alice")
+        result = await runtime.resume(result.run_id, agent)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import importlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tether.agent import Agent
+from tether.engine.budget import BudgetGuard, CostEstimator
+from tether.engine.context import RunContext
+from tether.engine.loop import drive
+from tether.engine.state import RunState, RunStatus
+from tether.errors import JournalCorrupted, UsageError
+from tether.journal.events import GENESIS, Event, EventType, verify_chain
+from tether.journal.store import ApprovalRecord, RunRecord, Store
+from tether.models.base import Model
+from tether.policy.pipeline import PolicyEngine
+from tether.policy.rules import Limit, Rule
+
+
+@dataclass(slots=True)
+class RunResult:
+    """Where a run stands after :meth:`Runtime.run` or :meth:`Runtime.resume` returns."""
+
+    run_id: str
+    status: str
+    output: Any = None
+    reason: str | None = None
+    steps: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    waiting_for: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == RunStatus.SUCCEEDED.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def load_agent(ref: str) -> Agent:
+    """Import ``module:attribute``; the attribute is an Agent or a function returning one."""
+    if ":" not in ref:
+        raise UsageError(f"agent reference {ref!r} must look like 'package.module:attribute'")
+    module_name, attr = ref.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r} for agent {ref!r}: {exc}") from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as exc:
+        raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from exc
+    if callable(obj) and not isinstance(obj, Agent):
+        obj = obj()
+    if not isinstance(obj, Agent):
+        raise UsageError(f"{ref!r} is a {type(obj).__name__}, not a tether Agent")
+    return obj
+
+
+def rebuild_state(run_id: str, events: Sequence[Event]) -> RunState:
+    """Fold a run's journal into its state; a broken chain or row raises JournalCorrupted."""
+    problem = verify_chain(run_id, events)
+    if problem is not None:
+        raise JournalCorrupted(run_id, problem.seq, problem.reason)
+    state = RunState(run_id=run_id, last_hash=GENESIS)
+    for ev in events:
+        try:
+            state.apply(ev)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise JournalCorrupted(run_id, ev.seq, f"cannot apply {ev.type}: {exc!r}") from exc
+    return state
+
+
+class Runtime:
+    """Runs agents against a store. Embedded mode: runs execute in-process on asyncio."""
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        model: Model | str | None = None,
+        deps: Any = None,
+        rules: Sequence[Rule] = (),
+        limits: Sequence[Limit] = (),
+        clock: Callable[[], float] = time.time,
+        estimate_cost: CostEstimator | None = None,
+        requested_by: str | None = None,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.model = model
+        self.deps = deps
+        self.clock = clock
+        self.policy = PolicyEngine(self.store, rules=rules, limits=limits, clock=clock)
+        self.estimate_cost = estimate_cost
+        self.requested_by = requested_by
+        self.on_event: Callable[[Event], None] | None = None
+
+    # -- model and deps ------------------------------------------------------------------------
+
+    def _model_for(self, agent: Agent, override: Model | str | None) -> Model:
+        choice = override or self.model or agent.model
+        if choice is not None and not isinstance(choice, str):
+            return choice  # type: ignore[no-any-return]
+        from tether.models.resolve import resolve_model
+
+        return resolve_model(choice)
+
+    def _deps_for(self, agent: Agent) -> Any:
+        if self.deps is not None:
+            return self.deps
+        factory = getattr(agent, "deps_factory", None)
+        return factory() if callable(factory) else None
+
+    def _context(self, agent: Agent, state: RunState, model: Model) -> RunContext:
+        return RunContext(
+            store=self.store,
+            agent=agent,
+            model=model,
+            policy=self.policy,
+            state=state,
+            deps=self._deps_for(agent),
+            clock=self.clock,
+            on_event=self.on_event,
+        )
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        agent: Agent,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        agent_ref: str | None = None,
+        model: Model | str | None = None,
+    ) -> RunResult:
+        """Start a run and drive it until it finishes or waits for a human."""
+        if input is None or (isinstance(input, str) and not input.strip()):
+            raise UsageError("a run needs a non-empty input")
+        try:
+            json.dumps(input)
+        except TypeError as exc:
+            raise UsageError(f"run input must be JSON-serialisable: {exc}") from exc
+        chosen = self._model_for(agent, model)
+        run_id = run_id or uuid.uuid4().hex
+        now = self.clock()
+        snapshot = agent.snapshot()
+        self.store.create_run(
+            RunRecord(
+                id=run_id, agent=agent.name, agent_version=agent.version, agent_ref=agent_ref,
+                status=RunStatus.QUEUED.value, input=input, output=None, reason=None,
+                model=chosen.name, steps=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
+                parent_run_id=None, fork_step=None,
+                requested_by=self.requested_by or _whoami(), created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        state = RunState(run_id=run_id, last_hash=GENESIS)
+        ctx = self._context(agent, state, chosen)
+        ctx.emit(
+            EventType.RUN_STARTED,
+            {"agent": snapshot, "fingerprint": agent.fingerprint(), "instructions":
+             agent.instructions, "input": input, "model": chosen.name, "agent_ref": agent_ref},
+        )  # fmt: skip
+        ctx.flush(final=True)
+        return await self._drive(ctx)
+
+    async def _drive(self, ctx: RunContext) -> RunResult:
+        limits = ctx.agent.limits
+        await drive(ctx, BudgetGuard(limits, estimate_cost=self.estimate_cost))
+        return _result(ctx.state)
+
+    def load_state(self, run_id: str) -> tuple[RunRecord, RunState]:
+        record = self.store.get_run(run_id)
+        return record, rebuild_state(record.id, self.store.events(record.id))
+
+    async def resume(
+        self, run_id: str, agent: Agent | None = None, *, model: Model | str | None = None
+    ) -> RunResult:
+        """Continue a run from its journal. Recorded responses and results are never redone."""
+        record, state = self.load_state(run_id)
+        if state.status.terminal:
+            return _result(state)
+        if agent is None:
+            if not record.agent_ref:
+                raise UsageError(
+                    f"run {record.id} was started from Python without an agent reference; "
+                    "pass the agent to resume it"
+                )
+            agent = load_agent(record.agent_ref)
+        if agent.name != record.agent:
+            raise UsageError(f"run {record.id} belongs to agent {record.agent!r}, not {agent.name!r}")
+        ctx = self._context(agent, state, self._model_for(agent, model))
+        waiting = state.waiting_for or {}
+        if state.status is RunStatus.WAITING_INPUT:
+            if waiting.get("kind") != "paused":
+                return _result(state)  # needs `tether answer`
+            if self.store.paused(agent.name)[0]:
+                return _result(state)
+            ctx.emit(EventType.INPUT_RECEIVED, {"kind": "unpaused", "answer": ""})
+        if state.status is RunStatus.WAITING_APPROVAL:
+            approval = self.store.get_approval(waiting["approval_id"])
+            if approval.status == "pending":
+                return _result(state)
+        ctx.emit(
+            EventType.RUN_RESUMED,
+            {"fingerprint": agent.fingerprint(), "same_agent": agent.fingerprint()
+             == state_fingerprint(self.store, record.id)},
+        )  # fmt: skip
+        return await self._drive(ctx)
+
+    # -- human decisions -------------------------------------------------------------------------
+
+    def approve(
+        self, approval_id: str, *, by: str | None = None, edit: dict[str, Any] | None = None,
+        reason: str | None = None, four_eyes: bool = False,
+    ) -> ApprovalRecord:  # fmt: skip
+        """Approve a pending call (optionally with edited arguments). Resume the run after."""
+        who = by or _whoami()
+        record = self.store.get_approval(approval_id)
+        if four_eyes:
+            requester = self.store.get_run(record.run_id).requested_by
+            if requester == who:
+                raise UsageError(f"four-eyes rule: {who} started run {record.run_id} and cannot "
+                                 "approve its calls")  # fmt: skip
+        status = "approved" if edit is None else "edited"
+        return self.store.decide_approval(record.id, status=status, decided_by=who,
+                                          reason=reason, edited_args=edit)  # fmt: skip
+
+    def reject(self, approval_id: str, *, reason: str, by: str | None = None) -> ApprovalRecord:
+        """Reject a pending call; the reason goes back to the model when the run resumes."""
+        if not reason.strip():
+            raise UsageError("a rejection needs a reason the agent can act on")
+        return self.store.decide_approval(approval_id, status="rejected",
+                                          decided_by=by or _whoami(), reason=reason)  # fmt: skip
+
+    def answer(self, run_id: str, text: str, *, by: str | None = None) -> None:
+        """Record a human's answer to a run waiting for input. Resume the run after."""
+        if not text.strip():
+            raise UsageError("the answer is empty")
+        record, state = self.load_state(run_id)
+        if state.status is not RunStatus.WAITING_INPUT:
+            raise UsageError(f"run {record.id} is {state.status.value}, not waiting for input")
+        if (state.waiting_for or {}).get("kind") == "paused":
+            raise UsageError(f"run {record.id} waits for its agent to be unpaused, not an answer")
+        ctx = RunContext(self.store, _placeholder_agent(record), _NoModel(), self.policy, state,
+                         clock=self.clock)  # fmt: skip
+        ctx.emit(EventType.INPUT_RECEIVED, {"kind": "answer", "answer": text, "by": by or _whoami()})
+        ctx.flush(final=True)
+
+    def cancel(self, run_id: str, *, reason: str, by: str | None = None) -> None:
+        """Cancel a run that has not finished."""
+        record, state = self.load_state(run_id)
+        if state.status.terminal:
+            raise UsageError(f"run {record.id} already ended ({state.status.value})")
+        ctx = RunContext(self.store, _placeholder_agent(record), _NoModel(), self.policy, state,
+                         clock=self.clock)  # fmt: skip
+        ctx.emit(EventType.RUN_FINISHED, {"status": "cancelled", "reason": f"{reason} "
+                                          f"(by {by or _whoami()})", "output": None})
+        ctx.flush(final=True)
+
+    # -- sync conveniences -----------------------------------------------------------------------
+
+    def run_sync(self, agent: Agent, input: Any, **kwargs: Any) -> RunResult:
+        return asyncio.run(self.run(agent, input, **kwargs))
+
+    def resume_sync(self, run_id: str, agent: Agent | None = None, **kwargs: Any) -> RunResult:
+        return asyncio.run(self.resume(run_id, agent, **kwargs))
+
+
+def state_fingerprint(store: Store, run_id: str) -> str:
+    first = store.events(run_id)[:1]
+    return str(first[0].payload.get("fingerprint", "")) if first else ""
+
+
+def _result(state: RunState) -> RunResult:
+    return RunResult(
+        run_id=state.run_id,
+        status=state.status.value,
+        output=state.output,
+        reason=state.reason,
+        steps=state.step,
+        input_tokens=state.input_tokens,
+        output_tokens=state.output_tokens,
+        cost_usd=state.cost_usd,
+        waiting_for=state.waiting_for,
+    )
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _placeholder_agent(record: RunRecord) -> Agent:
+    return Agent(name=record.agent, instructions="", version=record.agent_version)
+
+
+class _NoModel:
+    name = "none"
+
+    async def request(self, request: Any) -> Any:
+        raise UsageError("no model in this context")

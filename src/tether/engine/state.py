@@ -1,0 +1,269 @@
+"""Run state, rebuilt from the journal.
+
+The journal is the source of truth. :meth:`RunState.apply` folds one event into the state; the
+engine calls it for every event it appends, and resume calls it for every stored event, so a
+resumed run is in exactly the state the original process was in when its last event was written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from tether.journal.events import Event, EventType
+from tether.messages import Message, ModelResponse, ToolCall
+from tether.policy.rules import PastCall
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    WAITING_INPUT = "waiting_input"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def waiting(self) -> bool:
+        return self in (RunStatus.WAITING_APPROVAL, RunStatus.WAITING_INPUT)
+
+
+_TERMINAL = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.ESCALATED,
+        RunStatus.BUDGET_EXCEEDED,
+        RunStatus.CANCELLED,
+    }
+)
+
+
+@dataclass(slots=True)
+class CallProgress:
+    """How far one proposed tool call got."""
+
+    call: ToolCall
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    decision: str | None = None
+    decision_rule: str = ""
+    approval_id: str | None = None
+    approved: bool = False
+    started: bool = False
+    done: bool = False
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything the loop needs to continue a run."""
+
+    run_id: str
+    status: RunStatus = RunStatus.QUEUED
+    messages: list[Message] = field(default_factory=list)
+    step: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    started_at: float = 0.0
+    last_seq: int = 0
+    last_hash: str = ""
+    run_input: Any = None
+    agent_snapshot: dict[str, Any] = field(default_factory=dict)
+    calls: list[CallProgress] = field(default_factory=list)
+    history: list[PastCall] = field(default_factory=list)
+    consecutive_failures: int = 0
+    output_retries: int = 0
+    call_counts: dict[str, int] = field(default_factory=dict)
+    nudged: set[str] = field(default_factory=set)
+    waiting_for: dict[str, Any] | None = None
+    output: Any = None
+    reason: str | None = None
+    model_requests: int = 0
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def call(self, call_id: str) -> CallProgress:
+        for c in self.calls:
+            if c.call.id == call_id:
+                return c
+        raise KeyError(call_id)
+
+    @property
+    def pending_calls(self) -> list[CallProgress]:
+        return [c for c in self.calls if not c.done]
+
+    # -- folding events --------------------------------------------------------------------------
+
+    def apply(self, ev: Event, payload: dict[str, Any] | None = None) -> None:
+        p = payload if payload is not None else ev.payload
+        self.last_seq = ev.seq
+        self.last_hash = ev.hash
+        handler = _HANDLERS.get(ev.type)
+        if handler is not None:
+            handler(self, ev, p)
+
+    def _tool_message(self, call_id: str, name: str, content: str) -> None:
+        self.messages.append(Message("tool", content, tool_call_id=call_id, name=name))
+        progress = self.call(call_id)
+        progress.done = True
+
+
+def _run_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.status = RunStatus.RUNNING
+    s.started_at = ev.ts
+    s.run_input = p["input"]
+    s.agent_snapshot = p.get("agent", {})
+    text = p["input"] if isinstance(p["input"], str) else json.dumps(p["input"])
+    s.messages = [Message("system", p["instructions"]), Message("user", text)]
+
+
+def _run_resumed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.status = RunStatus.RUNNING
+
+
+def _model_request(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.step = ev.step
+    s.model_requests += 1
+
+
+def _model_response(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    response = ModelResponse.from_dict(p["response"])
+    s.input_tokens += response.usage.input_tokens
+    s.output_tokens += response.usage.output_tokens
+    s.cost_usd += response.cost_usd or 0.0
+    s.messages.append(response.as_message())
+    s.calls = [CallProgress(c) for c in response.tool_calls]
+
+
+def _validation_failed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.consecutive_failures += 1
+    if p.get("call_id"):
+        s._tool_message(p["call_id"], p.get("tool") or "", f"Error: {p['error']}")
+    else:  # the final output failed validation
+        s.output_retries += 1
+        s.messages.append(Message("user", p["feedback"]))
+
+
+def _tool_proposed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    c = s.call(p["call_id"])
+    c.tool = p["tool"]
+    c.args = p["args"]
+    key = p["tool"] + json.dumps(p["args"], sort_keys=True, default=str)
+    s.call_counts[key] = s.call_counts.get(key, 0) + 1
+
+
+def _policy_decision(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    c = s.call(p["call_id"])
+    c.decision = p["decision"]
+    c.decision_rule = p.get("rule", "")
+    if p["decision"] == "deny":
+        s.consecutive_failures += 1
+        s._tool_message(
+            c.call.id, c.tool or "", f"Denied by policy ({p.get('rule')}): {p.get('reason')}"
+        )
+    if p.get("args") is not None:  # re-checked edited arguments
+        c.args = p["args"]
+
+
+def _approval_requested(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    c = s.call(p["call_id"])
+    c.approval_id = p["approval_id"]
+    s.status = RunStatus.WAITING_APPROVAL
+    s.waiting_for = {"approval_id": p["approval_id"], "call_id": p["call_id"]}
+
+
+def _approval_decided(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    c = s.call(p["call_id"])
+    s.status = RunStatus.RUNNING
+    s.waiting_for = None
+    if p["status"] == "rejected":
+        s.consecutive_failures += 1
+        s._tool_message(
+            c.call.id, c.tool or "", f"A human rejected this call: {p.get('reason') or 'no reason'}"
+        )
+    else:
+        c.approved = True
+        if p.get("edited_args") is not None:
+            c.args = p["edited_args"]
+
+
+def _tool_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.call(p["call_id"]).started = True
+
+
+def _tool_finished(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    c = s.call(p["call_id"])
+    ok = bool(p["ok"])
+    content = p["content"]
+    if ok:
+        s.consecutive_failures = 0
+    else:
+        s.consecutive_failures += 1
+    s.history.append(PastCall(c.tool or "", c.args or {}, ok, p.get("result")))
+    s._tool_message(c.call.id, c.tool or "", content if ok else f"Error: {content}")
+
+
+def _feedback(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.messages.append(Message("user", p["message"]))
+    if p.get("kind") == "loop":
+        s.nudged.add(p["key"])
+
+
+def _input_requested(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.status = RunStatus.WAITING_INPUT
+    s.waiting_for = {"question": p["question"], "kind": p["kind"], "call_id": p.get("call_id")}
+
+
+def _input_received(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    waiting = s.waiting_for or {}
+    s.status = RunStatus.RUNNING
+    s.waiting_for = None
+    s.consecutive_failures = 0
+    call_id = waiting.get("call_id")
+    if p.get("kind") == "unpaused":
+        return
+    if call_id:
+        s._tool_message(call_id, "ask_human", f"The human answered: {p['answer']}")
+    else:
+        s.messages.append(Message("user", f"A human answered: {p['answer']}"))
+
+
+def _escalated(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.status = RunStatus.ESCALATED
+    s.reason = p["reason"]
+
+
+def _run_finished(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    s.status = RunStatus(p["status"])
+    s.output = p.get("output")
+    s.reason = p.get("reason")
+
+
+_HANDLERS = {
+    EventType.RUN_STARTED: _run_started,
+    EventType.RUN_RESUMED: _run_resumed,
+    EventType.MODEL_REQUEST: _model_request,
+    EventType.MODEL_RESPONSE: _model_response,
+    EventType.VALIDATION_FAILED: _validation_failed,
+    EventType.TOOL_PROPOSED: _tool_proposed,
+    EventType.POLICY_DECISION: _policy_decision,
+    EventType.APPROVAL_REQUESTED: _approval_requested,
+    EventType.APPROVAL_DECIDED: _approval_decided,
+    EventType.TOOL_STARTED: _tool_started,
+    EventType.TOOL_FINISHED: _tool_finished,
+    EventType.FEEDBACK: _feedback,
+    EventType.INPUT_REQUESTED: _input_requested,
+    EventType.INPUT_RECEIVED: _input_received,
+    EventType.ESCALATED: _escalated,
+    EventType.RUN_FINISHED: _run_finished,
+}

@@ -1,0 +1,18 @@
+"""The journal: hash-chained events and the store that keeps them."""
+
+from tether.journal.events import GENESIS, ChainProblem, Event, EventType, make_event, verify_chain
+from tether.journal.store import ApprovalRecord, RunRecord, Store, args_hash, normalise_url
+
+__all__ = [
+    "GENESIS",
+    "ApprovalRecord",
+    "ChainProblem",
+    "Event",
+    "EventType",
+    "RunRecord",
+    "Store",
+    "args_hash",
+    "make_event",
+    "normalise_url",
+    "verify_chain",
+]

@@ -1,0 +1,114 @@
+"""Journal events: append-only, typed, hash-chained.
+
+Each event carries the hash of the one before it in the same run, so editing, dropping or
+reordering any stored event breaks the chain at that point (see :func:`verify_chain`).
+The hash covers exactly the stored text of the payload, so verification needs no canonical form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+class EventType(StrEnum):
+    RUN_STARTED = "run_started"
+    RUN_RESUMED = "run_resumed"
+    MODEL_REQUEST = "model_request"
+    MODEL_RESPONSE = "model_response"
+    MODEL_ERROR = "model_error"
+    TOOL_PROPOSED = "tool_proposed"
+    VALIDATION_FAILED = "validation_failed"
+    POLICY_DECISION = "policy_decision"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_DECIDED = "approval_decided"
+    TOOL_STARTED = "tool_started"
+    TOOL_FINISHED = "tool_finished"
+    FEEDBACK = "feedback"
+    INPUT_REQUESTED = "input_requested"
+    INPUT_RECEIVED = "input_received"
+    BUDGET = "budget"
+    ESCALATED = "escalated"
+    RUN_FINISHED = "run_finished"
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One journal record. ``payload_json`` is the exact stored text the hash covers."""
+
+    run_id: str
+    seq: int
+    type: str
+    step: int
+    ts: float
+    payload_json: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.payload_json)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "type": self.type,
+            "step": self.step,
+            "ts": self.ts,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def event_hash(prev_hash: str, seq: int, type_: str, step: int, ts: float, payload_json: str) -> str:
+    text = f"{prev_hash}|{seq}|{type_}|{step}|{ts!r}|{payload_json}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def make_event(
+    run_id: str, seq: int, type_: str, step: int, ts: float, payload: dict[str, Any], prev: str
+) -> Event:
+    text = encode_payload(payload)
+    return Event(run_id, seq, type_, step, ts, text, prev, event_hash(prev, seq, type_, step, ts, text))
+
+
+@dataclass(slots=True, frozen=True)
+class ChainProblem:
+    """The first event where a run's chain does not verify."""
+
+    run_id: str
+    seq: int
+    reason: str
+
+
+def verify_chain(run_id: str, events: Iterable[Event]) -> ChainProblem | None:
+    """Check sequence numbers, links and hashes; return the first problem or ``None``."""
+    prev = GENESIS
+    expected_seq = 1
+    for ev in events:
+        if ev.seq != expected_seq:
+            return ChainProblem(run_id, expected_seq, f"event #{expected_seq} is missing")
+        if ev.prev_hash != prev:
+            return ChainProblem(run_id, ev.seq, "link to the previous event does not match")
+        if event_hash(ev.prev_hash, ev.seq, ev.type, ev.step, ev.ts, ev.payload_json) != ev.hash:
+            return ChainProblem(run_id, ev.seq, "content does not match its hash (edited?)")
+        try:
+            json.loads(ev.payload_json)
+        except ValueError:
+            return ChainProblem(run_id, ev.seq, "payload is not valid JSON")
+        prev = ev.hash
+        expected_seq += 1
+    return None

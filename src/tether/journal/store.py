@@ -1,0 +1,559 @@
+"""The store: runs, the event journal, approvals, counters, controls and caches.
+
+SQLAlchemy 2 over SQLite (a WAL file, the default) or PostgreSQL (by URL). Appending events is the
+hot path: it goes straight to the DBAPI cursor with ``executemany`` inside one short transaction.
+On SQLite every write transaction is ``BEGIN IMMEDIATE`` so concurrent processes serialise cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.errors import JournalCorrupted, JournalError, NotFound, UsageError
+from tether.journal.events import Event
+from tether.journal.migrations import migrate
+
+DEFAULT_DB = "tether.db"
+
+
+
+def normalise_url(url: str | None) -> str:
+    """Accept a file path, ``sqlite:///...``, or ``postgresql://...``; default ``TETHER_DB``."""
+    raw = url or os.environ.get("TETHER_DB") or DEFAULT_DB
+    if raw.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + raw.split("://", 1)[1]
+    if "://" in raw:
+        return raw
+    if raw == ":memory:":
+        return "sqlite://"
+    return f"sqlite:///{Path(raw).expanduser()}"
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A row of the runs table: a projection of the run's journal."""
+
+    id: str
+    agent: str
+    agent_version: str
+    agent_ref: str | None
+    status: str
+    input: Any
+    output: Any
+    reason: str | None
+    model: str | None
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    parent_run_id: str | None
+    fork_step: int | None
+    requested_by: str | None
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class ApprovalRecord:
+    """A human decision bound to one tool call and the hash of its exact arguments."""
+
+    id: str
+    run_id: str
+    agent: str
+    call_id: str
+    step: int
+    tool: str
+    args: dict[str, Any]
+    args_hash: str
+    reason: str
+    rule: str
+    status: str
+    requested_by: str | None
+    decided_by: str | None
+    decided_at: float | None
+    edited_args: dict[str, Any] | None
+    decision_reason: str | None
+    consumed_at: float | None
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def args_hash(args: dict[str, Any]) -> str:
+    """The hash an approval is bound to: canonical JSON of the arguments."""
+    text = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_RUN_COLUMNS = (
+    "id", "agent", "agent_version", "agent_ref", "status", "input", "output", "reason", "model",
+    "steps", "input_tokens", "output_tokens", "cost_usd", "parent_run_id", "fork_step",
+    "requested_by", "created_at", "updated_at",
+)  # fmt: skip
+_APPROVAL_COLUMNS = (
+    "id", "run_id", "agent", "call_id", "step", "tool", "args", "args_hash", "reason", "rule",
+    "status", "requested_by", "decided_by", "decided_at", "edited_args", "decision_reason",
+    "consumed_at", "created_at",
+)  # fmt: skip
+
+
+class Store:
+    """Durable state of tether. Safe to share between threads of one process."""
+
+    def __init__(self, url: str | None = None, *, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+            if self.url in ("sqlite://", "sqlite:///:memory:"):
+                kwargs["poolclass"] = sa.pool.StaticPool
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine = sa.create_engine(self.url, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise UsageError(f"cannot open store {self.url!r}: {exc}") from exc
+        if self.is_sqlite:
+            self._setup_sqlite()
+        self._ph = "?" if self.is_sqlite else "%s"
+        self._lock = threading.RLock()
+        self._raw: Any = None
+        try:
+            self.schema_version = migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise UsageError(f"cannot open store {self.url!r}: {exc.orig}") from exc
+        md = sa.MetaData()
+        md.reflect(self.engine, only=["runs", "events", "blobs", "approvals", "counters",
+                                      "controls", "cache"])  # fmt: skip
+        self.t = md.tables
+
+    # -- connection plumbing -------------------------------------------------------------------
+
+    def _setup_sqlite(self) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise JournalError(f"store error: {exc.orig}") from exc
+
+    def _raw_conn(self) -> Any:
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        return self._raw
+
+    def close(self) -> None:
+        with self._lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs and events -----------------------------------------------------------------------
+
+    def create_run(self, record: RunRecord) -> None:
+        row = record.to_dict()
+        row["input"] = json.dumps(record.input, default=str)
+        row["output"] = None if record.output is None else json.dumps(record.output, default=str)
+        with self._tx() as conn:
+            conn.execute(self.t["runs"].insert().values(**row))
+
+    def append(
+        self, events: Sequence[Event], run_update: dict[str, Any] | None = None
+    ) -> None:
+        """Write events (and optionally update the run's row) in one transaction."""
+        if not events and not run_update:
+            return
+        ph = self._ph
+        rows = [
+            (e.run_id, e.seq, e.type, e.step, e.ts, e.payload_json, e.prev_hash, e.hash)
+            for e in events
+        ]
+        with self._lock:
+            raw = self._raw_conn()
+            cur = raw.cursor()
+            try:
+                if self.is_sqlite:
+                    cur.execute("BEGIN IMMEDIATE")
+                if rows:
+                    cur.executemany(
+                        "INSERT INTO events (run_id, seq, type, step, ts, payload, prev_hash, hash)"
+                        f" VALUES ({ph},{ph},{ph},{ph},{ph},{ph},{ph},{ph})",
+                        rows,
+                    )
+                if run_update:
+                    cols = sorted(run_update)
+                    values = [
+                        json.dumps(run_update[c], default=str) if c in ("output", "input")
+                        else run_update[c]
+                        for c in cols
+                    ]  # fmt: skip
+                    sets = ",".join(f"{c}={ph}" for c in cols)
+                    run_id = events[0].run_id if events else run_update["id"]
+                    cur.execute(f"UPDATE runs SET {sets} WHERE id={ph}", [*values, run_id])
+                raw.commit() if not self.is_sqlite else cur.execute("COMMIT")
+            except Exception as exc:
+                try:
+                    raw.rollback() if not self.is_sqlite else cur.execute("ROLLBACK")
+                except Exception:
+                    self._raw = None
+                if "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc):
+                    raise JournalError(
+                        f"run {rows[0][0] if rows else '?'}: another process appended to this "
+                        "run's journal at the same time; stop one of them"
+                    ) from exc
+                raise JournalError(f"cannot append to the journal: {exc}") from exc
+            finally:
+                cur.close()
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        for key in ("output", "input"):
+            if key in values and values[key] is not None:
+                values[key] = json.dumps(values[key], default=str)
+        with self._tx() as conn:
+            conn.execute(self.t["runs"].update().where(self.t["runs"].c.id == run_id).values(**values))
+
+    def events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """All events of a run, in order. Rows that cannot be decoded raise JournalCorrupted."""
+        ev = self.t["events"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ev).where(ev.c.run_id == run_id, ev.c.seq > after_seq).order_by(ev.c.seq)
+            ).all()
+        out: list[Event] = []
+        for r in rows:
+            out.append(
+                Event(r.run_id, int(r.seq), str(r.type), int(r.step), float(r.ts), str(r.payload),
+                      str(r.prev_hash), str(r.hash))
+            )  # fmt: skip
+        return out
+
+    def count_events(self, run_id: str) -> int:
+        ev = self.t["events"]
+        with self.engine.connect() as conn:
+            n = conn.execute(
+                sa.select(sa.func.count()).select_from(ev).where(ev.c.run_id == run_id)
+            ).scalar_one()
+        return int(n)
+
+    def _run_from_row(self, r: Any) -> RunRecord:
+        data = dict(r._mapping)
+        for key in ("input", "output"):
+            if data[key] is not None:
+                try:
+                    data[key] = json.loads(data[key])
+                except ValueError as exc:
+                    raise JournalCorrupted(data["id"], 0, f"run row {key} is not JSON") from exc
+        return RunRecord(**{c: data[c] for c in _RUN_COLUMNS})
+
+    def get_run(self, run_id: str) -> RunRecord:
+        runs_t = self.t["runs"]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs_t).where(runs_t.c.id == run_id)).first()
+            if row is None:
+                row = conn.execute(
+                    sa.select(runs_t).where(runs_t.c.id.like(f"{run_id}%")).limit(2)
+                ).all()
+                if len(row) == 1:
+                    row = row[0]
+                else:
+                    hint = "ambiguous prefix" if row else "no such run"
+                    raise NotFound(f"run {run_id!r}: {hint} (see `tether runs`)")
+        return self._run_from_row(row)
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        parent: str | None = None,
+    ) -> list[RunRecord]:
+        runs_t = self.t["runs"]
+        q = sa.select(runs_t).order_by(runs_t.c.created_at.desc()).limit(limit)
+        if status:
+            q = q.where(runs_t.c.status == status)
+        if agent:
+            q = q.where(runs_t.c.agent == agent)
+        if parent:
+            q = q.where(runs_t.c.parent_run_id == parent)
+        with self.engine.connect() as conn:
+            return [self._run_from_row(r) for r in conn.execute(q).all()]
+
+    def run_ids(self) -> list[str]:
+        runs_t = self.t["runs"]
+        with self.engine.connect() as conn:
+            return [str(r[0]) for r in conn.execute(sa.select(runs_t.c.id).order_by(runs_t.c.created_at))]
+
+    # -- blobs (content-addressed) ---------------------------------------------------------------
+
+    def put_blob(self, body: str) -> str:
+        digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+        blobs = self.t["blobs"]
+        with self._tx() as conn:
+            exists = conn.execute(sa.select(blobs.c.hash).where(blobs.c.hash == digest)).first()
+            if exists is None:
+                conn.execute(blobs.insert().values(hash=digest, body=body))
+        return digest
+
+    def get_blob(self, digest: str) -> str:
+        blobs = self.t["blobs"]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(blobs.c.body).where(blobs.c.hash == digest)).first()
+        if row is None:
+            raise NotFound(f"blob {digest} not found")
+        return str(row[0])
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    def create_approval(self, record: ApprovalRecord) -> ApprovalRecord:
+        """Insert a pending approval; if the call already has one, return that one."""
+        row = record.to_dict()
+        row["args"] = json.dumps(record.args, default=str)
+        row["edited_args"] = None
+        ap = self.t["approvals"]
+        with self._tx() as conn:
+            existing = conn.execute(
+                sa.select(ap).where(ap.c.run_id == record.run_id, ap.c.call_id == record.call_id)
+            ).first()
+            if existing is None:
+                conn.execute(ap.insert().values(**row))
+                return record
+        return self._approval_from_row(existing)
+
+    def _approval_from_row(self, r: Any) -> ApprovalRecord:
+        data = dict(r._mapping)
+        data["args"] = json.loads(data["args"])
+        data["edited_args"] = None if data["edited_args"] is None else json.loads(data["edited_args"])
+        return ApprovalRecord(**{c: data[c] for c in _APPROVAL_COLUMNS})
+
+    def get_approval(self, approval_id: str) -> ApprovalRecord:
+        ap = self.t["approvals"]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ap).where(ap.c.id == approval_id)).first()
+            if row is None:
+                rows = conn.execute(
+                    sa.select(ap).where(ap.c.id.like(f"{approval_id}%")).limit(2)
+                ).all()
+                if len(rows) != 1:
+                    raise NotFound(f"approval {approval_id!r} not found (see `tether approvals`)")
+                row = rows[0]
+        return self._approval_from_row(row)
+
+    def approval_for_call(self, run_id: str, call_id: str) -> ApprovalRecord | None:
+        ap = self.t["approvals"]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(ap).where(ap.c.run_id == run_id, ap.c.call_id == call_id)
+            ).first()
+        return None if row is None else self._approval_from_row(row)
+
+    def list_approvals(self, *, status: str | None = "pending", run_id: str | None = None,
+                       agent: str | None = None) -> list[ApprovalRecord]:  # fmt: skip
+        ap = self.t["approvals"]
+        q = sa.select(ap).order_by(ap.c.created_at)
+        if status:
+            q = q.where(ap.c.status == status)
+        if run_id:
+            q = q.where(ap.c.run_id == run_id)
+        if agent:
+            q = q.where(ap.c.agent == agent)
+        with self.engine.connect() as conn:
+            return [self._approval_from_row(r) for r in conn.execute(q).all()]
+
+    def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        status: str,
+        decided_by: str,
+        reason: str | None = None,
+        edited_args: dict[str, Any] | None = None,
+    ) -> ApprovalRecord:
+        """Record a human decision; refuses one that is already decided (compare-and-set)."""
+        if status not in ("approved", "edited", "rejected"):
+            raise UsageError(f"bad approval status {status!r}")
+        current = self.get_approval(approval_id)
+        ap = self.t["approvals"]
+        with self._tx() as conn:
+            result = conn.execute(
+                ap.update()
+                .where(ap.c.id == current.id, ap.c.status == "pending")
+                .values(
+                    status=status,
+                    decided_by=decided_by,
+                    decided_at=time.time(),
+                    decision_reason=reason,
+                    edited_args=None if edited_args is None else json.dumps(edited_args),
+                )
+            )
+            if result.rowcount != 1:
+                raise UsageError(
+                    f"approval {current.id} was already decided ({current.status} by "
+                    f"{current.decided_by}); a decision is taken once"
+                )
+        return self.get_approval(current.id)
+
+    def consume_approval(self, approval_id: str) -> bool:
+        """Mark a decided approval as used; ``False`` if it was consumed already."""
+        ap = self.t["approvals"]
+        with self._tx() as conn:
+            result = conn.execute(
+                ap.update()
+                .where(ap.c.id == approval_id, ap.c.consumed_at.is_(None), ap.c.status != "pending")
+                .values(consumed_at=time.time())
+            )
+            return bool(result.rowcount == 1)
+
+    # -- counters (hard limits across runs) ------------------------------------------------------
+
+    def reserve(
+        self,
+        name: str,
+        key: str,
+        window_start: int,
+        *,
+        amount: float,
+        max_count: int | None,
+        max_total: float | None,
+    ) -> tuple[bool, int, float]:
+        """Atomically add one call (and ``amount``) to a counter unless that breaks a limit.
+
+        Returns ``(reserved, count, total)`` with the counter's values after the attempt. The check
+        and the increment happen in one conditional UPDATE, so concurrent runs in any number of
+        processes can never push a counter past its limit.
+        """
+        c = self.t["counters"]
+        cond = [c.c.name == name, c.c.key == key, c.c.window_start == window_start]
+        with self._tx() as conn:
+            if not self.is_sqlite:
+                conn.execute(
+                    sa.dialects.postgresql.insert(c)
+                    .values(name=name, key=key, window_start=window_start, count=0, total=0.0)
+                    .on_conflict_do_nothing()
+                )
+            else:
+                conn.execute(
+                    sa.dialects.sqlite.insert(c)
+                    .values(name=name, key=key, window_start=window_start, count=0, total=0.0)
+                    .on_conflict_do_nothing()
+                )
+            guarded = list(cond)
+            if max_count is not None:
+                guarded.append(c.c.count + 1 <= max_count)
+            if max_total is not None:
+                guarded.append(c.c.total + amount <= max_total + 1e-9)
+            result = conn.execute(
+                c.update().where(*guarded).values(count=c.c.count + 1, total=c.c.total + amount)
+            )
+            row = conn.execute(sa.select(c.c.count, c.c.total).where(*cond)).one()
+            return bool(result.rowcount == 1), int(row.count), float(row.total)
+
+    def counter(self, name: str, key: str, window_start: int) -> tuple[int, float]:
+        c = self.t["counters"]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(c.c.count, c.c.total).where(
+                    c.c.name == name, c.c.key == key, c.c.window_start == window_start
+                )
+            ).first()
+        return (0, 0.0) if row is None else (int(row.count), float(row.total))
+
+    # -- controls (kill switch) ------------------------------------------------------------------
+
+    def set_paused(self, agent: str, paused: bool, *, by: str, reason: str = "") -> None:
+        ctl = self.t["controls"]
+        with self._tx() as conn:
+            conn.execute(ctl.delete().where(ctl.c.agent == agent))
+            conn.execute(
+                ctl.insert().values(
+                    agent=agent, paused=paused, reason=reason, changed_by=by, changed_at=time.time()
+                )
+            )
+
+    def paused(self, agent: str) -> tuple[bool, str]:
+        """Whether the agent's kill switch is on, and why."""
+        ph = self._ph
+        with self._lock:
+            raw = self._raw_conn()
+            cur = raw.cursor()
+            try:
+                cur.execute(f"SELECT paused, reason, changed_by FROM controls WHERE agent={ph}",
+                            (agent,))  # fmt: skip
+                row = cur.fetchone()
+                if not self.is_sqlite:
+                    raw.commit()
+            finally:
+                cur.close()
+        if row is None or not row[0]:
+            return False, ""
+        return True, f"paused by {row[2]}: {row[1] or 'no reason given'}"
+
+    def paused_agents(self) -> list[dict[str, Any]]:
+        ctl = self.t["controls"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(ctl).where(ctl.c.paused.is_(True))).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- response cache --------------------------------------------------------------------------
+
+    def cache_get(self, key: str, now: float | None = None) -> str | None:
+        cache = self.t["cache"]
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(cache.c.value).where(cache.c.key == key, cache.c.expires_at > now)
+            ).first()
+        return None if row is None else str(row[0])
+
+    def cache_set(self, key: str, value: str, ttl: float, now: float | None = None) -> None:
+        cache = self.t["cache"]
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            conn.execute(cache.delete().where(cache.c.key == key))
+            conn.execute(cache.insert().values(key=key, value=value, expires_at=now + ttl))
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def drop_all(self) -> None:
+        """Remove every tether table (tests use it to reset a PostgreSQL database)."""
+        with self._tx() as conn:
+            for name in ("runs", "events", "blobs", "approvals", "counters", "controls", "cache",
+                         "schema_migrations"):  # fmt: skip
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))

@@ -1,0 +1,111 @@
+"""The policy pipeline: rules → effect default → autonomy, then hard limits before execution.
+
+Runtime side of the policy: it reads counters in the store, so authors never import it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tether.agent import Agent, Autonomy
+from tether.journal.store import Store
+from tether.policy.rules import (
+    Decision,
+    DecisionKind,
+    Limit,
+    Proposal,
+    Rule,
+    combine,
+    default_decision,
+)
+from tether.tools import Effect
+
+SHADOW = "shadow"
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    """A decision plus whether the call runs in shadow mode (journaled, never executed)."""
+
+    decision: Decision
+    shadow: bool = False
+
+    @property
+    def kind(self) -> str:
+        return SHADOW if self.shadow else self.decision.kind.value
+
+
+class PolicyEngine:
+    """Decides proposed calls for one runtime; extra rules and limits apply to every agent."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        rules: Sequence[Rule] = (),
+        limits: Sequence[Limit] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.rules = list(rules)
+        self.limits = list(limits)
+        self.clock = clock
+
+    def _agent_rules(self, agent: Agent) -> tuple[list[Rule], list[Limit]]:
+        rules = [r for r in agent.policy if isinstance(r, Rule)] + self.rules
+        limits = [lim for lim in agent.policy if isinstance(lim, Limit)] + self.limits
+        return rules, limits
+
+    def decide(self, agent: Agent, proposal: Proposal) -> Verdict:
+        """Rules (most severe wins) → effect default → the tool's autonomy."""
+        rules, _ = self._agent_rules(agent)
+        decisions: list[Decision] = []
+        for r in rules:
+            try:
+                d = r.evaluate(proposal)
+            except Exception as exc:  # a broken rule must not let a call through
+                d = Decision.escalate(f"rule raised {type(exc).__name__}: {exc}").by(r.name)
+            if d is not None:
+                decisions.append(d)
+        autonomy = agent.autonomy.get(proposal.tool)
+        level = None if autonomy is None else Autonomy(autonomy)
+        if level is Autonomy.AUTO and proposal.effect is Effect.IRREVERSIBLE:
+            base = Decision(DecisionKind.ALLOW, "autonomy auto for this tool", "autonomy")
+        else:
+            base = default_decision(proposal.effect)
+        if level is Autonomy.APPROVE:
+            base = Decision(DecisionKind.APPROVE, "autonomy: every call is approved", "autonomy")
+        final = combine([base, *decisions]) if decisions else base
+        if level is Autonomy.SHADOW and final.kind in (DecisionKind.ALLOW, DecisionKind.APPROVE):
+            return Verdict(Decision(DecisionKind.ALLOW, "shadow mode: not executed", "autonomy"),
+                           shadow=True)  # fmt: skip
+        return Verdict(final)
+
+    def reserve_limits(self, agent: Agent, proposal: Proposal) -> Decision | None:
+        """Count the call against every matching limit; a refusal names the limit broken.
+
+        Called just before execution (after any approval), so denied or rejected calls never
+        consume a limit. Each counter update is one atomic conditional UPDATE in the store.
+        """
+        _, limits = self._agent_rules(agent)
+        now = self.clock()
+        for lim in limits:
+            if proposal.tool not in lim.tools:
+                continue
+            key = f"{agent.name}|{lim.key(proposal)}"
+            amount = float(lim.amount(proposal))
+            window = int(now // lim.window_seconds) * lim.window_seconds
+            ok, count, total = self.store.reserve(
+                lim.name, key, window, amount=amount,
+                max_count=lim.max_count, max_total=lim.max_total,
+            )  # fmt: skip
+            if not ok:
+                cap = (
+                    f"{count}/{lim.max_count} calls"
+                    if lim.max_count is not None and count + 1 > lim.max_count
+                    else f"{total:g}+{amount:g} > {lim.max_total:g}"
+                )
+                return Decision(lim.decision, f"limit {lim.name} reached ({cap})", lim.name)
+        return None
