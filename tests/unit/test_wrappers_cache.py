@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tether.errors import ModelError
 from tether.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.models.cache import CacheBackend, CacheModel, MemoryCache, cache_key
 from tether.models.scripted import ScriptedModel
@@ -69,14 +72,10 @@ async def test_hits_do_not_share_state() -> None:
 
 
 async def test_errors_are_not_cached() -> None:
-    from tether.errors import ModelError
-
     inner = ScriptedModel([ModelError("down"), "ok"])
     model = CacheModel(inner, MemoryCache())
-    try:
+    with pytest.raises(ModelError):
         await model.request(req())
-    except ModelError:
-        pass
     assert (await model.request(req())).text == "ok"
 
 
