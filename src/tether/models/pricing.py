@@ -139,12 +139,11 @@ class PriceTable(Mapping[str, Price]):
     def load(cls, path: str | Path, *, include_defaults: bool = True) -> PriceTable:
         """Load a ``.toml``, ``.yaml``/``.yml`` or ``.json`` price file."""
         p = Path(path)
-        text = p.read_text(encoding="utf-8")
         suffix = p.suffix.lower()
         if suffix == ".toml":
-            return cls.from_toml(text, include_defaults=include_defaults)
+            return cls.from_toml(p.read_text(encoding="utf-8"), include_defaults=include_defaults)
         if suffix in (".yaml", ".yml", ".json"):  # JSON is a subset of YAML
-            return cls.from_yaml(text, include_defaults=include_defaults)
+            return cls.from_yaml(p.read_text(encoding="utf-8"), include_defaults=include_defaults)
         raise ValueError(f"unsupported price file type: {p.name}")
 
     def lookup(self, model_name: str) -> Price | None:
