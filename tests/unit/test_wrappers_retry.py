@@ -114,8 +114,7 @@ async def test_non_retryable_error_raises_at_once() -> None:
 
 
 async def test_gives_up_after_max_attempts_with_last_error() -> None:
-    errors = [transient(500), transient(502), transient(503), "never"]
-    inner = ScriptedModel(errors)
+    inner = ScriptedModel([transient(500), transient(502), transient(503), "never"])
     sleeps = Sleeps()
     model = RetryModel(inner, max_attempts=3, jitter=False, sleep=sleeps)
     with pytest.raises(ModelError) as info:
