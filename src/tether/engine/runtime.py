@@ -14,6 +14,8 @@ import asyncio
 import getpass
 import importlib
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -60,6 +62,8 @@ def load_agent(ref: str) -> Agent:
     if ":" not in ref:
         raise UsageError(f"agent reference {ref!r} must look like 'package.module:attribute'")
     module_name, attr = ref.split(":", 1)
+    if os.getcwd() not in sys.path:  # like `python -m`, find modules of the current project
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

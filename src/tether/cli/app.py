@@ -1,0 +1,46 @@
+"""The ``tether`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.markup import escape
+
+from tether.cli import approvals, runs
+from tether.cli.common import err_console
+from tether.errors import JournalCorrupted, TetherError
+
+app = typer.Typer(
+    name="tether",
+    help="Run production AI agents: durable runs, guardrails, human approvals, replay.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for fn in (runs.run, runs.runs, runs.show, runs.resume, runs.cancel):
+    app.command()(fn)
+for fn in (approvals.approvals, approvals.approve, approvals.reject, approvals.answer,
+           approvals.pause, approvals.unpause):  # fmt: skip
+    app.command()(fn)
+
+
+def main() -> None:
+    """Entry point: errors become one clear line and exit code 2, never a traceback."""
+    try:
+        app()
+    except JournalCorrupted as exc:
+        err_console.print(f"[red]journal corrupt:[/] {escape(str(exc))}")
+        err_console.print("check every run with `tether verify --all`; other runs are unaffected")
+        sys.exit(2)
+    except TetherError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; the run is journaled: continue it with `tether resume RUN`")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Turning events and runs into readable lines."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.markup import escape
+
+from tether.journal.events import Event
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "escalated": "magenta",
+    "budget_exceeded": "red",
+    "cancelled": "dim",
+    "waiting_approval": "yellow",
+    "waiting_input": "yellow",
+    "running": "cyan",
+    "queued": "dim",
+}
+
+TYPE_STYLE = {
+    "model_request": "blue",
+    "model_response": "blue",
+    "tool_proposed": "cyan",
+    "policy_decision": "magenta",
+    "tool_finished": "green",
+    "validation_failed": "red",
+    "model_error": "red",
+    "approval_requested": "yellow",
+    "approval_decided": "yellow",
+    "escalated": "magenta",
+    "run_finished": "bold",
+    "budget": "red",
+}
+
+
+def short(text: Any, width: int = 100) -> str:
+    s = text if isinstance(text, str) else json.dumps(text, default=str, separators=(",", ":"))
+    s = s.replace("\n", " ⏎ ")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status_text(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
+    """One line saying what an event means."""
+    t = ev.type
+    if t == "run_started":
+        return f"agent {p['agent'].get('name')} v{p['agent'].get('version')} · model {p.get('model')} · input {short(p['input'], width)}"
+    if t == "model_request":
+        return f"{p['model']} · {p['messages']} messages · {p['tools']} tools"
+    if t == "model_response":
+        r = p["response"]
+        u = r.get("usage", {})
+        calls = ", ".join(f"{c['name']}({short(c['arguments'], 60)})" for c in r.get("tool_calls", []))
+        what = f"calls {calls}" if calls else f"says {short(r.get('text', ''), width)}"
+        cost = f" · ${r['cost_usd']:.5f}" if r.get("cost_usd") else ""
+        return f"{what} · {u.get('input_tokens', 0)}→{u.get('output_tokens', 0)} tok{cost} · {p.get('duration_ms', 0):.1f} ms"
+    if t == "tool_proposed":
+        return f"{p['tool']} [{p['effect']}] {short(p['args'], width)}"
+    if t == "policy_decision":
+        extra = " (edited args re-checked)" if p.get("recheck") else ""
+        return f"{p['decision'].upper()} {p.get('tool')} by rule {p.get('rule')}: {p.get('reason')}{extra}"
+    if t == "approval_requested":
+        return f"approval {p['approval_id'][:12]} for {p['tool']} {short(p['args'], width)}"
+    if t == "approval_decided":
+        edit = f" edited to {short(p['edited_args'], 80)}" if p.get("edited_args") else ""
+        why = f" ({p['reason']})" if p.get("reason") else ""
+        return f"{p['status']} by {p.get('by')} at {when(p.get('at'))}{edit}{why}"
+    if t == "tool_started":
+        return f"{p.get('tool')} started" + (f" · key {p['idempotency_key']}" if p.get("idempotency_key") else "")
+    if t == "tool_finished":
+        mark = "ok" if p["ok"] else "ERROR"
+        shadow = " (shadow: not executed)" if p.get("shadow") else ""
+        return f"{mark}{shadow} · {p.get('duration_ms', 0):.1f} ms · {short(p['content'], width)}"
+    if t == "validation_failed":
+        return f"{p.get('tool') or 'final output'}: {short(p['error'], width)}"
+    if t in ("feedback",):
+        return short(p["message"], width)
+    if t == "input_requested":
+        return f"[{p['kind']}] {short(p['question'], width)}"
+    if t == "input_received":
+        return f"{p.get('by', '')}: {short(p.get('answer', ''), width)}"
+    if t == "model_error":
+        return short(p["error"], width)
+    if t in ("escalated", "budget"):
+        return short(p.get("reason"), width)
+    if t == "run_finished":
+        out = f" · output {short(p['output'], width)}" if p.get("output") is not None else ""
+        why = f" · {p['reason']}" if p.get("reason") else ""
+        return f"{p['status']}{why}{out}"
+    if t == "run_resumed":
+        return "resumed" + ("" if p.get("same_agent", True) else " with a CHANGED agent")
+    return short(p, width)
+
+
+def timeline_lines(events: list[Event], width: int = 100) -> list[str]:
+    """Rich-markup lines: seq, step, elapsed, type, summary."""
+    if not events:
+        return []
+    t0 = events[0].ts
+    lines = []
+    for ev in events:
+        try:
+            p = ev.payload
+            text = escape(summarise(ev, p, width))
+        except (ValueError, KeyError, TypeError) as exc:
+            text = f"[red]cannot decode: {escape(str(exc))}[/]"
+        style = TYPE_STYLE.get(ev.type, "white")
+        lines.append(
+            f"{ev.seq:>5} {ev.step:>4} {ev.ts - t0:>9.3f}s [{style}]{ev.type:<18}[/] {text}"
+        )
+    return lines

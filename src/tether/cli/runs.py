@@ -1,0 +1,161 @@
+"""Commands about runs: run, runs, show, resume, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tether.cli.common import DbOption, JsonOption, ByOption, console, open_store, print_json
+from tether.cli.render import short, status_text, summarise, timeline_lines, when
+from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
+from tether.errors import UsageError
+from tether.journal.events import Event
+
+
+def _parse_input(text: str) -> Any:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise UsageError(f"input file {path} does not exist")
+        text = path.read_text()
+    stripped = text.strip()
+    if stripped[:1] in "{[":
+        try:
+            return json.loads(stripped)
+        except ValueError as exc:
+            raise UsageError(f"input looks like JSON but does not parse: {exc}") from exc
+    return text
+
+
+def _live_printer(quiet: bool) -> Any:
+    if quiet:
+        return None
+
+    def on_event(ev: Event) -> None:
+        try:
+            line = escape(summarise(ev, ev.payload, 90))
+        except Exception:
+            line = ""
+        console.print(f"  [dim]{ev.step:>3}[/] {ev.type:<18} {line}")
+
+    return on_event
+
+
+def report(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"run [bold]{result.run_id}[/] {status_text(result.status)} · "
+                  f"{result.steps} steps · {result.input_tokens}→{result.output_tokens} tokens")  # fmt: skip
+    if result.reason:
+        console.print(f"  reason: {escape(result.reason)}")
+    if result.output is not None:
+        console.print(f"  output: {escape(short(result.output, 400))}")
+    if result.status == "waiting_approval" and result.waiting_for:
+        aid = result.waiting_for["approval_id"]
+        console.print(f"  waiting for approval [bold]{aid[:12]}[/]: "
+                      f"`tether approve {aid[:12]}` or `tether reject {aid[:12]} --reason ...`")  # fmt: skip
+    if result.status == "waiting_input" and result.waiting_for:
+        console.print(f"  question: {escape(str(result.waiting_for.get('question')))}")
+        console.print(f"  answer with `tether answer {result.run_id[:12]} \"...\"`")
+
+
+def run(
+    agent_ref: Annotated[str, typer.Argument(help="The agent, as package.module:attribute.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="The input: text, JSON, or @file.")],
+    db: DbOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model spec (e.g. local, "
+                                              "openai:gpt-4o-mini).")] = None,  # fmt: skip
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print events.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a run of an agent and drive it until it finishes or waits for a human."""
+    agent = load_agent(agent_ref)
+    runtime = Runtime(open_store(db))
+    runtime.on_event = _live_printer(quiet or as_json)
+    result = asyncio.run(runtime.run(agent, _parse_input(input), agent_ref=agent_ref, model=model))
+    report(result, as_json)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    db: DbOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model spec override.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Continue a run from its journal (after a crash, an approval or an answer)."""
+    runtime = Runtime(open_store(db))
+    runtime.on_event = _live_printer(quiet or as_json)
+    result = asyncio.run(runtime.resume(run_id, model=model))
+    report(result, as_json)
+
+
+def runs(
+    db: DbOption = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs in this state.")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only runs of this agent.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs, newest first."""
+    records = open_store(db).list_runs(status=status, agent=agent, limit=limit)
+    if as_json:
+        print_json([r.to_dict() for r in records])
+        return
+    table = Table(title=f"{len(records)} runs", show_lines=False)
+    for col in ("run", "agent", "status", "steps", "tokens", "cost", "started", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(
+            r.id[:12], f"{r.agent} v{r.agent_version}", status_text(r.status), str(r.steps),
+            f"{r.input_tokens}→{r.output_tokens}", f"${r.cost_usd:.4f}", when(r.created_at),
+            escape(short(r.reason or "", 50)),
+        )  # fmt: skip
+    console.print(table)
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    db: DbOption = None,
+    full: Annotated[bool, typer.Option("--full", help="Show full prompts and responses.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a run's timeline: every prompt, tool call, decision, approval and result."""
+    store = open_store(db)
+    record = store.get_run(run_id)
+    events = store.events(record.id)
+    if as_json:
+        print_json({"run": record.to_dict(), "events": [e.to_dict() for e in events]})
+        return
+    console.print(f"[bold]run {record.id}[/] · agent {record.agent} v{record.agent_version} · "
+                  f"{status_text(record.status)} · {len(events)} events")  # fmt: skip
+    if record.reason:
+        console.print(f"reason: {escape(record.reason)}")
+    width = 10_000 if full else 100
+    lines = timeline_lines(events, width)
+    console.print("\n".join(lines), soft_wrap=True)
+    if full:
+        state = rebuild_state(record.id, events)
+        console.print("\n[bold]conversation as the model last saw it[/]")
+        for m in state.messages:
+            console.print(f"[bold]{m.role}[/]: {escape(m.content)}")
+            for c in m.tool_calls:
+                console.print(f"  → {c.name}({escape(c.arguments_text())}) [{c.id}]")
+
+
+def cancel(
+    run_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason", help="Why.")] = "cancelled by operator",
+    db: DbOption = None,
+    by: ByOption = None,
+) -> None:
+    """Cancel a run that has not finished."""
+    Runtime(open_store(db)).cancel(run_id, reason=reason, by=by)
+    console.print(f"run {run_id} cancelled")

@@ -1,0 +1,90 @@
+"""Shared fixtures: stores on SQLite and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tether.journal.store import Store
+
+PG_URL = os.environ.get("TETHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pg_available() -> bool:
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for this test session (CI starts the server)."""
+    if not pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL}; start it (see .ci/run)")
+    schema = f"tether_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+_created_schemas: list[str] = []
+
+
+def fresh_pg_url(base: str) -> str:
+    """A URL for a brand-new schema (for tests that need an empty store)."""
+    schema = f"tether_t_{uuid.uuid4().hex[:10]}"
+    _created_schemas.append(schema)
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test runs against a SQLite file and against PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "tether.db")
+    return fresh_pg_url(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(str(tmp_path / "tether.db"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_schemas() -> Iterator[None]:
+    yield
+    if not _created_schemas:
+        return
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        for name in _created_schemas:
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+    engine.dispose()

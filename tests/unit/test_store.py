@@ -1,0 +1,132 @@
+"""The store suite: the same tests on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tether.errors import NotFound, UsageError
+from tether.journal import GENESIS, ApprovalRecord, RunRecord, Store, make_event, verify_chain
+from tether.journal.store import args_hash
+
+
+def _run(run_id: str = "r1") -> RunRecord:
+    now = time.time()
+    return RunRecord(
+        id=run_id, agent="a", agent_version="1", agent_ref=None, status="running",
+        input={"q": "hi"}, output=None, reason=None, model="scripted", steps=0, input_tokens=0,
+        output_tokens=0, cost_usd=0.0, parent_run_id=None, fork_step=None, requested_by="me",
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+def _events(run_id: str, n: int) -> list:
+    out, prev = [], GENESIS
+    for i in range(1, n + 1):
+        ev = make_event(run_id, i, "feedback", i, time.time(), {"message": f"m{i}", "ü": "☃"}, prev)
+        out.append(ev)
+        prev = ev.hash
+    return out
+
+
+def test_migrations_are_idempotent(store_url: str) -> None:
+    first = Store(store_url)
+    second = Store(store_url)
+    assert first.schema_version == second.schema_version == 1
+    first.close()
+    second.close()
+
+
+def test_events_round_trip_and_chain_verifies(store: Store) -> None:
+    store.create_run(_run())
+    events = _events("r1", 30)
+    store.append(events[:10])
+    store.append(events[10:], {"status": "succeeded", "steps": 30, "output": {"x": 1}})
+    loaded = store.events("r1")
+    assert [e.seq for e in loaded] == list(range(1, 31))
+    assert loaded == events
+    assert verify_chain("r1", loaded) is None
+    run = store.get_run("r1")
+    assert run.status == "succeeded" and run.output == {"x": 1} and run.input == {"q": "hi"}
+
+
+def test_duplicate_append_is_refused(store: Store) -> None:
+    store.create_run(_run())
+    events = _events("r1", 3)
+    store.append(events)
+    with pytest.raises(Exception, match="another process appended"):
+        store.append(events[2:])
+    assert len(store.events("r1")) == 3  # nothing half-written
+
+
+def test_run_prefix_lookup_and_not_found(store: Store) -> None:
+    store.create_run(_run("abcdef123"))
+    assert store.get_run("abcd").id == "abcdef123"
+    with pytest.raises(NotFound):
+        store.get_run("zzz")
+
+
+def test_list_runs_filters(store: Store) -> None:
+    store.create_run(_run("r1"))
+    store.create_run(_run("r2"))
+    store.update_run("r2", status="failed")
+    assert {r.id for r in store.list_runs()} == {"r1", "r2"}
+    assert [r.id for r in store.list_runs(status="failed")] == ["r2"]
+
+
+def _approval(aid: str = "ap1") -> ApprovalRecord:
+    args = {"order_id": "#1", "amount": 5}
+    return ApprovalRecord(
+        id=aid, run_id="r1", agent="a", call_id="c1", step=1, tool="refund", args=args,
+        args_hash=args_hash(args), reason="irreversible", rule="effect-default", status="pending",
+        requested_by=None, decided_by=None, decided_at=None, edited_args=None,
+        decision_reason=None, consumed_at=None, created_at=time.time(),
+    )  # fmt: skip
+
+
+def test_approval_decided_once_and_consumed_once(store: Store) -> None:
+    store.create_approval(_approval())
+    # a second request for the same call returns the existing approval
+    assert store.create_approval(_approval("ap2")).id == "ap1"
+    assert [a.id for a in store.list_approvals()] == ["ap1"]
+    decided = store.decide_approval("ap1", status="edited", decided_by="alice",
+                                    edited_args={"order_id": "#1", "amount": 3})  # fmt: skip
+    assert decided.status == "edited" and decided.edited_args == {"order_id": "#1", "amount": 3}
+    with pytest.raises(UsageError, match="already decided"):
+        store.decide_approval("ap1", status="approved", decided_by="mallory")
+    assert store.consume_approval("ap1") is True
+    assert store.consume_approval("ap1") is False
+    assert store.list_approvals() == []
+
+
+def test_counter_reservation_respects_limits(store: Store) -> None:
+    results = [store.reserve("refunds", "cust1", 0, amount=100.0, max_count=3, max_total=250.0)
+               for _ in range(4)]  # fmt: skip
+    assert [ok for ok, _, _ in results] == [True, True, False, False]
+    assert store.counter("refunds", "cust1", 0) == (2, 200.0)
+    # another window and another key are separate counters
+    assert store.reserve("refunds", "cust1", 86400, amount=1, max_count=3, max_total=None)[0]
+    assert store.reserve("refunds", "cust2", 0, amount=1, max_count=3, max_total=None)[0]
+
+
+def test_kill_switch(store: Store) -> None:
+    assert store.paused("a") == (False, "")
+    store.set_paused("a", True, by="ops", reason="incident 42")
+    paused, why = store.paused("a")
+    assert paused and "incident 42" in why and "ops" in why
+    store.set_paused("a", False, by="ops")
+    assert store.paused("a")[0] is False
+
+
+def test_blobs_are_content_addressed(store: Store) -> None:
+    big = "x" * 2_000_000
+    h1 = store.put_blob(big)
+    h2 = store.put_blob(big)
+    assert h1 == h2 and store.get_blob(h1) == big
+
+
+def test_cache_ttl(store: Store) -> None:
+    store.cache_set("k", "v", ttl=10, now=1000.0)
+    assert store.cache_get("k", now=1005.0) == "v"
+    assert store.cache_get("k", now=1011.0) is None
