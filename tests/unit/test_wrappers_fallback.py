@@ -75,3 +75,16 @@ async def test_non_model_errors_propagate() -> None:
 def test_name_lists_models() -> None:
     model = FallbackModel(ScriptedModel([], name="a"), ScriptedModel([], name="b"))
     assert model.name == "fallback:a,b"
+
+
+async def test_existing_causes_are_kept() -> None:
+    low_level = OSError("connection reset")
+    second = ModelError("b down", retryable=True)
+    second.__cause__ = low_level
+    model = FallbackModel(
+        ScriptedModel([ModelError("a down")], name="a"), ScriptedModel([second], name="b")
+    )
+    with pytest.raises(ModelError) as info:
+        await model.request(req())
+    assert info.value.__cause__ is low_level
+    assert "a: a down" in " ".join(info.value.__notes__)

@@ -9,9 +9,9 @@ propagates untouched. The answer carries:
 * ``meta["fallback_errors"]``: their error messages, in the same order;
 * ``model``: the model that answered (the inner model's own ``model`` when it set one).
 
-When every model fails, the last error is raised. The earlier ones are chained to it through
-``__cause__`` (each error's cause is the one before) and listed in a note, so tracebacks and logs
-show all of them.
+When every model fails, the last error is raised with a note listing every failure. The earlier
+errors are also chained through ``__cause__`` (each error's cause is the one before), except where
+an error already has a cause of its own (a provider's underlying HTTP error), which is kept.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ class FallbackModel:
             except ModelError as err:
                 if not self.on(err):
                     raise
-                if failed and failed[-1][1] is not err:
-                    err.__cause__ = failed[-1][1]
+                previous = failed[-1][1] if failed else None
+                if previous is not None and previous is not err and err.__cause__ is None:
+                    err.__cause__ = previous
                 failed.append((model, err))
                 continue
             if not response.model:
