@@ -9,7 +9,7 @@ import pytest
 from tether.messages import Message, ModelRequest, ModelResponse, Usage
 from tether.models.base import estimate_request_tokens
 from tether.models.cache import CacheModel, MemoryCache
-from tether.models.pricing import Price, PricedModel, PriceTable, estimate_cost
+from tether.models.pricing import Price, PricedModel, PriceTable, cost_estimator, estimate_cost
 from tether.models.router import CascadeModel
 from tether.models.scripted import ScriptedModel
 
@@ -98,3 +98,11 @@ async def test_priced_cascade_counts_both_calls() -> None:
     table = PriceTable({"small": Price(1.0, 0.0), "large": Price(10.0, 0.0)})
     response = await PricedModel(CascadeModel(small, large), table).request(req())
     assert response.cost_usd == pytest.approx(11.0)
+
+
+def test_cost_estimator_binds_model_and_output_cap() -> None:
+    table = PriceTable({"m": Price(1.0, 10.0)})
+    estimate = cost_estimator("m", 500, table)
+    assert estimate(req()) == pytest.approx(estimate_cost("m", req(), 500, table))
+    assert estimate(req()) > 0
+    assert cost_estimator("mystery", 500)(req()) == 0.0

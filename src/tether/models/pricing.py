@@ -18,13 +18,15 @@ maps names to ``{input = ..., output = ...}`` (or ``[input, output]``), optional
 :class:`PricedModel` wraps any model and fills in ``response.cost_usd``. It leaves a cost the inner
 model already set (a cache hit costs 0), and adds the cost of earlier calls that the response lists
 in ``meta["prior_calls"]`` (a cascade's cheap attempt), so one number covers the whole turn.
-:func:`estimate_cost` gives a worst-case cost before a call, for budget checks.
+:func:`estimate_cost` gives a worst-case cost before a call, for budget checks, and
+:func:`cost_estimator` binds it to one model as the ``request -> dollars`` function the runtime's
+budget guard takes.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +189,24 @@ def estimate_cost(
     """
     usage = Usage(estimate_request_tokens(request), max_output_tokens)
     return (table or PriceTable()).cost(model_name, usage)
+
+
+def cost_estimator(
+    model_name: str, max_output_tokens: int, table: PriceTable | None = None
+) -> Callable[[ModelRequest], float]:
+    """A ``request -> dollars`` function for budget guards, bound to one model and output cap.
+
+    Unknown models estimate at 0 rather than blocking every call.
+    """
+    resolved = table or PriceTable()
+
+    def estimate(request: ModelRequest) -> float:
+        price = resolved.lookup(model_name)
+        if price is None:
+            return 0.0
+        return price.cost(Usage(estimate_request_tokens(request), max_output_tokens))
+
+    return estimate
 
 
 class PricedModel:
