@@ -1,0 +1,356 @@
+"""The step loop: validation, decisions, approvals, waiting, budgets and bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pydantic
+import pytest
+
+from tether import Agent, Limits, ScriptedModel, ToolContext, ToolError, call, tool
+from tether.builtins import ask_human
+from tether.engine import Runtime, rebuild_state
+from tether.journal import Store, verify_chain
+from tether.models.scripted import raw_call
+from tether.policy import Decision, Limit, Proposal, rule
+
+EXECUTED: list[tuple[str, Any]] = []
+
+
+@tool
+def lookup(order_id: str) -> dict[str, Any]:
+    """Look up an order."""
+    if order_id == "missing":
+        raise ToolError("order missing not found")
+    return {"order_id": order_id, "status": "pending", "total": 30}
+
+
+@tool
+def slow_lookup(key: str) -> dict[str, Any]:
+    """A slow read (to observe parallelism)."""
+    time.sleep(0.2)
+    return {"key": key, "thread": threading.get_ident()}
+
+
+@tool(effect="write")
+def update_address(order_id: str, address: str) -> str:
+    """Change the shipping address."""
+    EXECUTED.append(("update_address", address))
+    return "updated"
+
+
+@tool(effect="irreversible")
+def refund(ctx: ToolContext, order_id: str, amount: float) -> str:
+    """Refund money."""
+    EXECUTED.append(("refund", amount))
+    return f"refunded {amount}"
+
+
+@tool
+def huge() -> str:
+    """Returns 10 MB of text."""
+    return "y" * 10_000_000
+
+
+@rule("refund-cap", tools=["refund"])
+def refund_cap(p: Proposal) -> Decision | None:
+    return Decision.deny("refunds above 50 need a supervisor") if p.args["amount"] > 50 else None
+
+
+@rule("no-po-box", tools=["update_address"])
+def no_po_box(p: Proposal) -> Decision | None:
+    if "PO BOX" in p.args["address"].upper():
+        return Decision.escalate("PO boxes need a human check")
+    return None
+
+
+def make_agent(**kw: Any) -> Agent:
+    base: dict[str, Any] = dict(
+        name="t", instructions="test agent",
+        tools=[lookup, slow_lookup, update_address, refund, huge, ask_human],
+        policy=[refund_cap, no_po_box],
+    )  # fmt: skip
+    base.update(kw)
+    return Agent(**base)
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    EXECUTED.clear()
+
+
+def runtime(store: Store, script: list[Any]) -> Runtime:
+    return Runtime(store, model=ScriptedModel(script))
+
+
+def types(store: Store, run_id: str) -> list[str]:
+    return [e.type for e in store.events(run_id)]
+
+
+def payloads(store: Store, run_id: str, type_: str) -> list[dict[str, Any]]:
+    return [e.payload for e in store.events(run_id) if e.type == type_]
+
+
+async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("lookup", order_id="A"), "It is pending."])
+    result = await rt.run(make_agent(), "where is A?")
+    assert result.status == "succeeded" and result.output == "It is pending."
+    events = sqlite_store.events(result.run_id)
+    assert verify_chain(result.run_id, events) is None
+    assert types(sqlite_store, result.run_id) == [
+        "run_started", "model_request", "model_response", "tool_proposed", "policy_decision",
+        "tool_started", "tool_finished", "model_request", "model_response", "run_finished",
+    ]  # fmt: skip
+    run = sqlite_store.get_run(result.run_id)
+    assert run.status == "succeeded" and run.steps == 2 and run.input_tokens > 0
+
+
+async def test_read_calls_in_one_turn_run_in_parallel(sqlite_store: Store) -> None:
+    calls = [call("slow_lookup", key=str(i)) for i in range(4)]
+    rt = runtime(sqlite_store, [calls, "done"])
+    started = time.perf_counter()
+    result = await rt.run(make_agent(), "go")
+    elapsed = time.perf_counter() - started
+    assert result.ok
+    finished = payloads(sqlite_store, result.run_id, "tool_finished")
+    assert len({f["result"]["thread"] for f in finished}) > 1  # ran on several threads
+    assert elapsed < 0.2 * 4  # not one after another
+    # results are journaled in the order the model proposed them
+    assert [f["result"]["key"] for f in finished] == ["0", "1", "2", "3"]
+
+
+async def test_unknown_tool_is_fed_back_and_run_continues(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("delete_everything"), "ok"])
+    result = await rt.run(make_agent(), "go")
+    assert result.ok
+    failure = payloads(sqlite_store, result.run_id, "validation_failed")[0]
+    assert "unknown tool 'delete_everything'" in failure["error"] and "lookup" in failure["error"]
+    state = rebuild_state(result.run_id, sqlite_store.events(result.run_id))
+    assert any(m.role == "tool" and "unknown tool" in m.content for m in state.messages)
+
+
+async def test_malformed_json_arguments(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [raw_call("lookup", '{"order_id": "A"'), "ok"])
+    result = await rt.run(make_agent(), "go")
+    assert result.ok
+    error = payloads(sqlite_store, result.run_id, "validation_failed")[0]["error"]
+    assert "not valid JSON" in error
+
+
+async def test_wrong_argument_types(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("refund", order_id="A", amount="lots"), call("lookup"), "ok"])
+    result = await rt.run(make_agent(), "go")
+    assert result.ok
+    errors = [p["error"] for p in payloads(sqlite_store, result.run_id, "validation_failed")]
+    assert "amount" in errors[0] and "valid number" in errors[0]
+    assert "order_id" in errors[1] and "required" in errors[1].lower()
+    assert EXECUTED == []
+
+
+async def test_oversized_tool_result_is_truncated_and_kept(sqlite_store: Store) -> None:
+    agent = make_agent(limits=Limits(max_tool_result_chars=50_000))
+    rt = runtime(sqlite_store, [call("huge"), "ok"])
+    result = await rt.run(agent, "go")
+    assert result.ok
+    finished = payloads(sqlite_store, result.run_id, "tool_finished")[0]
+    assert finished["full_result_chars"] == 10_000_000
+    assert len(finished["content"]) < 51_000 and "truncated" in finished["content"]
+    assert sqlite_store.get_blob(finished["full_result_blob"]) == "y" * 10_000_000
+    # the model saw only the truncated text
+    last_request = rt.model.requests[-1]  # type: ignore[attr-defined]
+    assert max(len(m.content) for m in last_request.messages) < 51_000
+
+
+async def test_tool_error_is_fed_back(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("lookup", order_id="missing"), "sorry"])
+    result = await rt.run(make_agent(), "go")
+    finished = payloads(sqlite_store, result.run_id, "tool_finished")[0]
+    assert finished["ok"] is False and "not found" in finished["content"]
+
+
+async def test_deny_reason_reaches_the_model(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("refund", order_id="A", amount=80), "cannot"])
+    result = await rt.run(make_agent(), "go")
+    assert result.ok and EXECUTED == []
+    decision = payloads(sqlite_store, result.run_id, "policy_decision")[0]
+    assert decision == {"call_id": decision["call_id"], "tool": "refund", "decision": "deny",
+                        "reason": "refunds above 50 need a supervisor", "rule": "refund-cap"}
+    seen = rt.model.requests[-1].messages  # type: ignore[attr-defined]
+    assert "refunds above 50 need a supervisor" in seen[-1].content
+
+
+async def test_escalate_stops_the_run(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("update_address", order_id="A", address="PO Box 9"), "x"])
+    result = await rt.run(make_agent(), "go")
+    assert result.status == "escalated" and "PO boxes" in (result.reason or "")
+    assert EXECUTED == []
+    assert sqlite_store.get_run(result.run_id).status == "escalated"
+
+
+async def test_write_is_allowed_by_default(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("update_address", order_id="A", address="1 Main St"), "ok"])
+    result = await rt.run(make_agent(), "go")
+    assert result.ok and EXECUTED == [("update_address", "1 Main St")]
+
+
+async def test_approve_then_resume_executes_once(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("refund", order_id="A", amount=20), "done"])
+    agent = make_agent()
+    result = await rt.run(agent, "go")
+    assert result.status == "waiting_approval" and EXECUTED == []
+    approval = sqlite_store.list_approvals()[0]
+    assert approval.tool == "refund" and approval.args == {"order_id": "A", "amount": 20.0}
+    rt.approve(approval.id, by="alice")
+    result = await rt.resume(result.run_id, agent)
+    assert result.ok and EXECUTED == [("refund", 20.0)]
+    decided = payloads(sqlite_store, result.run_id, "approval_decided")[0]
+    assert decided["by"] == "alice" and decided["status"] == "approved"
+    # resuming a finished run does nothing more
+    await rt.resume(result.run_id, agent)
+    assert EXECUTED == [("refund", 20.0)]
+
+
+async def test_edit_then_policy_denies(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("refund", order_id="A", amount=20), "done"])
+    agent = make_agent()
+    result = await rt.run(agent, "go")
+    approval = sqlite_store.list_approvals()[0]
+    rt.approve(approval.id, by="alice", edit={"order_id": "A", "amount": 90})
+    result = await rt.resume(result.run_id, agent)
+    assert result.ok and EXECUTED == []
+    recheck = [p for p in payloads(sqlite_store, result.run_id, "policy_decision") if p.get("recheck")]
+    assert recheck[0]["decision"] == "deny" and recheck[0]["rule"] == "refund-cap"
+
+
+async def test_reject_reason_reaches_the_model(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("refund", order_id="A", amount=20), "understood"])
+    agent = make_agent()
+    result = await rt.run(agent, "go")
+    rt.reject(sqlite_store.list_approvals()[0].id, reason="customer already got a voucher", by="bo")
+    result = await rt.resume(result.run_id, agent)
+    assert result.ok and EXECUTED == []
+    seen = rt.model.requests[-1].messages  # type: ignore[attr-defined]
+    assert "customer already got a voucher" in seen[-1].content
+
+
+async def test_shadow_mode_never_executes(sqlite_store: Store) -> None:
+    agent = make_agent(autonomy={"refund": "shadow", "update_address": "shadow"})
+    rt = runtime(sqlite_store, [call("refund", order_id="A", amount=20),
+                                call("update_address", order_id="A", address="x"), "done"])  # fmt: skip
+    result = await rt.run(agent, "go")
+    assert result.ok and EXECUTED == []
+    assert sqlite_store.list_approvals(status=None) == []
+    finished = payloads(sqlite_store, result.run_id, "tool_finished")
+    assert all(f["shadow"] for f in finished) and len(finished) == 2
+
+
+async def test_autonomy_approve_makes_writes_wait(sqlite_store: Store) -> None:
+    agent = make_agent(autonomy={"update_address": "approve"})
+    rt = runtime(sqlite_store, [call("update_address", order_id="A", address="x"), "done"])
+    result = await rt.run(agent, "go")
+    assert result.status == "waiting_approval" and EXECUTED == []
+
+
+async def test_ask_human_waits_for_an_answer(sqlite_store: Store) -> None:
+    agent = make_agent()
+    rt = runtime(sqlite_store, [call("ask_human", question="Refund in cash?"), "ok, cash"])
+    result = await rt.run(agent, "go")
+    assert result.status == "waiting_input"
+    assert result.waiting_for and result.waiting_for["question"] == "Refund in cash?"
+    rt.answer(result.run_id, "yes, cash", by="carol")
+    result = await rt.resume(result.run_id, agent)
+    assert result.ok
+    seen = rt.model.requests[-1].messages  # type: ignore[attr-defined]
+    assert "yes, cash" in seen[-1].content
+
+
+async def test_repeated_failures_ask_a_human(sqlite_store: Store) -> None:
+    agent = make_agent(limits=Limits(max_consecutive_failures=3))
+    rt = runtime(sqlite_store, [call("nope1"), call("nope2"), call("nope3"), "gave up"])
+    result = await rt.run(agent, "go")
+    assert result.status == "waiting_input" and result.waiting_for
+    assert result.waiting_for["kind"] == "failures"
+    rt.answer(result.run_id, "just say you gave up")
+    assert (await rt.resume(result.run_id, agent)).ok
+
+
+async def test_loop_is_nudged_then_escalated(sqlite_store: Store) -> None:
+    agent = make_agent(limits=Limits(max_repeats=2, max_consecutive_failures=10))
+    script = [call("lookup", order_id="A") for _ in range(10)]
+    rt = runtime(sqlite_store, script)
+    result = await rt.run(agent, "go")
+    assert result.status == "escalated" and "loop" in (result.reason or "")
+    executed = payloads(sqlite_store, result.run_id, "tool_finished")
+    assert len(executed) == 2  # the third identical call is refused, the fourth stops the run
+    assert len(payloads(sqlite_store, result.run_id, "feedback")) == 1
+
+
+async def test_max_steps_ends_as_budget_exceeded(sqlite_store: Store) -> None:
+    agent = make_agent(limits=Limits(max_steps=3, max_repeats=100))
+    rt = runtime(sqlite_store, [call("lookup", order_id=str(i)) for i in range(10)])
+    result = await rt.run(agent, "go")
+    assert result.status == "budget_exceeded" and "step limit" in (result.reason or "")
+    assert result.steps == 3
+
+
+class Answer(pydantic.BaseModel):
+    reply: str
+    tags: list[str]
+
+
+async def test_output_schema_is_enforced_with_feedback(sqlite_store: Store) -> None:
+    agent = make_agent(output_type=Answer)
+    good = json.dumps({"reply": "hi", "tags": ["x"]})
+    rt = runtime(sqlite_store, ["not json", "```json\n" + good + "\n```"])
+    result = await rt.run(agent, "go")
+    assert result.ok and result.output == {"reply": "hi", "tags": ["x"]}
+    assert payloads(sqlite_store, result.run_id, "validation_failed")[0]["kind"] == "output"
+
+
+async def test_output_schema_gives_up_after_retries(sqlite_store: Store) -> None:
+    agent = make_agent(output_type=Answer, limits=Limits(max_output_retries=1))
+    rt = runtime(sqlite_store, ["nope", "{}", "never"])
+    result = await rt.run(agent, "go")
+    assert result.status == "failed" and "final output invalid" in (result.reason or "")
+
+
+async def test_model_error_fails_the_run_cleanly(sqlite_store: Store) -> None:
+    rt = runtime(sqlite_store, [call("lookup", order_id="A")])  # then the script runs out
+    result = await rt.run(make_agent(), "go")
+    assert result.status == "failed" and "no responses left" in (result.reason or "")
+    assert "model_error" in types(sqlite_store, result.run_id)
+    assert verify_chain(result.run_id, sqlite_store.events(result.run_id)) is None
+
+
+async def test_kill_switch_stops_tool_execution(sqlite_store: Store) -> None:
+    agent = make_agent()
+    sqlite_store.set_paused("t", True, by="ops", reason="incident")
+    rt = runtime(sqlite_store, [call("update_address", order_id="A", address="x"), "done"])
+    result = await rt.run(agent, "go")
+    assert result.status == "waiting_input" and EXECUTED == []
+    assert (await rt.resume(result.run_id, agent)).status == "waiting_input"  # still paused
+    sqlite_store.set_paused("t", False, by="ops")
+    result = await rt.resume(result.run_id, agent)
+    assert result.ok and EXECUTED == [("update_address", "x")]
+
+
+async def test_counter_limit_denies_past_the_cap(sqlite_store: Store) -> None:
+    limit = Limit("addr-changes", tools=frozenset({"update_address"}), max_count=2,
+                  key=lambda p: p.args["order_id"])  # fmt: skip
+    agent = make_agent(policy=[limit])
+    script = [call("update_address", order_id="A", address=f"{i} St") for i in range(3)] + ["ok"]
+    result = await runtime(sqlite_store, script).run(agent, "go")
+    assert result.ok and len(EXECUTED) == 2
+    denied = [p for p in payloads(sqlite_store, result.run_id, "policy_decision")
+              if p["decision"] == "deny"]  # fmt: skip
+    assert denied[0]["rule"] == "addr-changes" and "limit" in denied[0]["reason"]
+
+
+async def test_empty_input_is_a_usage_error(sqlite_store: Store) -> None:
+    from tether.errors import UsageError
+
+    with pytest.raises(UsageError):
+        await runtime(sqlite_store, ["x"]).run(make_agent(), "   ")
