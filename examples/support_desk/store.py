@@ -184,6 +184,12 @@ class Tx:
         stmt = select(t.c.id).where(t.c.user_id == user_id).order_by(t.c.id)
         return list(self._conn.execute(stmt).scalars())
 
+    def order_ids_with_status(self, status: str, *, limit: int = 50) -> list[str]:
+        """Ids of up to ``limit`` orders in ``status``, in id order."""
+        t = self._tables["orders"]
+        stmt = select(t.c.id).where(t.c.status == status).order_by(t.c.id).limit(limit)
+        return list(self._conn.execute(stmt).scalars())
+
     def recall(self, idempotency_key: str) -> Any:
         """The result stored by :meth:`remember` for this key, or ``None``."""
         t = self._tables["applied_calls"]
