@@ -25,7 +25,7 @@ def _parse_input(text: str) -> Any:
             raise UsageError(f"input file {path} does not exist")
         text = path.read_text()
     stripped = text.strip()
-    if stripped[:1] in "{[":
+    if stripped[:1] in ("{", "["):
         try:
             return json.loads(stripped)
         except ValueError as exc:

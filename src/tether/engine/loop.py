@@ -502,7 +502,7 @@ async def _invoke(
         )
     payload["content"] = content
     if ok and result is not None and not isinstance(result, str) and len(content) <= RESULT_INLINE_LIMIT:
-        payload["result"] = json.loads(content) if content[:1] in "[{" else content
+        payload["result"] = json.loads(content) if content[:1] in ("[", "{") else content
     elif ok and isinstance(result, str):
         payload["result"] = content
     return payload
