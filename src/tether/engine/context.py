@@ -31,6 +31,8 @@ class RunContext:
     on_event: Callable[[Event], None] | None = None
     tool_specs: list[dict[str, Any]] | None = None
     _row_step: int = -1
+    _switch: tuple[bool, str] = (False, "")
+    _switch_checked: float = -1e9
 
     @property
     def run_id(self) -> str:
@@ -73,6 +75,15 @@ class RunContext:
             self._row_step = s.step
         self.store.append(self.buffer, update)
         self.buffer.clear()
+
+    def kill_switch(self, *, fresh: bool) -> tuple[bool, str]:
+        """The agent's kill switch. Side-effecting calls always read it from the store; reads
+        may use a value up to a second old (a read cannot do harm)."""
+        now = time.monotonic()
+        if fresh or now - self._switch_checked > 1.0:
+            self._switch = self.store.paused(self.agent.name)
+            self._switch_checked = now
+        return self._switch
 
     def _row_stale(self) -> bool:
         # keep the runs table roughly current (every 25 steps) without a write per step

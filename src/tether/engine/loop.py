@@ -52,7 +52,8 @@ async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
             break
         if not response.tool_calls:
             finish_or_retry(ctx, response)
-        ctx.flush()
+            ctx.flush()
+        # with tool calls, the response is flushed together with their results
     ctx.flush(final=True)
 
 
@@ -242,6 +243,7 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
             {"call_id": call.id, "tool": tool.name, "effect": tool.effect.value,
              "args": validated.model_dump(mode="json")},
         )  # fmt: skip
+        progress.validated = validated
     tool = _tool(ctx, progress.tool or "")
     assert tool is not None and progress.args is not None
     if progress.decision is None:
@@ -263,7 +265,7 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
         return _shadow(ctx, progress)
     if progress.started:
         return EXECUTE_READ if tool.effect is Effect.READ and tool is not ask_human else EXECUTE
-    paused, why = ctx.store.paused(ctx.agent.name)
+    paused, why = ctx.kill_switch(fresh=tool.effect.has_side_effect)
     if paused:
         ctx.emit(E.INPUT_REQUESTED, {"kind": "paused", "question": f"agent {ctx.agent.name} is "
                                      f"{why}; unpause it, then resume the run"})  # fmt: skip
@@ -306,7 +308,7 @@ def _parse_arguments(raw: str | dict[str, Any]) -> tuple[dict[str, Any], str | N
 
 def _loop_check(ctx: RunContext, progress: CallProgress) -> str | None:
     s = ctx.state
-    key = (progress.tool or "") + json.dumps(progress.args, sort_keys=True, default=str)
+    key = progress.repeat_key
     count = s.call_counts.get(key, 0)
     if count <= ctx.agent.limits.max_repeats:
         return None
@@ -454,9 +456,6 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
 async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
     """Run read-only calls; several at once run concurrently."""
     tools = [_tool(ctx, p.tool or "") for p in batch]
-    for p in batch:
-        if not p.started:
-            ctx.emit(E.TOOL_STARTED, {"call_id": p.call.id, "tool": p.tool})
     if len(batch) == 1:
         payloads = [await _invoke(ctx, batch[0], tools[0])]  # type: ignore[arg-type]
     else:
@@ -471,7 +470,7 @@ async def _invoke(
     ctx: RunContext, progress: CallProgress, tool: Tool, *, threaded: bool = False
 ) -> dict[str, Any]:
     tctx = _tool_context(ctx, progress)
-    args = tool.validate(progress.args or {})
+    args = progress.validated if progress.validated is not None else tool.validate(progress.args or {})
     started = time.perf_counter()
     ok = True
     result: Any = None

@@ -61,6 +61,8 @@ class CallProgress:
     approved: bool = False
     started: bool = False
     done: bool = False
+    repeat_key: str = ""
+    validated: Any = None  # the validated arguments model, kept in memory only
 
 
 @dataclass(slots=True)
@@ -159,6 +161,7 @@ def _tool_proposed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     c.tool = p["tool"]
     c.args = p["args"]
     key = p["tool"] + json.dumps(p["args"], sort_keys=True, default=str)
+    c.repeat_key = key
     s.call_counts[key] = s.call_counts.get(key, 0) + 1
 
 
@@ -173,6 +176,7 @@ def _policy_decision(s: RunState, ev: Event, p: dict[str, Any]) -> None:
         )
     if p.get("args") is not None:  # re-checked edited arguments
         c.args = p["args"]
+        c.validated = None
 
 
 def _approval_requested(s: RunState, ev: Event, p: dict[str, Any]) -> None:
@@ -195,6 +199,7 @@ def _approval_decided(s: RunState, ev: Event, p: dict[str, Any]) -> None:
         c.approved = True
         if p.get("edited_args") is not None:
             c.args = p["edited_args"]
+            c.validated = None
 
 
 def _tool_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:

@@ -69,8 +69,11 @@ class Event:
         }
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def encode_payload(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _ENCODER.encode(payload)
 
 
 def event_hash(prev_hash: str, seq: int, type_: str, step: int, ts: float, payload_json: str) -> str:

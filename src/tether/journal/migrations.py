@@ -49,6 +49,7 @@ def _m001_core(conn: sa.Connection) -> None:
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
+        sqlite_with_rowid=False,  # one B-tree clustered by (run_id, seq): one page per append
     )
     sa.Table(
         "blobs",

@@ -36,8 +36,10 @@ def raw_call(name: str, arguments: str, /) -> ToolCall:
     return ToolCall(id=f"call_{next(_call_ids)}", name=name, arguments=arguments)
 
 
-def to_response(item: ScriptItem, request: ModelRequest, model_name: str) -> ModelResponse:
-    """Turn a script item into a response with estimated usage."""
+def to_response(
+    item: ScriptItem, request: ModelRequest, model_name: str, *, estimate: bool = True
+) -> ModelResponse:
+    """Turn a script item into a response, with estimated usage unless ``estimate`` is off."""
     if isinstance(item, BaseException):
         raise item
     if isinstance(item, ModelResponse):
@@ -50,7 +52,7 @@ def to_response(item: ScriptItem, request: ModelRequest, model_name: str) -> Mod
         response = ModelResponse(tool_calls=list(item))
     if not response.model:
         response.model = model_name
-    if response.usage.input_tokens == 0 and response.usage.output_tokens == 0:
+    if estimate and response.usage.input_tokens == 0 and response.usage.output_tokens == 0:
         out = estimate_tokens(response.text) + sum(
             estimate_tokens(c.arguments_text()) + 2 for c in response.tool_calls
         )
@@ -93,7 +95,4 @@ class ScriptedModel:
             item = self._queue.popleft()
         else:
             raise ModelError("scripted model has no responses left", provider="scripted")
-        if not self._estimate_usage and not isinstance(item, BaseException):
-            if isinstance(item, ModelResponse):
-                return item
-        return to_response(item, request, self._name)
+        return to_response(item, request, self._name, estimate=self._estimate_usage)
