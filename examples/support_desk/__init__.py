@@ -4,6 +4,7 @@ Modules:
 
 * :mod:`~examples.support_desk.data` -- where the retail data lives and how to load it.
 * :mod:`~examples.support_desk.store` -- the transactional store (SQLite or PostgreSQL).
+* :mod:`~examples.support_desk.domain` -- retail rules on plain records (tools and policy).
 * :mod:`~examples.support_desk.tools` -- the retail tools.
 * :mod:`~examples.support_desk.policy` -- the written policy as rules (``RULES``).
 * :mod:`~examples.support_desk.oracle_direct` -- replays ground-truth actions through the tools.

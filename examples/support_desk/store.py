@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
 
@@ -238,8 +238,11 @@ class Store:
         self.metadata = MetaData()
         self.tables = _tables(self.metadata, prefix)
         self.is_sqlite = engine.dialect.name == "sqlite"
-        # One lock per store serialises transactions of threads sharing an SQLite connection.
-        self._lock = threading.RLock()
+        # SQLite: one lock per store serialises the transactions of threads in this process
+        # (an in-memory copy has a single shared connection). PostgreSQL relies on row locks.
+        self._lock: AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
         self._raw: sqlite3.Connection | None = None  # the connection of an in-memory copy
 
     # ---------------------------------------------------------------- construction
@@ -273,12 +276,12 @@ class Store:
 
     @classmethod
     def open(
-        cls, url: str, *, prefix: str = "", reset: bool = True, reference_compat: bool = True
+        cls, url: str, *, prefix: str = "", reset: bool = False, reference_compat: bool = True
     ) -> Store:
         """A store at ``url`` (``sqlite:///path.db``, ``postgresql+psycopg://...``).
 
-        ``reset`` drops and reloads the tables from db.json; otherwise existing tables are kept
-        and only loaded when empty.
+        Missing tables are created and loaded from db.json; existing data is kept unless
+        ``reset`` is set, which drops the tables and reloads them.
         """
         engine = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url)
         store = cls(engine, prefix=prefix, reference_compat=reference_compat)

@@ -260,6 +260,9 @@ def test_file_store_survives_reopen(tmp_path: Path) -> None:
     order_id = _a_pending_order()
     call_tool(store, "cancel_pending_order", {"order_id": order_id, "reason": "no longer needed"})
     store.close()
-    again = Store.open(url, reset=False)
+    again = Store.open(url)
     assert again.get("orders", order_id)["status"] == "cancelled"  # type: ignore[index]
     again.close()
+    fresh = Store.open(url, reset=True)
+    assert fresh.get("orders", order_id)["status"] == "pending"  # type: ignore[index]
+    fresh.close()
