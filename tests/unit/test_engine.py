@@ -102,7 +102,7 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     assert verify_chain(result.run_id, events) is None
     assert types(sqlite_store, result.run_id) == [
         "run_started", "model_request", "model_response", "tool_proposed", "policy_decision",
-        "tool_started", "tool_finished", "model_request", "model_response", "run_finished",
+        "tool_finished", "model_request", "model_response", "run_finished",
     ]  # fmt: skip
     run = sqlite_store.get_run(result.run_id)
     assert run.status == "succeeded" and run.steps == 2 and run.input_tokens > 0

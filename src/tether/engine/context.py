@@ -30,6 +30,8 @@ class RunContext:
     simulate_side_effects: bool = False
     on_event: Callable[[Event], None] | None = None
     tool_specs: list[dict[str, Any]] | None = None
+    redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    replay: Any = None  # a ReplaySource when replaying or forking (tether.replay)
     _row_step: int = -1
     _switch: tuple[bool, str] = (False, "")
     _switch_checked: float = -1e9
@@ -39,6 +41,13 @@ class RunContext:
         return self.state.run_id
 
     def emit(self, type_: str, payload: dict[str, Any], *, step: int | None = None) -> Event:
+        """Journal one event: redact it, fold it into the state, buffer it for the next flush.
+
+        Redaction comes first, so the state (and therefore what the model sees next) matches
+        the journal exactly, and an unmasked secret never reaches the disk.
+        """
+        if self.redact is not None:
+            payload = self.redact(payload)
         s = self.state
         ev = make_event(
             s.run_id,

@@ -107,6 +107,7 @@ class Runtime:
         clock: Callable[[], float] = time.time,
         estimate_cost: CostEstimator | None = None,
         requested_by: str | None = None,
+        redactor: Any = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.model = model
@@ -116,6 +117,7 @@ class Runtime:
         self.estimate_cost = estimate_cost
         self.requested_by = requested_by
         self.on_event: Callable[[Event], None] | None = None
+        self.redactor = redactor if redactor is not None else _default_redactor()
 
     # -- model and deps ------------------------------------------------------------------------
 
@@ -143,6 +145,7 @@ class Runtime:
             deps=self._deps_for(agent),
             clock=self.clock,
             on_event=self.on_event,
+            redact=None if self.redactor is None else self.redactor.redact,
         )
 
     # -- runs ------------------------------------------------------------------------------------
@@ -287,6 +290,15 @@ class Runtime:
 
     def resume_sync(self, run_id: str, agent: Agent | None = None, **kwargs: Any) -> RunResult:
         return asyncio.run(self.resume(run_id, agent, **kwargs))
+
+
+def _default_redactor() -> Any:
+    """Secrets are always masked; PII kinds come from ``TETHER_REDACT``."""
+    try:
+        from tether.telemetry.redaction import Redactor
+    except ImportError:
+        return None
+    return Redactor.from_env()
 
 
 def state_fingerprint(store: Store, run_id: str) -> str:
