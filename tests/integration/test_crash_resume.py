@@ -103,7 +103,8 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         assert types[0] == "run_started" and types[-1] == "run_finished"
         finished = {e.payload["call_id"] for e in events if e.type == "tool_finished"}
         started_ids = {e.payload["call_id"] for e in events if e.type == "tool_started"}
-        assert started_ids == finished  # every started call has its result journaled
+        assert started_ids <= finished  # every started call has its result journaled
+        assert len(started_ids) == TRANSFERS  # side-effecting calls journal their intent
         steps = [e.step for e in events if e.type == "model_response"]
         assert len(steps) == len(set(steps))  # a recorded model response is never asked again
         assert len([e for e in events if e.type == "tool_finished" and
