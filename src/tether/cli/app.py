@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from tether.cli import approvals, runs
+from tether.cli import approvals, replay, runs
 from tether.cli.common import err_console
 from tether.errors import JournalCorrupted, TetherError
 
@@ -23,6 +23,8 @@ for fn in (runs.run, runs.runs, runs.show, runs.resume, runs.cancel):
     app.command()(fn)
 for fn in (approvals.approvals, approvals.approve, approvals.reject, approvals.answer,
            approvals.pause, approvals.unpause):  # fmt: skip
+    app.command()(fn)
+for fn in (replay.replay, replay.diff, replay.verify):
     app.command()(fn)
 
 

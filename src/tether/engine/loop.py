@@ -88,6 +88,8 @@ async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | 
         finish(ctx, RunStatus.FAILED, reason=f"model error: {exc}")
         return None
     except Exception as exc:
+        if getattr(exc, "propagate", False):  # e.g. a replay divergence: not the run's failure
+            raise
         ctx.emit(E.MODEL_ERROR, {"error": f"{type(exc).__name__}: {exc}", "retryable": False})
         finish(ctx, RunStatus.FAILED, reason=f"model error: {type(exc).__name__}: {exc}")
         return None
@@ -469,6 +471,10 @@ async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
 async def _invoke(
     ctx: RunContext, progress: CallProgress, tool: Tool, *, threaded: bool = False
 ) -> dict[str, Any]:
+    if ctx.replay is not None:  # replay or fork: results come from the journal or a simulation
+        served: dict[str, Any] | None = ctx.replay.tool_result(tool, progress.args or {})
+        if served is not None:
+            return {**served, "call_id": progress.call.id}
     tctx = _tool_context(ctx, progress)
     args = progress.validated if progress.validated is not None else tool.validate(progress.args or {})
     started = time.perf_counter()

@@ -118,6 +118,7 @@ class Runtime:
         self.requested_by = requested_by
         self.on_event: Callable[[Event], None] | None = None
         self.redactor = redactor if redactor is not None else _default_redactor()
+        self.replay: Any = None  # set by tether.replay to serve tools from a journal
 
     # -- model and deps ------------------------------------------------------------------------
 
@@ -146,6 +147,8 @@ class Runtime:
             clock=self.clock,
             on_event=self.on_event,
             redact=None if self.redactor is None else self.redactor.redact,
+            replay=self.replay,
+            simulate_side_effects=self.replay is not None,
         )
 
     # -- runs ------------------------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Commands that look back: replay, diff, verify."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tether.cli.common import DbOption, JsonOption, console, open_store, print_json
+from tether.cli.render import short
+from tether.errors import UsageError
+from tether.journal.events import verify_chain
+
+
+def replay(
+    run_id: Annotated[str, typer.Argument(help="The run to replay.")],
+    from_step: Annotated[int | None, typer.Option("--from-step", help="Fork: replay steps before "
+                                                  "this one, then go live.")] = None,  # fmt: skip
+    model: Annotated[str | None, typer.Option("--model", help="Fork: the live model spec.")] = None,
+    instructions: Annotated[Path | None, typer.Option("--instructions", help="Fork: a file with "
+                                                      "new instructions.")] = None,  # fmt: skip
+    policy: Annotated[Path | None, typer.Option("--policy", help="Fork: a policy file (TOML/YAML) "
+                                                "replacing the agent's rules.")] = None,  # fmt: skip
+    live_reads: Annotated[bool, typer.Option("--live-reads", help="Fork: run read tools live "
+                                             "instead of from the journal.")] = False,  # fmt: skip
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay a run exactly from its journal, or fork it from a step with changes (what-if).
+
+    Exact replay calls no model and no tool: it checks that today's agent code makes the same
+    decisions. A fork never executes write or irreversible tools.
+    """
+    from tether.replay import fork_run, replay_run
+
+    store = open_store(db)
+    fork_requested = any(x is not None for x in (from_step, model, instructions, policy))
+    if not fork_requested:
+        report = asyncio.run(replay_run(store, run_id))
+        if as_json:
+            print_json(report.to_dict())
+        elif report.matched:
+            console.print(f"[green]replay matched[/]: {report.steps_compared} steps, every "
+                          "decision the same")  # fmt: skip
+        else:
+            d = report.divergence or {}
+            console.print(f"[red]replay diverged at step {d.get('step')}[/]: {escape(str(d.get('what')))}")
+            console.print(f"  recorded: {escape(short(d.get('original'), 300))}")
+            console.print(f"  replayed: {escape(short(d.get('replayed'), 300))}")
+        if not report.matched:
+            raise typer.Exit(1)
+        return
+    rules = limits = None
+    if policy is not None:
+        from tether.policy.config import load_policy
+
+        loaded = load_policy(policy)
+        rules, limits = loaded.rules, loaded.limits
+    text = None
+    if instructions is not None:
+        if not instructions.is_file():
+            raise UsageError(f"instructions file {instructions} does not exist")
+        text = instructions.read_text()
+    new_id = asyncio.run(fork_run(store, run_id, from_step=from_step or 1, model=model,
+                                  instructions=text, rules=rules, limits=limits,
+                                  live_reads=live_reads))  # fmt: skip
+    record = store.get_run(new_id)
+    if as_json:
+        print_json(record.to_dict())
+        return
+    console.print(f"fork [bold]{new_id}[/] of {record.parent_run_id} from step "
+                  f"{record.fork_step}: {record.status}")  # fmt: skip
+    console.print(f"compare: `tether diff {run_id[:12]} {new_id[:12]}`")
+
+
+def diff(
+    run_a: Annotated[str, typer.Argument()],
+    run_b: Annotated[str, typer.Argument()],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show where two runs (e.g. a run and its fork) make different decisions."""
+    from tether.replay import diff_runs
+
+    report = diff_runs(open_store(db), run_a, run_b)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    if report.same:
+        console.print("[green]the runs make the same decisions[/]")
+        return
+    console.print(f"[yellow]first divergence at step {report.first_divergent_step}[/]")
+    table = Table(show_lines=True)
+    table.add_column("step", justify="right")
+    table.add_column(f"A {report.run_a[:12]}", overflow="fold")
+    table.add_column(f"B {report.run_b[:12]}", overflow="fold")
+    for row in report.steps:
+        if row["step"] < (report.first_divergent_step or 0):
+            continue
+        table.add_row(str(row["step"]), _items(row["a"]), _items(row["b"]))
+    console.print(table)
+
+
+def _items(items: list[Any]) -> str:
+    return "\n".join(escape(short(" ".join(str(x) for x in item), 120)) for item in items) or "-"
+
+
+def verify(
+    run_id: Annotated[str | None, typer.Argument(help="A run, or --all.")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Verify every run.")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check hash chains: any edited, dropped or reordered event is named."""
+    if (run_id is None) == (not all_runs):
+        raise UsageError("give a run id or --all (not both)")
+    store = open_store(db)
+    ids = store.run_ids() if all_runs else [store.get_run(run_id or "").id]
+    problems: list[dict[str, Any]] = []
+    for rid in ids:
+        problem = verify_chain(rid, store.events(rid))
+        if problem is not None:
+            problems.append({"run_id": rid, "seq": problem.seq, "reason": problem.reason})
+    if as_json:
+        print_json({"runs": len(ids), "problems": problems})
+    else:
+        for p in problems:
+            console.print(f"[red]TAMPERED[/] run {p['run_id']} event #{p['seq']}: {p['reason']}")
+        if not problems:
+            console.print(f"[green]ok[/]: {len(ids)} run(s), every hash chain verifies")
+    if problems:
+        raise typer.Exit(1)
+
+

@@ -1,0 +1,249 @@
+"""Exact replay, fork (what-if) and diff of runs.
+
+Replay re-runs the current agent code against a run's journal: model responses and tool results
+come from the journal, nothing live is called, and every decision is compared with the recorded
+one. A fork replays up to a step, then goes live with a changed model, prompt or policy; write and
+irreversible tools are never executed in a fork. Both run in a scratch in-memory store; a fork is
+then copied into the real store as a new run that names its parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.agent import Agent
+from tether.engine.runtime import Runtime, load_agent
+from tether.errors import UsageError
+from tether.journal.events import Event
+from tether.journal.store import RunRecord, Store
+from tether.models.base import Model
+from tether.policy.rules import Limit, Rule
+from tether.replay.source import Divergence, JournalModel, Recording, ReplayTools
+
+FORK_APPROVER = "fork-simulator"
+
+
+@dataclass(slots=True)
+class Step:
+    """The decisions of one step, in a form two runs can be compared by."""
+
+    step: int
+    items: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    run_id: str
+    matched: bool
+    steps_compared: int
+    divergence: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class DiffReport:
+    run_a: str
+    run_b: str
+    same: bool
+    first_divergent_step: int | None
+    a: list[tuple[Any, ...]] = field(default_factory=list)
+    b: list[tuple[Any, ...]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def decisions(events: list[Event]) -> list[Step]:
+    """Project a journal onto what matters for comparison: calls, decisions, outcomes."""
+    steps: dict[int, Step] = {}
+    for ev in events:
+        p = ev.payload
+        item: tuple[Any, ...] | None = None
+        if ev.type == "model_response":
+            r = p["response"]
+            calls = [(c["name"], _args(c["arguments"])) for c in r.get("tool_calls", [])]
+            item = ("model", r.get("text", ""), json.dumps(calls, sort_keys=True))
+        elif ev.type == "validation_failed":
+            item = ("invalid", p.get("tool"), p["error"])
+        elif ev.type == "policy_decision":
+            item = ("decision", p["tool"], p["decision"], p.get("rule"))
+        elif ev.type == "approval_decided":
+            item = ("approval", p["status"], json.dumps(p.get("edited_args"), sort_keys=True))
+        elif ev.type == "tool_finished":
+            item = ("result", bool(p["ok"]), bool(p.get("simulated")), p["content"][:200])
+        elif ev.type == "escalated":
+            item = ("escalated", p["reason"])
+        elif ev.type == "run_finished":
+            item = ("finished", p["status"], json.dumps(p.get("output"), sort_keys=True,
+                                                        default=str))  # fmt: skip
+        if item is not None:
+            steps.setdefault(ev.step, Step(ev.step)).items.append(item)
+    return [steps[k] for k in sorted(steps)]
+
+
+def _args(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _agent_for(store: Store, record: RunRecord, agent: Agent | None) -> Agent:
+    if agent is not None:
+        return agent
+    if not record.agent_ref:
+        raise UsageError(f"run {record.id} has no agent reference; pass the agent to replay it")
+    return load_agent(record.agent_ref)
+
+
+async def _drive_with_recorded_humans(
+    runtime: Runtime, agent: Agent, run_input: Any, recording: Recording, *, fork: bool,
+    run_id: str,
+) -> str:  # fmt: skip
+    """Run in the scratch runtime, answering approvals and questions as the recording did."""
+    result = await runtime.run(agent, run_input, run_id=run_id)
+    for _ in range(10_000):
+        if result.status == "waiting_approval" and result.waiting_for:
+            approval = runtime.store.get_approval(result.waiting_for["approval_id"])
+            recorded = recording.approval_for(approval.tool, approval.args)
+            if recorded is None:
+                if not fork:
+                    raise Divergence(approval.step, f"approval for {approval.tool} was never "
+                                     "requested in the recording", None, approval.args)  # fmt: skip
+                runtime.store.decide_approval(approval.id, status="approved",
+                                              decided_by=FORK_APPROVER,
+                                              reason="fork: the call is simulated")  # fmt: skip
+            else:
+                runtime.store.decide_approval(
+                    approval.id, status=recorded["status"],
+                    decided_by=str(recorded.get("by") or "recorded"),
+                    reason=recorded.get("reason"), edited_args=recorded.get("edited_args"),
+                )  # fmt: skip
+        elif result.status == "waiting_input":
+            question = (result.waiting_for or {}).get("question")
+            if not recording.answers:
+                if fork:
+                    break
+                raise Divergence(result.steps, "the replay asks a question the recording "
+                                 "never answered", None, question)  # fmt: skip
+            runtime.answer(result.run_id, recording.answers.popleft(), by="recorded")
+        else:
+            break
+        result = await runtime.resume(result.run_id, agent)
+    return result.run_id
+
+
+async def replay_run(store: Store, run_id: str, agent: Agent | None = None) -> ReplayReport:
+    """Re-run the agent against the journal; report the first decision that differs."""
+    record = store.get_run(run_id)
+    events = store.events(record.id)
+    recording = Recording.from_events(record.id, events)
+    agent = _agent_for(store, record, agent)
+    scratch = Store(":memory:")
+    runtime = Runtime(scratch, model=JournalModel(recording, strict=True))
+    runtime.replay = ReplayTools(recording, strict=True)
+    original = decisions(events)
+    try:
+        new_id = await _drive_with_recorded_humans(runtime, agent, recording.run_input, recording,
+                                                   fork=False, run_id=uuid.uuid4().hex)  # fmt: skip
+    except Divergence as div:
+        step = div.step or (original[-1].step if original else 0)
+        return ReplayReport(record.id, False, step, {
+            "step": step, "what": div.what, "original": div.original, "replayed": div.replayed})
+    replayed = decisions(scratch.events(new_id))
+    scratch.close()
+    return _compare(record.id, original, replayed)
+
+
+def _compare(run_id: str, original: list[Step], replayed: list[Step]) -> ReplayReport:
+    for i in range(max(len(original), len(replayed))):
+        a = original[i] if i < len(original) else None
+        b = replayed[i] if i < len(replayed) else None
+        if a is None or b is None or a.items != b.items:
+            step = (a or b).step  # type: ignore[union-attr]
+            first = _first_difference(a.items if a else [], b.items if b else [])
+            return ReplayReport(run_id, False, i, {"step": step, "what": "decisions differ",
+                                                   "original": first[0], "replayed": first[1]})
+    return ReplayReport(run_id, True, len(original))
+
+
+def _first_difference(a: list[Any], b: list[Any]) -> tuple[Any, Any]:
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            return x, y
+    return (a[len(b)] if len(a) > len(b) else None, b[len(a)] if len(b) > len(a) else None)
+
+
+async def fork_run(
+    store: Store,
+    run_id: str,
+    *,
+    from_step: int,
+    agent: Agent | None = None,
+    model: Model | str | None = None,
+    instructions: str | None = None,
+    rules: list[Rule] | None = None,
+    limits: list[Limit] | None = None,
+    live_reads: bool = False,
+) -> str:
+    """Replay steps before ``from_step`` from the journal, then go live with the changes.
+
+    Returns the new run's id (stored with ``parent_run_id`` and ``fork_step``).
+    """
+    record = store.get_run(run_id)
+    events = store.events(record.id)
+    recording = Recording.from_events(record.id, events)
+    if from_step < 1:
+        raise UsageError("--from-step counts from 1")
+    agent = _agent_for(store, record, agent)
+    if instructions is not None:
+        agent = dataclasses.replace(agent, instructions=instructions)
+    if rules is not None or limits is not None:
+        kept = [r for r in agent.policy if not isinstance(r, (Rule, Limit))]
+        agent = dataclasses.replace(agent, policy=[*kept, *(rules or []), *(limits or [])])
+    live_model = Runtime(store)._model_for(agent, model)
+    prefix_calls = sum(1 for s in recording.steps if s < from_step)
+    journal_model = JournalModel(recording, strict=False, live=live_model,
+                                 live_from_call=prefix_calls)  # fmt: skip
+    scratch = Store(":memory:")
+    runtime = Runtime(scratch, model=journal_model)
+    runtime.replay = ReplayTools(recording, strict=False, live_reads=live_reads)
+    runtime.deps = Runtime(store)._deps_for(agent)
+    new_id = uuid.uuid4().hex
+    await _drive_with_recorded_humans(runtime, agent, recording.run_input, recording, fork=True,
+                                      run_id=new_id)  # fmt: skip
+    forked = scratch.get_run(new_id)
+    forked.parent_run_id = record.id
+    forked.fork_step = from_step
+    forked.agent_ref = record.agent_ref
+    store.create_run(forked)
+    store.append(scratch.events(new_id))
+    scratch.close()
+    return new_id
+
+
+def diff_runs(store: Store, run_a: str, run_b: str) -> DiffReport:
+    """Where two runs (e.g. a run and its fork) diverge, step by step."""
+    a_rec, b_rec = store.get_run(run_a), store.get_run(run_b)
+    a, b = decisions(store.events(a_rec.id)), decisions(store.events(b_rec.id))
+    rows: list[dict[str, Any]] = []
+    first: int | None = None
+    for i in range(max(len(a), len(b))):
+        sa = a[i] if i < len(a) else None
+        sb = b[i] if i < len(b) else None
+        same = sa is not None and sb is not None and sa.items == sb.items
+        step = (sa or sb).step  # type: ignore[union-attr]
+        if not same and first is None:
+            first = step
+        rows.append({"step": step, "same": same, "a": [list(x) for x in (sa.items if sa else [])],
+                     "b": [list(x) for x in (sb.items if sb else [])]})  # fmt: skip
+    return DiffReport(a_rec.id, b_rec.id, first is None, first, steps=rows)

@@ -1,0 +1,163 @@
+"""Serving a recorded run back to the engine: its model responses and tool results."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.engine.state import RunState
+from tether.errors import TetherError
+from tether.journal.events import GENESIS, Event
+from tether.messages import ModelRequest, ModelResponse
+from tether.models.base import Model
+from tether.tools import Tool
+
+
+class Divergence(TetherError):
+    """The replayed code asked for something the recording does not have."""
+
+    propagate = True  # the engine lets it through instead of failing the scratch run
+
+    def __init__(self, step: int, what: str, original: Any, replayed: Any) -> None:
+        super().__init__(f"step {step}: {what}")
+        self.step = step
+        self.what = what
+        self.original = original
+        self.replayed = replayed
+
+
+def _key(tool: str, args: dict[str, Any]) -> str:
+    return tool + json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(slots=True)
+class Recording:
+    """What a run saw, indexed for replay: one entry per model call, results per exact call."""
+
+    run_id: str
+    events: list[Event]
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[list[dict[str, Any]]] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    results: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
+    approvals: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
+    answers: deque[str] = field(default_factory=deque)
+    run_input: Any = None
+
+    @classmethod
+    def from_events(cls, run_id: str, events: list[Event]) -> Recording:
+        rec = cls(run_id, events)
+        state = RunState(run_id=run_id, last_hash=GENESIS)
+        calls: dict[str, str] = {}
+        approval_keys: dict[str, str] = {}
+        for ev in events:
+            p = ev.payload
+            if ev.type == "model_request":
+                rec.prompts.append([m.to_dict() for m in state.messages])
+                rec.steps.append(ev.step)
+            state.apply(ev, p)
+            if ev.type == "run_started":
+                rec.run_input = p["input"]
+            elif ev.type == "model_response":
+                rec.responses.append(p["response"])
+            elif ev.type == "tool_proposed":
+                calls[p["call_id"]] = _key(p["tool"], p["args"])
+            elif ev.type == "policy_decision" and p.get("args") is not None:
+                calls[p["call_id"]] = _key(p["tool"], p["args"])
+            elif ev.type == "approval_requested":
+                approval_keys[p["call_id"]] = _key(p["tool"], p["args"])
+            elif ev.type == "approval_decided" and p["call_id"] in approval_keys:
+                rec.approvals[approval_keys[p["call_id"]]].append(p)
+            elif ev.type == "tool_finished" and p["call_id"] in calls:
+                served = {k: v for k, v in p.items() if k != "call_id"}
+                rec.results[calls[p["call_id"]]].append(served)
+            elif ev.type == "input_received" and p.get("kind") == "answer":
+                rec.answers.append(p["answer"])
+        return rec
+
+    def result_for(self, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        queue = self.results.get(_key(tool, args))
+        return queue.popleft() if queue else None
+
+    def approval_for(self, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        queue = self.approvals.get(_key(tool, args))
+        return queue.popleft() if queue else None
+
+
+class JournalModel:
+    """Answers model calls from a recording.
+
+    ``strict``: the prompt must equal the recorded one (exact replay). ``live_from_call``: from
+    that model call on (0-based), a live model answers instead (a fork).
+    """
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        strict: bool = True,
+        live: Model | None = None,
+        live_from_call: int | None = None,
+    ) -> None:
+        self.recording = recording
+        self.strict = strict
+        self.live = live
+        self.live_from_call = live_from_call
+        self.calls = 0
+
+    @property
+    def name(self) -> str:
+        return "journal" if self.live is None else f"journal+{self.live.name}"
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        index = self.calls
+        self.calls += 1
+        if self.live_from_call is not None and index >= self.live_from_call:
+            assert self.live is not None
+            return await self.live.request(request)
+        rec = self.recording
+        if index >= len(rec.responses):
+            raise Divergence(index + 1, "the replay makes more model calls than the recording",
+                             f"{len(rec.responses)} model calls", "one more")  # fmt: skip
+        if self.strict:
+            sent = [m.to_dict() for m in request.messages]
+            recorded = rec.prompts[index]
+            if sent != recorded:
+                i = next((i for i, (a, b) in enumerate(zip(recorded, sent, strict=False)) if a != b),
+                         min(len(sent), len(recorded)))  # fmt: skip
+                raise Divergence(rec.steps[index], f"the prompt differs at message {i}",
+                                 recorded[i] if i < len(recorded) else None,
+                                 sent[i] if i < len(sent) else None)  # fmt: skip
+        return ModelResponse.from_dict(rec.responses[index])
+
+
+class ReplayTools:
+    """Serves tool results from a recording; in a fork, simulates side effects it lacks."""
+
+    def __init__(self, recording: Recording, *, strict: bool, live_reads: bool = False) -> None:
+        self.recording = recording
+        self.strict = strict
+        self.live_reads = live_reads
+        self.simulated = 0
+        self.live = 0
+
+    def tool_result(self, tool: Tool, args: dict[str, Any]) -> dict[str, Any] | None:
+        recorded = self.recording.result_for(tool.name, args)
+        if recorded is not None and not (self.live_reads and not tool.effect.has_side_effect):
+            return recorded
+        if self.strict:
+            raise Divergence(0, f"no recorded result for {tool.name}({json.dumps(args)})",
+                             None, {"tool": tool.name, "args": args})  # fmt: skip
+        if not tool.effect.has_side_effect:
+            self.live += 1
+            return None  # a read runs live in a fork
+        self.simulated += 1
+        return {
+            "ok": True,
+            "simulated": True,
+            "duration_ms": 0.0,
+            "content": f"[simulated in a fork: {tool.name} ({tool.effect.value}) was not "
+            "executed; no recorded result for these arguments]",
+        }
