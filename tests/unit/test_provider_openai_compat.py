@@ -178,7 +178,7 @@ async def test_tool_call_round_trip() -> None:
     body = server.body()
     assert body["messages"][2] == {
         "role": "assistant",
-        "content": None,
+        "content": "",
         "tool_calls": [
             {
                 "id": "call_Kx2hVf8mTq3ZpR7nLw9yBcDe",
@@ -314,3 +314,47 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": "soon"}) is None
     when = email.utils.formatdate(1_000_030, usegmt=True)
     assert parse_retry_after({"retry-after": when}, now=1_000_000) == 30.0
+
+
+async def test_auto_schema_mode_falls_back_and_remembers() -> None:
+    rejection = {
+        "error": {
+            "message": "1 validation error: body.response_format.type: "
+            "Input should be 'text' or 'json_object'",
+            "type": "internal_server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    server = Server((500, {}, rejection), (200, {}, TEXT_COMPLETION), (200, {}, TEXT_COMPLETION))
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(server))
+    model = OpenAICompatModel("smollm2", base_url="http://127.0.0.1:9/v1", http_client=http_client)
+    assert model.schema_mode == "auto"
+    schema = {"type": "object", "properties": {"status": {"type": "string"}}}
+    request = ModelRequest(conversation(), response_schema=schema)
+    response = await model.request(request)
+    assert json.loads(response.text) == {"status": "delivered"}
+    assert server.body(0)["response_format"]["type"] == "json_schema"
+    assert server.body(1)["response_format"] == {"type": "json_object", "schema": schema}
+    assert model.effective_schema_mode == "json_object"
+    await model.request(request)
+    assert len(server.requests) == 3  # no second attempt with json_schema
+    assert server.body(2)["response_format"]["type"] == "json_object"
+
+
+async def test_explicit_schema_mode_does_not_fall_back() -> None:
+    server = Server((400, {}, error_body("response_format json_schema unsupported", "bad")))
+    model = make_model(server, schema_mode="json_schema")
+    schema = {"type": "object"}
+    with pytest.raises(ModelError) as info:
+        await model.request(ModelRequest(conversation(), response_schema=schema))
+    assert info.value.status == 400
+    assert len(server.requests) == 1
+
+
+def test_schema_name_is_sanitised() -> None:
+    model = OpenAICompatModel("gpt-4o-mini", api_key="sk-test")
+    kwargs = model.build_kwargs(
+        ModelRequest(conversation(), response_schema={"title": "Order summary!", "type": "object"})
+    )
+    assert kwargs["response_format"]["json_schema"]["name"] == "Order_summary"

@@ -81,6 +81,23 @@ def _cap_strings(schema: Any, cap: int) -> Any:
     return out
 
 
+# llama-cpp-python's schema converter lets a JSON string contain raw control characters (a raw
+# newline, say), which JSON forbids; the same rule without them.
+_LOOSE_CHAR_RULE = r'char ::= [^"\\] |'
+_STRICT_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def json_grammar(schema: dict[str, Any], grammar_module: Any = None) -> str:
+    """The GBNF grammar of JSON documents matching ``schema``, strings free of control characters.
+
+    Uses llama-cpp-python's JSON-schema converter, then tightens its string character rule.
+    """
+    if grammar_module is None:
+        grammar_module = _import_llama_cpp().llama_grammar
+    gbnf: str = grammar_module.json_schema_to_gbnf(json.dumps(schema))
+    return gbnf.replace(_LOOSE_CHAR_RULE, _STRICT_CHAR_RULE)
+
+
 def _parameters(tool: dict[str, Any]) -> dict[str, Any]:
     params = tool.get("parameters") or {}
     if not params:
@@ -247,6 +264,7 @@ class LlamaCppModel:
         self._llm: Any = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._grammars: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -324,10 +342,33 @@ class LlamaCppModel:
         )
         return decision_schema(capped_tools, final, tool_choice=choice)
 
+    def _with_grammar(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Replace a schema ``response_format`` by the corrected grammar (see :func:`json_grammar`).
+
+        Falls back to llama-cpp-python's own conversion when its grammar module is unavailable.
+        """
+        response_format = kwargs.get("response_format") or {}
+        schema = response_format.get("schema")
+        grammar_module = getattr(self._llama_cpp, "llama_grammar", None)
+        if schema is None or grammar_module is None:
+            return kwargs
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            grammar = grammar_module.LlamaGrammar.from_string(
+                json_grammar(schema, grammar_module), verbose=self.verbose
+            )
+            if len(self._grammars) >= 64:
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[key] = grammar
+        result = {k: v for k, v in kwargs.items() if k != "response_format"}
+        result["grammar"] = grammar
+        return result
+
     def _complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             llm = self._load_locked()
-            result: dict[str, Any] = llm.create_chat_completion(**kwargs)
+            result: dict[str, Any] = llm.create_chat_completion(**self._with_grammar(kwargs))
             return result
 
     async def request(self, request: ModelRequest) -> ModelResponse:
@@ -355,7 +396,7 @@ class LlamaCppModel:
         if mode != "decision":
             return ModelResponse(text=text, usage=usage, model=self._name, meta=meta)
         try:
-            decision = json.loads(text)
+            decision = json.loads(text, strict=False)
         except ValueError:
             decision = None
         if isinstance(decision, dict) and isinstance(decision.get("tool"), str):

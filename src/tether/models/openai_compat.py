@@ -12,6 +12,7 @@ import email.utils
 import inspect
 import itertools
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,28 @@ _FALLBACK_PARAMS = frozenset(
 )
 
 _fallback_ids = itertools.count(1)
+
+# The forms of a response schema, in the order "auto" tries them.
+_FALLBACK_ORDER = ("json_schema", "json_object", "none")
+_SCHEMA_MODES = (*_FALLBACK_ORDER, "auto")
+
+
+def _schema_name(schema: dict[str, Any]) -> str:
+    """A ``json_schema.name`` (letters, digits, ``_`` and ``-``, at most 64) from the title."""
+    title = str(schema.get("title") or "response")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", title).strip("_")[:64]
+    return name or "response"
+
+
+def _rejects_response_format(exc: BaseException, sdk: Any) -> bool:
+    """Whether a server refused the request because of its ``response_format``.
+
+    Some servers answer 400/422, others (llama.cpp's Python server) 500 with a validation message.
+    """
+    if not isinstance(exc, sdk.APIStatusError) or exc.status_code not in (400, 422, 500):
+        return False
+    text = f"{getattr(exc, 'message', '')} {getattr(exc, 'body', '')}".lower()
+    return "response_format" in text or "json_schema" in text
 
 
 def _import_openai() -> Any:
@@ -105,7 +128,9 @@ def messages_to_openai(messages: list[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "assistant":
-            item: dict[str, Any] = {"role": "assistant", "content": m.content or None}
+            # Always a string: OpenAI accepts "" next to tool calls, and some compatible servers
+            # (llama.cpp's Python server) reject null.
+            item: dict[str, Any] = {"role": "assistant", "content": m.content}
             if m.tool_calls:
                 item["tool_calls"] = [
                     {
@@ -115,8 +140,6 @@ def messages_to_openai(messages: list[Message]) -> list[dict[str, Any]]:
                     }
                     for c in m.tool_calls
                 ]
-            elif item["content"] is None:
-                item["content"] = ""
             if m.name:
                 item["name"] = m.name
             out.append(item)
@@ -207,11 +230,18 @@ class OpenAICompatModel:
     """A chat model behind the OpenAI chat completions API.
 
     With no ``base_url`` it talks to OpenAI itself (key from ``OPENAI_API_KEY`` by default); with a
-    ``base_url`` to any compatible server. Tools are sent as function tools; a ``response_schema``
-    is sent as ``response_format={"type": "json_schema", ...}`` (``schema_mode="json_object"``
-    sends ``{"type": "json_object", "schema": ...}`` as llama.cpp and some others read it, and
-    ``schema_mode="none"`` sends nothing). Request ``params`` are passed through; those the SDK does
-    not know go in the request body.
+    ``base_url`` to any compatible server. Tools are sent as function tools. A ``response_schema``
+    is sent according to ``schema_mode``:
+
+    * ``"json_schema"``: ``response_format={"type": "json_schema", "json_schema": {...}}``
+      (OpenAI, vLLM...), the default without ``base_url``;
+    * ``"json_object"``: ``{"type": "json_object", "schema": ...}`` (llama.cpp's Python server and
+      other servers that read the schema there);
+    * ``"none"``: nothing is sent (tether still validates the answer);
+    * ``"auto"``, the default with ``base_url``: ``json_schema`` first; when the server rejects
+      ``response_format``, ``json_object``, then ``none``, remembering what worked.
+
+    Request ``params`` are passed through; those the SDK does not know go in the request body.
     """
 
     def __init__(
@@ -223,16 +253,20 @@ class OpenAICompatModel:
         client: Any = None,
         *,
         name: str | None = None,
-        schema_mode: str = "json_schema",
+        schema_mode: str | None = None,
         strict_schema: bool = False,
         http_client: Any = None,
     ) -> None:
-        if schema_mode not in ("json_schema", "json_object", "none"):
-            raise ValueError("schema_mode must be 'json_schema', 'json_object' or 'none'")
+        if schema_mode is None:
+            schema_mode = "json_schema" if base_url is None else "auto"
+        if schema_mode not in _SCHEMA_MODES:
+            raise ValueError(f"schema_mode must be one of {', '.join(_SCHEMA_MODES)}")
         self.model = model
         self.base_url = base_url
         self.timeout = timeout
         self.schema_mode = schema_mode
+        # In "auto" mode: the form currently used (it moves on when the server rejects one).
+        self._auto_mode = "json_schema"
         self.strict_schema = strict_schema
         self._name = name or (f"openai:{model}" if base_url is None else f"openai_compat:{model}")
         self._sdk = _import_openai()
@@ -271,20 +305,26 @@ class OpenAICompatModel:
         """The underlying ``openai.AsyncOpenAI`` client."""
         return self._client
 
-    def build_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+    @property
+    def effective_schema_mode(self) -> str:
+        """How a response schema is sent now (resolves ``"auto"``)."""
+        return self._auto_mode if self.schema_mode == "auto" else self.schema_mode
+
+    def build_kwargs(self, request: ModelRequest, schema_mode: str | None = None) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for ``request``."""
+        mode = schema_mode or self.effective_schema_mode
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages_to_openai(request.messages),
         }
         if request.tools:
             kwargs["tools"] = tools_to_openai(request.tools)
-        if request.response_schema is not None and self.schema_mode != "none":
-            if self.schema_mode == "json_schema":
+        if request.response_schema is not None and mode != "none":
+            if mode == "json_schema":
                 kwargs["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {
-                        "name": str(request.response_schema.get("title") or "response"),
+                        "name": _schema_name(request.response_schema),
                         "schema": request.response_schema,
                         "strict": self.strict_schema,
                     },
@@ -309,12 +349,21 @@ class OpenAICompatModel:
         return kwargs
 
     async def request(self, request: ModelRequest) -> ModelResponse:
-        kwargs = self.build_kwargs(request)
-        try:
-            completion = await self._client.chat.completions.create(**kwargs)
-        except self._sdk.OpenAIError as exc:
-            raise map_sdk_error(exc, self._sdk, self._name) from exc
-        return response_from_openai(completion, self._name)
+        while True:
+            mode = self.effective_schema_mode
+            kwargs = self.build_kwargs(request, mode)
+            try:
+                completion = await self._client.chat.completions.create(**kwargs)
+            except self._sdk.OpenAIError as exc:
+                if (
+                    self.schema_mode == "auto"
+                    and "response_format" in kwargs
+                    and _rejects_response_format(exc, self._sdk)
+                ):
+                    self._auto_mode = _FALLBACK_ORDER[_FALLBACK_ORDER.index(mode) + 1]
+                    continue
+                raise map_sdk_error(exc, self._sdk, self._name) from exc
+            return response_from_openai(completion, self._name)
 
     async def aclose(self) -> None:
         """Close the underlying HTTP client."""
