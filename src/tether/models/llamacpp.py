@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import copy
 import importlib.util
-import itertools
 import json
 import threading
 from pathlib import Path
@@ -263,7 +262,6 @@ class LlamaCppModel:
         )
         self._llm: Any = None
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._grammars: dict[str, Any] = {}
 
     @property
@@ -383,9 +381,9 @@ class LlamaCppModel:
             raise ModelTimeout(f"{self._name}: no answer in {self.timeout}s") from exc
         except ValueError as exc:  # e.g. the prompt does not fit the context window
             raise ModelError(f"{self._name}: {exc}", provider=self._name) from exc
-        return self._response(completion, mode)
+        return self._response(completion, mode, len(request.messages))
 
-    def _response(self, completion: dict[str, Any], mode: str) -> ModelResponse:
+    def _response(self, completion: dict[str, Any], mode: str, turn: int) -> ModelResponse:
         choice = completion["choices"][0]
         text = str(choice["message"].get("content") or "")
         raw_usage = completion.get("usage") or {}
@@ -402,7 +400,8 @@ class LlamaCppModel:
         if isinstance(decision, dict) and isinstance(decision.get("tool"), str):
             arguments = decision.get("arguments")
             call = ToolCall(
-                id=f"call_{next(self._ids)}",
+                # one call a turn: the conversation length makes the id unique and deterministic
+                id=f"call_{turn}",
                 name=decision["tool"],
                 arguments=arguments if isinstance(arguments, dict) else json.dumps(arguments),
             )
