@@ -55,10 +55,13 @@ def decide(request: ModelRequest) -> ScriptItem:
         return f"I could not complete the refund for {order_id}: {last}"
     if len(results) == 1:
         order = json.loads(last)
+        # the scripted "model" follows one instruction: refunding half when told to
+        half = "half" in request.messages[0].content.lower()
+        amount = round(order["total"] / 2, 2) if half else order["total"]
         return ToolCall(
             f"c{step}",
             "refund_order",
-            {"order_id": order_id, "amount": order["total"], "reason": "arrived damaged"},
+            {"order_id": order_id, "amount": amount, "reason": "arrived damaged"},
         )
     return f"Done: {last}."
 

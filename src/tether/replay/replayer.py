@@ -152,11 +152,19 @@ async def replay_run(store: Store, run_id: str, agent: Agent | None = None) -> R
     runtime = Runtime(scratch, model=JournalModel(recording, strict=True))
     runtime.replay = ReplayTools(recording, strict=True)
     original = decisions(events)
+    new_id = uuid.uuid4().hex
     try:
-        new_id = await _drive_with_recorded_humans(runtime, agent, recording.run_input, recording,
-                                                   fork=False, run_id=uuid.uuid4().hex)  # fmt: skip
+        await _drive_with_recorded_humans(runtime, agent, recording.run_input, recording,
+                                          fork=False, run_id=new_id)  # fmt: skip
     except Divergence as div:
+        # an earlier decision may already differ (e.g. a denial changed the next prompt)
+        so_far = decisions(scratch.events(new_id))
         step = div.step or (original[-1].step if original else 0)
+        earlier = _compare(record.id, [s for s in original if s.step < step],
+                           [s for s in so_far if s.step < step])  # fmt: skip
+        scratch.close()
+        if not earlier.matched:
+            return earlier
         return ReplayReport(record.id, False, step, {
             "step": step, "what": div.what, "original": div.original, "replayed": div.replayed})
     replayed = decisions(scratch.events(new_id))
