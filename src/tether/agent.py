@@ -27,12 +27,17 @@ class Autonomy(StrEnum):
 
 @dataclass(slots=True, frozen=True)
 class Limits:
-    """Per-run limits. ``None`` means unlimited."""
+    """Per-run limits (and one per agent per day: ``max_cost_usd_per_day``). ``None`` = unlimited.
+
+    Budgets are checked before each model call with an estimate and after it with the actual
+    figures, so a run never overshoots a budget by more than one call.
+    """
 
     max_steps: int = 20
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
     max_cost_usd: float | None = None
+    max_cost_usd_per_day: float | None = None
     deadline_seconds: float | None = None
     max_tool_result_chars: int = 100_000
     max_output_retries: int = 2

@@ -199,7 +199,8 @@ def tool(
         description: what the model sees (default: the docstring).
         idempotent: the tool honours ``ctx.idempotency_key``, so a call whose outcome is in doubt
             after a crash may be re-run safely.
-        cache_ttl: for read tools, seconds a result may be reused for identical arguments.
+        cache_ttl: for read tools: ``0`` reuses a result for identical arguments within a run;
+            a positive number of seconds reuses it across runs (kept in the store).
         scopes: permissions a caller must hold to use the tool.
     """
 

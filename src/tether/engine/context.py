@@ -32,6 +32,7 @@ class RunContext:
     tool_specs: list[dict[str, Any]] | None = None
     redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     replay: Any = None  # a ReplaySource when replaying or forking (tether.replay)
+    run_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _row_step: int = -1
     _switch: tuple[bool, str] = (False, "")
     _switch_checked: float = -1e9

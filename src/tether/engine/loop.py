@@ -8,6 +8,7 @@ at the end of each step, so a crash loses at most the current read-only step, wh
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -46,7 +47,7 @@ async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
         response = await model_turn(ctx, request)
         if response is None:
             break
-        reason = budget.after(s, response)
+        reason = budget.after(s, response, ctx.clock())
         if reason is not None:
             finish(ctx, RunStatus.BUDGET_EXCEEDED, reason=reason, budget=True)
             break
@@ -475,6 +476,11 @@ async def _invoke(
         served: dict[str, Any] | None = ctx.replay.tool_result(tool, progress.args or {})
         if served is not None:
             return {**served, "call_id": progress.call.id}
+    cache_key = None
+    if tool.cache_ttl is not None and tool.effect is Effect.READ:
+        cache_key, cached = _cached_result(ctx, tool, progress.args or {})
+        if cached is not None:
+            return {**cached, "call_id": progress.call.id, "cached": True, "duration_ms": 0.0}
     tctx = _tool_context(ctx, progress)
     args = progress.validated if progress.validated is not None else tool.validate(progress.args or {})
     started = time.perf_counter()
@@ -510,4 +516,26 @@ async def _invoke(
         payload["result"] = json.loads(content) if content[:1] in ("[", "{") else content
     elif ok and isinstance(result, str):
         payload["result"] = content
+    if cache_key is not None and ok:
+        _store_result(ctx, tool, cache_key, payload)
     return payload
+
+
+def _cached_result(
+    ctx: RunContext, tool: Tool, args: dict[str, Any]
+) -> tuple[str, dict[str, Any] | None]:
+    """Read-tool caching: ``cache_ttl=0`` reuses a result within the run, ``> 0`` across runs."""
+    key = "tool:" + tool.name + ":" + json.dumps(args, sort_keys=True, default=str)
+    if tool.cache_ttl == 0:
+        return key, ctx.run_cache.get(key)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    text = ctx.store.cache_get(digest, now=ctx.clock())
+    return digest, None if text is None else json.loads(text)
+
+
+def _store_result(ctx: RunContext, tool: Tool, key: str, payload: dict[str, Any]) -> None:
+    kept = {k: v for k, v in payload.items() if k not in ("call_id", "duration_ms")}
+    if tool.cache_ttl == 0:
+        ctx.run_cache[key] = kept
+    else:
+        ctx.store.cache_set(key, json.dumps(kept), float(tool.cache_ttl or 0), now=ctx.clock())

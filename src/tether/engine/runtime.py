@@ -35,6 +35,9 @@ from tether.policy.pipeline import PolicyEngine
 from tether.policy.rules import Limit, Rule
 
 
+ESTIMATED_OUTPUT_TOKENS = 256  # output tokens assumed for a call not made yet
+
+
 @dataclass(slots=True)
 class RunResult:
     """Where a run stands after :meth:`Runtime.run` or :meth:`Runtime.resume` returns."""
@@ -108,6 +111,7 @@ class Runtime:
         estimate_cost: CostEstimator | None = None,
         requested_by: str | None = None,
         redactor: Any = None,
+        prices: Any = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.model = model
@@ -119,16 +123,23 @@ class Runtime:
         self.on_event: Callable[[Event], None] | None = None
         self.redactor = redactor if redactor is not None else _default_redactor()
         self.replay: Any = None  # set by tether.replay to serve tools from a journal
+        self.prices = prices  # a tether.models.pricing.PriceTable: cost of every call journaled
 
     # -- model and deps ------------------------------------------------------------------------
 
     def _model_for(self, agent: Agent, override: Model | str | None) -> Model:
         choice = override or self.model or agent.model
         if choice is not None and not isinstance(choice, str):
-            return choice  # type: ignore[no-any-return]
-        from tether.models.resolve import resolve_model
+            model: Model = choice
+        else:
+            from tether.models.resolve import resolve_model
 
-        return resolve_model(choice)
+            model = resolve_model(choice)
+        if self.prices is not None:
+            from tether.models.pricing import PricedModel
+
+            model = PricedModel(model, self.prices)
+        return model
 
     def _deps_for(self, agent: Agent) -> Any:
         if self.deps is not None:
@@ -194,7 +205,13 @@ class Runtime:
 
     async def _drive(self, ctx: RunContext) -> RunResult:
         limits = ctx.agent.limits
-        await drive(ctx, BudgetGuard(limits, estimate_cost=self.estimate_cost))
+        estimate = self.estimate_cost
+        if estimate is None and self.prices is not None:
+            from tether.models.pricing import cost_estimator
+
+            estimate = cost_estimator(ctx.model.name, ESTIMATED_OUTPUT_TOKENS, self.prices)
+        guard = BudgetGuard(limits, estimate_cost=estimate, agent=ctx.agent.name, spend=self.store)
+        await drive(ctx, guard)
         return _result(ctx.state)
 
     def load_state(self, run_id: str) -> tuple[RunRecord, RunState]:

@@ -485,6 +485,10 @@ class Store:
             row = conn.execute(sa.select(c.c.count, c.c.total).where(*cond)).one()
             return bool(result.rowcount == 1), int(row.count), float(row.total)
 
+    def add(self, name: str, key: str, window_start: int, amount: float) -> None:
+        """Add to a counter unconditionally (e.g. dollars already spent)."""
+        self.reserve(name, key, window_start, amount=amount, max_count=None, max_total=None)
+
     def counter(self, name: str, key: str, window_start: int) -> tuple[int, float]:
         c = self.t["counters"]
         with self.engine.connect() as conn:
