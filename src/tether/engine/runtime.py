@@ -184,15 +184,6 @@ class Runtime:
         run_id = run_id or uuid.uuid4().hex
         now = self.clock()
         snapshot = agent.snapshot()
-        self.store.create_run(
-            RunRecord(
-                id=run_id, agent=agent.name, agent_version=agent.version, agent_ref=agent_ref,
-                status=RunStatus.QUEUED.value, input=input, output=None, reason=None,
-                model=chosen.name, steps=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
-                parent_run_id=None, fork_step=None,
-                requested_by=self.requested_by or _whoami(), created_at=now, updated_at=now,
-            )
-        )  # fmt: skip
         state = RunState(run_id=run_id, last_hash=GENESIS)
         ctx = self._context(agent, state, chosen)
         ctx.emit(
@@ -200,7 +191,18 @@ class Runtime:
             {"agent": snapshot, "fingerprint": agent.fingerprint(), "instructions":
              agent.instructions, "input": input, "model": chosen.name, "agent_ref": agent_ref},
         )  # fmt: skip
-        ctx.flush(final=True)
+        # the row and the first event land together: a run never exists without its start
+        self.store.create_run(
+            RunRecord(
+                id=run_id, agent=agent.name, agent_version=agent.version, agent_ref=agent_ref,
+                status=RunStatus.RUNNING.value, input=input, output=None, reason=None,
+                model=chosen.name, steps=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
+                parent_run_id=None, fork_step=None,
+                requested_by=self.requested_by or _whoami(), created_at=now, updated_at=now,
+            ),
+            ctx.buffer,
+        )  # fmt: skip
+        ctx.buffer.clear()
         return await self._drive(ctx)
 
     async def _drive(self, ctx: RunContext) -> RunResult:
@@ -223,6 +225,8 @@ class Runtime:
     ) -> RunResult:
         """Continue a run from its journal. Recorded responses and results are never redone."""
         record, state = self.load_state(run_id)
+        if state.last_seq == 0:
+            raise JournalCorrupted(record.id, 1, "the run has no events (it never started)")
         if state.status.terminal:
             return _result(state)
         if agent is None:

@@ -187,12 +187,18 @@ class Store:
 
     # -- runs and events -----------------------------------------------------------------------
 
-    def create_run(self, record: RunRecord) -> None:
+    def create_run(self, record: RunRecord, events: Sequence[Event] = ()) -> None:
+        """Insert a run's row together with its first events, in one transaction."""
         row = record.to_dict()
         row["input"] = json.dumps(record.input, default=str)
         row["output"] = None if record.output is None else json.dumps(record.output, default=str)
         with self._tx() as conn:
             conn.execute(self.t["runs"].insert().values(**row))
+            if events:
+                conn.execute(self.t["events"].insert(), [
+                    {"run_id": e.run_id, "seq": e.seq, "type": e.type, "step": e.step,
+                     "ts": e.ts, "payload": e.payload_json, "prev_hash": e.prev_hash,
+                     "hash": e.hash} for e in events])  # fmt: skip
 
     def append(
         self, events: Sequence[Event], run_update: dict[str, Any] | None = None

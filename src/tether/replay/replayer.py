@@ -233,8 +233,7 @@ async def fork_run(
     forked.parent_run_id = record.id
     forked.fork_step = from_step
     forked.agent_ref = record.agent_ref
-    store.create_run(forked)
-    store.append(scratch.events(new_id))
+    store.create_run(forked, scratch.events(new_id))
     scratch.close()
     return new_id
 
