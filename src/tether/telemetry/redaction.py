@@ -1,23 +1,28 @@
 """Redaction: mask secrets and personal data in journal payloads and exported telemetry.
 
     redactor = Redactor(emails=True)
-    redactor.redact_text("key sk-proj-abc... for jane@example.com")
+    redactor.redact_text("key sk-proj-... for jane@example.com")
     # 'key [REDACTED:openai_key] for [REDACTED:email]'
     redactor.redact({"result": {"api_key": "abc123", "note": "call +1 415 555 0100"}})
 
-Every pattern lives in one compiled regular expression, so a string without anything to mask
-costs a single scan. Patterns only start matching at the beginning of a token (a look-behind
-guard), which keeps the scan linear even on very long strings without spaces.
-
-Kinds (``[REDACTED:<kind>]``):
+Kinds (a match becomes ``[REDACTED:<kind>]``):
 
 * secrets (on by default): ``openai_key``, ``anthropic_key``, ``aws_key``, ``github_token``,
-  ``slack_token``, ``stripe_key``, ``google_key``, ``private_key``, ``jwt``, ``bearer`` and
-  ``secret`` (the value of ``api_key=...``, ``"password": "..."`` and the like, and any string
-  value of a dict key that names a credential);
-* ``email``, ``phone`` and ``card`` (card numbers must pass the Luhn check): off by default;
-* custom patterns, named by their key in ``patterns``;
-* ``extra_literals``: exact strings (a known secret value), masked as ``secret``.
+  ``slack_token``, ``stripe_key``, ``google_key``, ``private_key``, ``jwt``, ``bearer`` (the
+  token after ``Bearer``) and ``secret``: the value in ``api_key=...``, ``"password": "..."``,
+  ``Authorization: ...`` and the like, and any string or number stored in a dict under a key
+  that names a credential;
+* ``email``, ``phone`` (with a country code or separators: a bare run of digits such as a product
+  id is never a phone number) and ``card`` (13-19 digits passing the Luhn check): off by default;
+* custom kinds, ``patterns={"name": regex}``;
+* ``extra_literals``: exact strings to mask anywhere (known secret values), as ``secret``.
+
+Speed: the engine redacts every event payload, and almost none contain anything to mask. So each
+kind names literal substrings it cannot match without (``sk-``, ``@``, ``AKIA``...); a string is
+scanned for those first (C-speed substring tests) and only the kinds that could match run, as one
+combined regular expression (compiled once per combination). Short strings, which repeat a lot
+(tool names, statuses), are remembered. Patterns begin matching only at the start of a token, so
+the scan stays linear even on long strings without spaces.
 """
 
 from __future__ import annotations
@@ -34,14 +39,17 @@ from tether.errors import UsageError
 __all__ = ["KINDS", "Redactor", "luhn_ok"]
 
 KINDS = ("secrets", "emails", "phones", "cards")
-"""The kinds ``TETHER_REDACT`` accepts (plus ``all`` and ``none``)."""
+"""The kinds ``TETHER_REDACT`` accepts (besides ``all`` and ``none``)."""
 
 _KIND_ALIASES = {
     "secret": "secrets", "secrets": "secrets",
     "email": "emails", "emails": "emails",
     "phone": "phones", "phones": "phones",
-    "card": "cards", "cards": "cards", "credit_cards": "cards",
+    "card": "cards", "cards": "cards",
 }  # fmt: skip
+
+_SHORT = 64  # strings up to this length are remembered
+_CACHE_LIMIT = 8192
 
 
 def luhn_ok(digits: str) -> bool:
@@ -62,14 +70,14 @@ def _card_ok(text: str) -> bool:
     return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
 
 
-# Names of keys whose values are credentials, as a dict key or in ``name=value`` text.
-_CREDENTIAL_NAME = (
-    r"(?:[A-Za-z0-9]+[_-])*"
+# Names whose values are credentials: a dict key, or the name in ``name=value`` text. A name may
+# carry prefixes (``OPENAI_API_KEY``, ``x-api-key``, ``aws_secret_access_key``).
+_CREDENTIAL_WORDS = (
     r"(?:api[_-]?key|apikey|api[_-]?token|secret(?:[_-]?key)?|client[_-]?secret|"
     r"secret[_-]?access[_-]?key|private[_-]?key|password|passwd|passphrase|pwd|"
-    r"token|access[_-]?token|refresh[_-]?token|auth[_-]?token|id[_-]?token|"
-    r"session[_-]?token|bearer[_-]?token|authorization|credentials?)"
+    r"token|accesstoken|authtoken|authorization|credentials?)"
 )
+_CREDENTIAL_NAME = r"(?:[A-Za-z0-9]+[_-])*" + _CREDENTIAL_WORDS
 _CREDENTIAL_KEY = re.compile(_CREDENTIAL_NAME, re.IGNORECASE)
 _key_verdicts: dict[str, bool] = {}
 
@@ -78,7 +86,7 @@ def _is_credential_key(key: str) -> bool:
     verdict = _key_verdicts.get(key)
     if verdict is None:
         verdict = _CREDENTIAL_KEY.fullmatch(key) is not None
-        if len(_key_verdicts) >= 4096:
+        if len(_key_verdicts) >= _CACHE_LIMIT:
             _key_verdicts.clear()
         _key_verdicts[key] = verdict
     return verdict
@@ -87,40 +95,78 @@ def _is_credential_key(key: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Pattern:
     kind: str
-    regex: str
-    keep: str | None = None  # a group kept in front of the mask (e.g. ``password=``)
-    check: Callable[[str], bool] | None = None  # the match is masked only if this holds
+    regex: str  # ``{g}`` is replaced by a prefix unique to this pattern, for its own groups
+    needs: tuple[str, ...] | None = None  # the text contains one of these, or cannot match
+    needs_lower: tuple[str, ...] | None = None  # the same, tested on the lowercased text
+    gate: str | None = None  # with needs_lower: a regex the lowercased text must then contain
+    keep: bool = False  # the group ``{g}k`` is kept in front of the mask (``password=``)
+    check: Callable[[str], bool] | None = None  # a match is masked only if this holds
+    markers: tuple[tuple[str, str], ...] = ()  # (group suffix, kind) for patterns of two kinds
 
 
-_START = r"(?<![A-Za-z0-9_+/=-])"  # begin only at the start of a token
+_TOKEN = "A-Za-z0-9_+/=-"  # characters that continue a token (a match never starts inside one)
 _END = r"(?![A-Za-z0-9_-])"
 
+
+def _lead(literal: str) -> str:
+    """``literal`` at the start of a token (the guard comes after it, so the regex engine can
+    search for the literal directly)."""
+    return re.escape(literal) + f"(?<![{_TOKEN}]{re.escape(literal)})"
+
+
 _SECRET_PATTERNS = (
-    _Pattern("private_key", r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----[\s\S]{1,10000}?"
-             r"-----END [A-Z ]{0,40}PRIVATE KEY-----"),  # fmt: skip
-    _Pattern("anthropic_key", _START + r"sk-ant-[A-Za-z0-9_-]{20,}" + _END),
-    _Pattern("openai_key", _START + r"sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}"
-             + _END),  # fmt: skip
-    _Pattern("stripe_key", _START + r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}" + _END),
-    _Pattern("aws_key", r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])"),
-    _Pattern("github_token", _START + r"(?:gh[pousr]_[A-Za-z0-9]{30,255}|"
-             r"github_pat_[A-Za-z0-9_]{22,255})" + _END),  # fmt: skip
-    _Pattern("slack_token", _START + r"xox[abposr]-[A-Za-z0-9-]{10,}" + _END),
-    _Pattern("google_key", _START + r"AIza[0-9A-Za-z_-]{35}" + _END),
-    _Pattern("jwt", _START + r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
-             + _END),  # fmt: skip
-    _Pattern("bearer", r"(?<![A-Za-z0-9_-])(?P<{keep}>[Bb]earer\s+)(?=[A-Za-z._~+/-]{0,300}\d)"
-             r"[A-Za-z0-9._~+/-]{8,}=*",
-             keep="keep"),  # fmt: skip
-    # name=value, name: value, "name": "value" (value up to the closing quote)
+    _Pattern(
+        "private_key",
+        r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----[\s\S]{1,10000}?"
+        r"-----END [A-Z ]{0,40}PRIVATE KEY-----",
+        needs=("PRIVATE KEY",),
+    ),
+    _Pattern("anthropic_key", _lead("sk-ant-") + r"[A-Za-z0-9_-]{20,}" + _END, needs=("sk-",)),
+    _Pattern(
+        "openai_key",
+        _lead("sk-") + r"(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}" + _END,
+        needs=("sk-",),
+    ),
+    _Pattern(
+        "stripe_key",
+        r"[spr]k_(?:live|test)_" + f"(?<![{_TOKEN}].k_(?:live|test)_)"
+        r"[A-Za-z0-9]{16,}" + _END,
+        needs=("_live_", "_test_"),
+    ),
+    _Pattern(
+        "aws_key", r"A(?:KIA|SIA)(?<![A-Z0-9]A...)[A-Z0-9]{16}(?![A-Z0-9])", needs=("AKIA", "ASIA")
+    ),
+    _Pattern(
+        "github_token",
+        _lead("gh") + r"(?:[pousr]_[A-Za-z0-9]{30,255}|"
+        r"ithub_pat_[A-Za-z0-9_]{22,255})" + _END,
+        needs=("gh",),
+    ),
+    _Pattern("slack_token", _lead("xox") + r"[abposr]-[A-Za-z0-9-]{10,}" + _END, needs=("xox",)),
+    _Pattern("google_key", _lead("AIza") + r"[0-9A-Za-z_-]{35}" + _END, needs=("AIza",)),
+    _Pattern(
+        "jwt",
+        _lead("eyJ") + r"[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}" + _END,
+        needs=("eyJ",),
+    ),
+    _Pattern(
+        "bearer",
+        r"(?P<{g}k>[Bb]earer(?<![A-Za-z0-9_-].earer)\s+)(?=[A-Za-z._~+/-]{0,300}\d)"
+        r"[A-Za-z0-9._~+/-]{8,}=*",
+        needs=("earer",),
+        keep=True,
+    ),
+    # name=value, name: value, "name": "value" (a quoted value runs to its closing quote)
     _Pattern(
         "secret",
-        r"(?<![A-Za-z0-9_-])(?P<{keep}>(?i:" + _CREDENTIAL_NAME + r")[\"']?\s{0,3}[:=]\s{0,3}"
-        r"(?:(?P<{q}>[\"'])(?=[^\"'\n]{3,}(?P={q}))|(?!(?:null|true|false|None)\b)"
+        r"(?<![A-Za-z0-9_-])(?P<{g}k>(?i:" + _CREDENTIAL_NAME + r")[\"']?\s{0,3}[:=]\s{0,3}"
+        r"(?:(?P<{g}q>[\"'])(?=[^\"'\n]{3,}(?P={g}q))|(?!(?:null|true|false|None)\b)"
         r"(?![-+]?[\d.]+(?:[\s,;&)}\]]|$))(?=[^\s\"'\[{}]{3,})))"
         r"(?:(?:[Bb]earer|[Bb]asic|[Tt]oken)\s+[^\s\"',;]+|(?<=[\"'])[^\"'\n]+"
         r"|[^\s\"',;&)}\]]+)",
-        keep="keep",
+        needs_lower=("key", "secret", "pass", "pwd", "token", "auth", "credential"),
+        gate=_CREDENTIAL_WORDS + r"[\"']?\s{0,3}[:=]",
+        keep=True,
     ),
 )
 
@@ -128,20 +174,35 @@ _EMAIL = _Pattern(
     "email",
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+    needs=("@",),
 )
-_CARD = _Pattern(
-    "card",
-    r"(?<![\w.+-])(?:\d{13,19}|\d{4}(?P<{s1}>[ -])\d{4}(?P={s1})\d{4}(?P={s1})\d{1,7}|"
-    r"\d{4}(?P<{s2}>[ -])\d{6}(?P={s2})\d{4,5})(?![\w-])",
-    check=_card_ok,
-)
-_PHONE = _Pattern(
-    "phone",
-    r"(?<![\w.+-])(?:"
-    r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"  # +44 20 7946 0958
-    r"|(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # (415) 555-0100, 415-555-0100
-    r")(?![\w-])",
-)
+
+
+def _numbers(cards: bool, phones: bool) -> _Pattern:
+    """Card and phone numbers as one pattern that starts with a digit, ``+`` or ``(`` (so the
+    regex engine skips everything else quickly)."""
+    after_plus = r"(?<=\+)\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"
+    after_paren = r"(?<=\()\d{3}\)[ ]?\d{3}[ .-]\d{4}"  # (415) 555-0100
+    card = (
+        r"(?<=\d)(?:\d{12,18}|\d{3}(?P<{g}a>[ -])\d{4}(?P={g}a)\d{4}(?P={g}a)\d{1,7}|"
+        r"\d{3}(?P<{g}b>[ -])\d{6}(?P={g}b)\d{4,5})"
+    )
+    local = r"(?<=\d)\d{2}[ .-]\d{3}[ .-]\d{4}"  # 415-555-0100, 415 555 0100
+    alternatives = []
+    if cards:
+        alternatives.append(card + "(?P<{g}_c>)")
+    if phones:
+        alternatives += [
+            local + "(?P<{g}_p>)",
+            after_plus + "(?P<{g}_q>)",
+            after_paren + "(?P<{g}_r>)",
+        ]
+    first = r"[\d(+]" if phones else r"\d"
+    body = first + r"(?<![\w.+-][\d(+])(?:" + "|".join(alternatives) + r")(?![\w-])"
+    markers = (("_c", "card"), ("_p", "phone"), ("_q", "phone"), ("_r", "phone"))
+    return _Pattern(
+        "card" if cards else "phone", body, check=_card_ok if cards else None, markers=markers
+    )
 
 
 class Redactor:
@@ -151,13 +212,12 @@ class Redactor:
         patterns: extra kinds to mask, ``{name: regex}``; a match becomes ``[REDACTED:name]``.
         secrets: mask API keys, tokens, JWTs, private keys and credential values (default on).
         emails: mask email addresses.
-        phones: mask phone numbers written with a country code or separators (a bare run of
-            digits, like a product id, is never taken for a phone number).
+        phones: mask phone numbers written with a country code or separators.
         cards: mask card numbers (13-19 digits, optionally grouped) that pass the Luhn check.
         extra_literals: exact strings to mask wherever they appear (as ``secret``).
-    """
 
-    __slots__ = ("_keep", "_kinds", "_min_len", "_regex", "_secret_keys", "_checks", "kinds")
+    A redactor is safe to share between threads.
+    """
 
     def __init__(
         self,
@@ -172,15 +232,14 @@ class Redactor:
         chosen: list[_Pattern] = []
         if secrets:
             chosen.extend(_SECRET_PATTERNS)
-        literals = sorted({s for s in extra_literals if s}, key=len, reverse=True)
+        literals = tuple(sorted({s for s in extra_literals if s}, key=len, reverse=True))
         if literals:
-            chosen.append(_Pattern("secret", "|".join(re.escape(s) for s in literals)))
+            alternatives = "|".join(re.escape(s) for s in literals)
+            chosen.append(_Pattern("secret", f"(?:{alternatives})", needs=literals))
         if emails:
             chosen.append(_EMAIL)
-        if cards:
-            chosen.append(_CARD)
-        if phones:
-            chosen.append(_PHONE)
+        if cards or phones:
+            chosen.append(_numbers(cards, phones))
         for name, regex in (patterns or {}).items():
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
                 raise UsageError(f"redaction pattern name {name!r}: use letters, digits, _ . -")
@@ -188,26 +247,60 @@ class Redactor:
                 re.compile(regex)
             except re.error as exc:
                 raise UsageError(f"redaction pattern {name!r} is not a valid regex: {exc}") from exc
-            chosen.append(_Pattern(name, regex))
-        self._secret_keys = secrets
-        self.kinds: tuple[str, ...] = tuple(dict.fromkeys(p.kind for p in chosen))
-        """The kinds this redactor masks, in the order they are tried."""
-        self._kinds: dict[str, str] = {}
-        self._keep: dict[str, str] = {}
-        self._checks: dict[str, Callable[[str], bool]] = {}
-        parts: list[str] = []
+            chosen.append(_Pattern(name, f"(?:{regex})"))
+        kinds = [k for p in chosen for k in ([m[1] for m in p.markers] or [p.kind])]
+        if not phones:
+            kinds = [k for k in kinds if k != "phone"]
+        if not cards:
+            kinds = [k for k in kinds if k != "card"]
+        self.kinds: tuple[str, ...] = tuple(dict.fromkeys(kinds))
+        """The kinds this redactor masks."""
+        self._credential_keys = secrets
+        self._branches: list[str] = []
+        self._kind_of: dict[str, str] = {}  # marker group -> kind
+        self._keep_of: dict[str, str] = {}  # marker group -> group kept in front of the mask
+        self._check_of: dict[str, Callable[[str], bool]] = {}
+        self._always = 0  # bits of the patterns that run on every string
+        needs: dict[str, int] = {}  # literal -> bits of the patterns that need it
+        lower: dict[str, int] = {}  # the same, tested on the lowercased text
+        self._gates: list[tuple[int, re.Pattern[str]]] = []
         for i, p in enumerate(chosen):
-            group = f"_t{i}"
-            regex = p.regex.replace("{keep}", f"{group}k").replace("{q}", f"{group}q")
-            regex = regex.replace("{s1}", f"{group}a").replace("{s2}", f"{group}b")
-            parts.append(f"(?P<{group}>{regex})")
-            self._kinds[group] = p.kind
-            if p.keep is not None:
-                self._keep[group] = f"{group}k"
-            if p.check is not None:
-                self._checks[group] = p.check
-        self._regex: re.Pattern[str] | None = re.compile("|".join(parts)) if parts else None
-        self._min_len = min([6, *(len(s) for s in literals)])
+            g = f"_r{i}"
+            bit = 1 << i
+            body = p.regex.replace("{g}", g)
+            if p.markers:
+                for suffix, kind in p.markers:
+                    self._kind_of[g + suffix] = kind
+                    if kind == "card" and p.check is not None:
+                        self._check_of[g + suffix] = p.check
+            else:
+                # an empty group at the end is the last one closed: ``lastgroup`` names the kind
+                body += f"(?P<{g}>)"
+                self._kind_of[g] = p.kind
+                if p.keep:
+                    self._keep_of[g] = f"{g}k"
+                if p.check is not None:
+                    self._check_of[g] = p.check
+            self._branches.append(body)
+            if p.needs is None and p.needs_lower is None:
+                self._always |= bit
+            for lit in p.needs or ():
+                needs[lit] = needs.get(lit, 0) | bit
+            for lit in p.needs_lower or ():
+                lower[lit] = lower.get(lit, 0) | bit
+            if p.gate is not None:
+                self._gates.append((bit, re.compile(p.gate)))
+        # a literal found also stands for every needed literal inside it
+        self._need_bits = {
+            lit: bits | _or(b for other, b in needs.items() if other in lit)
+            for lit, bits in needs.items()
+        }
+        ordered = sorted(needs, key=len, reverse=True)
+        self._need_rx = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._lower = list(lower.items())
+        self._compiled: dict[int, re.Pattern[str]] = {}
+        self._short: dict[str, str] = {}
+        self._min_len = min([6, *(len(s) for s in literals)]) if chosen else 1 << 62
 
     # -- construction from the environment ----------------------------------------------------
 
@@ -215,14 +308,14 @@ class Redactor:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Redactor:
         """A redactor configured by ``TETHER_REDACT`` and ``TETHER_REDACT_PATTERNS``.
 
-        ``TETHER_REDACT`` is a comma list of ``secrets``, ``emails``, ``phones``, ``cards``
-        (or ``all``, or ``none``); unset means ``secrets``. ``TETHER_REDACT_PATTERNS`` is a JSON
-        object of extra ``{"name": "regex"}`` kinds.
+        ``TETHER_REDACT`` is a comma list of ``secrets``, ``emails``, ``phones``, ``cards`` (or
+        ``all``, or ``none``); unset or empty means ``secrets``. ``TETHER_REDACT_PATTERNS`` is a
+        JSON object of extra kinds, ``{"name": "regex"}``. Bad values raise UsageError.
         """
         env = os.environ if environ is None else environ
-        raw = env.get("TETHER_REDACT")
+        raw = env.get("TETHER_REDACT", "")
         enabled: set[str] = {"secrets"}
-        if raw is not None and raw.strip():
+        if raw.strip():
             enabled = set()
             for item in raw.split(","):
                 word = item.strip().lower()
@@ -235,8 +328,10 @@ class Redactor:
                 elif word in _KIND_ALIASES:
                     enabled.add(_KIND_ALIASES[word])
                 else:
-                    raise UsageError(f"TETHER_REDACT: unknown kind {word!r}; use a comma list "
-                                     f"of {', '.join(KINDS)}, or all, or none")  # fmt: skip
+                    raise UsageError(
+                        f"TETHER_REDACT: unknown kind {word!r}; use a comma list "
+                        f"of {', '.join(KINDS)}, or all, or none"
+                    )
         patterns: dict[str, str] = {}
         text = env.get("TETHER_REDACT_PATTERNS", "").strip()
         if text:
@@ -257,58 +352,134 @@ class Redactor:
             cards="cards" in enabled,
         )
 
-    # -- redaction ----------------------------------------------------------------------------
-
-    def __bool__(self) -> bool:
-        return self._regex is not None or self._secret_keys
-
     def __repr__(self) -> str:
         return f"Redactor(kinds={list(self.kinds)!r})"
 
+    def __bool__(self) -> bool:
+        """False when the redactor masks nothing at all."""
+        return bool(self.kinds)
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def _regex(self, bits: int) -> re.Pattern[str]:
+        rx = self._compiled.get(bits)
+        if rx is None:
+            parts = [b for i, b in enumerate(self._branches) if bits >> i & 1]
+            rx = re.compile("|".join(parts))
+            self._compiled[bits] = rx
+        return rx
+
     def _replace(self, m: re.Match[str]) -> str:
-        group = m.lastgroup or ""
-        check = self._checks.get(group)
-        if check is not None and not check(m.group(group)):
+        g = m.lastgroup or ""
+        check = self._check_of.get(g)
+        if check is not None and not check(m.group(0)):
             return m.group(0)
-        mask = f"[REDACTED:{self._kinds[group]}]"
-        keep = self._keep.get(group)
-        if keep is not None:
-            return (m.group(keep) or "") + mask
-        return mask
+        mask = f"[REDACTED:{self._kind_of[g]}]"
+        keep = self._keep_of.get(g)
+        return mask if keep is None else (m.group(keep) or "") + mask
+
+    def _scan(self, text: str) -> str:
+        bits = self._always
+        if self._need_rx is not None:
+            need_bits = self._need_bits
+            for lit in self._need_rx.findall(text):
+                bits |= need_bits[lit]
+        if self._lower and ("=" in text or ":" in text):
+            low = text.lower()
+            found = 0
+            for lit, bit in self._lower:
+                if not found & bit and lit in low:
+                    found |= bit
+            for bit, gate in self._gates:
+                if found & bit and gate.search(low) is None:
+                    found &= ~bit
+            bits |= found
+        if not bits:
+            return text
+        out = self._regex(bits).sub(self._replace, text)
+        return text if out == text else out
 
     def redact_text(self, text: str) -> str:
-        """``text`` with every match masked; the same string when nothing matches."""
-        if self._regex is None or len(text) < self._min_len:
+        """``text`` with every match masked (the same string when nothing matches)."""
+        if len(text) < self._min_len:
             return text
-        return self._regex.sub(self._replace, text)
+        if len(text) > _SHORT:
+            return self._scan(text)
+        short = self._short
+        done = short.get(text)
+        if done is None:
+            done = self._scan(text)
+            if len(short) >= _CACHE_LIMIT:
+                short.clear()
+            short[text] = done
+        return done
+
+    # -- values -------------------------------------------------------------------------------
 
     def redact(self, value: Any) -> Any:
-        """A redacted copy of a JSON-like value (str, dict, list, tuple; other values as is).
+        """``value`` (a str, or dicts, lists and tuples of JSON-like values) with matches masked.
 
-        Dicts and lists are rebuilt (the input is never mutated); keys are kept. With secrets on,
-        a string or number stored under a key that names a credential (``password``, ``api_key``,
-        ``authorization``, ``client_secret``...) is masked whole.
+        The input is never mutated. A container in which something was masked is rebuilt (same
+        keys, same order); parts that need no change are reused, so a payload with nothing to
+        mask comes back as the very same object. With secrets on, a string or number stored
+        under a key that names a credential (``password``, ``api_key``, ``Authorization``,
+        ``client_secret``...) is masked whole.
         """
         t = type(value)
         if t is str:
             return self.redact_text(value)
-        if t is dict or isinstance(value, Mapping):
-            out: dict[Any, Any] = {}
-            secret_keys = self._secret_keys
-            for k, v in value.items():
-                if (
-                    secret_keys
-                    and type(k) is str
-                    and type(v) in (str, int, float)
-                    and v != ""
-                    and _is_credential_key(k)
-                ):
-                    out[k] = "[REDACTED:secret]"
-                else:
-                    out[k] = self.redact(v)
-            return out
+        if t is dict:
+            return self._redact_dict(value)
         if t is list:
-            return [self.redact(v) for v in value]
+            return self._redact_list(value)
         if t is tuple:
-            return tuple(self.redact(v) for v in value)
+            items = self._redact_list(list(value))
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else tuple(items)
+        if isinstance(value, Mapping):
+            return self._redact_dict(dict(value))
         return value
+
+    def _redact_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        out: dict[Any, Any] | None = None
+        check_keys = self._credential_keys
+        for k, v in value.items():
+            tv = type(v)
+            if tv is str:
+                new: Any = self.redact_text(v)
+            elif tv is int or tv is float or tv is bool or v is None:
+                new = v
+            else:
+                new = self.redact(v)
+            if (
+                check_keys
+                and (tv is str or tv is int or tv is float)
+                and v != ""
+                and type(k) is str
+                and _is_credential_key(k)
+            ):
+                new = "[REDACTED:secret]"
+            if new is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = new
+        return value if out is None else out
+
+    def _redact_list(self, value: list[Any]) -> list[Any]:
+        out: list[Any] | None = None
+        for i, v in enumerate(value):
+            tv = type(v)
+            if tv is int or tv is float or tv is bool or v is None:
+                continue
+            new = self.redact_text(v) if tv is str else self.redact(v)
+            if new is not v:
+                if out is None:
+                    out = list(value)
+                out[i] = new
+        return value if out is None else out
+
+
+def _or(bits: Iterable[int]) -> int:
+    total = 0
+    for b in bits:
+        total |= b
+    return total
