@@ -77,7 +77,7 @@ class PolicyEngine:
             base = default_decision(proposal.effect)
         if level is Autonomy.APPROVE:
             base = Decision(DecisionKind.APPROVE, "autonomy: every call is approved", "autonomy")
-        final = combine([base, *decisions]) if decisions else base
+        final = combine([*decisions, base]) if decisions else base  # rules' reasons win ties
         if level is Autonomy.SHADOW and final.kind in (DecisionKind.ALLOW, DecisionKind.APPROVE):
             return Verdict(Decision(DecisionKind.ALLOW, "shadow mode: not executed", "autonomy"),
                            shadow=True)  # fmt: skip

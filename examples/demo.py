@@ -1,0 +1,200 @@
+"""`make demo`: the support-desk ticket agent over the sample tickets.
+
+Every ticket runs through the full runtime: validation, policy rules, approvals, the journal.
+Reads run at once; anything that writes waits for a human; hostile requests are refused. At the
+end: a summary table, the pending approvals, and the commands to approve, inspect and replay.
+
+    python -m examples.demo [--model local|scripted|SPEC] [--tickets N]
+
+The model is the local one (llama.cpp, SmolLM2-135M) when it is installed, else a scripted
+planner that follows each ticket's plan (set ``--model scripted`` to choose it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from examples.support_desk.agent import make_ticket_agent
+from examples.support_desk.store import Store as DeskStore
+from examples.support_desk.tickets import TICKETS, Ticket, TicketResult
+from tether import Agent, ModelRequest, ScriptedModel, ToolCall
+from tether.engine import Runtime
+from tether.journal import Store
+from tether.models.scripted import ScriptItem
+
+HOME = Path(os.environ.get("TETHER_DEMO_DIR", ".tether"))
+DB = HOME / "demo.db"
+DESK_DB = HOME / "support.db"
+CHOSEN = HOME / "demo-model"
+MODEL_ENV = "TETHER_DEMO_MODEL"
+
+
+def _ticket_of(request: ModelRequest) -> Ticket | None:
+    user = next((m.content for m in request.messages if m.role == "user"), "")
+    try:
+        ticket_id = json.loads(user).get("ticket_id")
+    except (ValueError, AttributeError):
+        return None
+    return next((t for t in TICKETS if t.id == ticket_id), None)
+
+
+def plan_model() -> ScriptedModel:
+    """A scripted model that follows each ticket's plan, then tries its forbidden calls.
+
+    It decides from the conversation alone, so runs resume in any process after approvals.
+    """
+
+    def decide(request: ModelRequest) -> ScriptItem:
+        ticket = _ticket_of(request)
+        if ticket is None:
+            return json.dumps({"reply_draft": "I could not read this ticket.", "tags": ["unreadable"],
+                               "proposed_actions": [], "escalation_reason": "unreadable ticket"})
+        calls = [*ticket.plan, *ticket.forbidden]
+        done = sum(1 for m in request.messages if m.role == "tool")
+        if done < len(calls):
+            c = calls[done]
+            return ToolCall(f"{ticket.id}-{done}", c.tool, dict(c.args))
+        outcomes = [m.content for m in request.messages if m.role == "tool"]
+        blocked = [o for o in outcomes if o.startswith(("Denied", "A human rejected", "Error"))]
+        result = TicketResult(
+            reply_draft=f"Hello, about '{ticket.subject}': we have looked into it"
+            + (" and some requests could not be done under our policy." if blocked else "."),
+            tags=list(ticket.tags) + (["hostile"] if ticket.hostile else []),
+            proposed_actions=[],
+            escalation_reason="request blocked by policy" if blocked and ticket.hostile else None,
+        )
+        return result.model_dump_json()
+
+    return ScriptedModel(decide, name="scripted:planner")
+
+
+def _model_spec(requested: str | None) -> str:
+    if requested:
+        return requested
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
+    if CHOSEN.is_file():  # what the last `make demo` ran with, so approvals resume alike
+        return CHOSEN.read_text().strip()
+    try:
+        import llama_cpp  # noqa: F401
+
+        return "local"
+    except ImportError:
+        return "scripted"
+
+
+def _model(spec: str) -> Any:
+    if spec == "scripted":
+        return plan_model()
+    from tether.models.resolve import resolve_model
+
+    return resolve_model(spec)
+
+
+def demo_agent() -> Agent:
+    """The agent as `tether approve` / `tether resume` rebuild it for demo runs."""
+    spec = _model_spec(None)
+    return make_ticket_agent(desk_db_url(), model=_model(spec))
+
+
+def desk_db_url() -> str:
+    return f"sqlite:///{DESK_DB.resolve()}"
+
+
+def _counts(store: Store, run_id: str) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for ev in store.events(run_id):
+        if ev.type == "policy_decision":
+            c[ev.payload["decision"]] += 1
+        elif ev.type == "validation_failed":
+            c["invalid"] += 1
+        elif ev.type == "approval_requested":
+            c["waiting"] += 1
+        elif ev.type == "escalated":
+            c["escalated"] += 1
+    return c
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="local, scripted, or a model spec (openai:..., ...)")
+    parser.add_argument("--tickets", type=int, default=len(TICKETS))
+    args = parser.parse_args()
+    console = Console()
+    CHOSEN.unlink(missing_ok=True)
+    spec = _model_spec(args.model)
+    os.environ[MODEL_ENV] = spec
+    HOME.mkdir(parents=True, exist_ok=True)
+    CHOSEN.write_text(spec)
+    for path in (DB, DESK_DB):
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    DeskStore.open(desk_db_url(), reset=True).close()
+    console.print(f"[bold]tether demo[/]: the support-desk agent on {args.tickets} tickets, "
+                  f"model [cyan]{spec}[/]" + (" (a scripted planner: no model installed or "
+                  "chosen)" if spec == "scripted" else ""))  # fmt: skip
+    started = time.perf_counter()
+    runtime = Runtime(Store(str(DB)))
+    agent = demo_agent()
+    rows = []
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+        "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console)  # fmt: skip
+    with progress:
+        task = progress.add_task("tickets", total=args.tickets)
+        for ticket in TICKETS[: args.tickets]:
+            progress.update(task, description=f"ticket {ticket.id}")
+            result = asyncio.run(runtime.run(agent, ticket.as_input(),
+                                             agent_ref="examples.demo:demo_agent"))  # fmt: skip
+            rows.append((ticket, result, _counts(runtime.store, result.run_id)))
+            progress.advance(task)
+    elapsed = time.perf_counter() - started
+
+    table = Table(title=f"{len(rows)} tickets in {elapsed:.1f} s")
+    for col in ("ticket", "subject", "status", "steps", "tokens", "allowed", "denied", "invalid",
+                "waiting", "escalated", "run"):  # fmt: skip
+        table.add_column(col, overflow="fold")
+    totals: Counter[str] = Counter()
+    for ticket, result, c in rows:
+        totals.update(c)
+        totals["steps"] += result.steps
+        totals["tokens"] += result.input_tokens + result.output_tokens
+        table.add_row(ticket.id, ticket.subject[:32] + (" ⚠" if ticket.hostile else ""),
+                      result.status, str(result.steps),
+                      f"{result.input_tokens + result.output_tokens}", str(c["allow"]),
+                      str(c["deny"]), str(c["invalid"]), str(c["waiting"]),
+                      str(c["escalate"] + c["escalated"]), result.run_id[:12])  # fmt: skip
+    console.print(table)
+    console.print(f"totals: {totals['steps']} steps · {totals['tokens']} tokens · tool calls "
+                  f"allowed {totals['allow']} · denied {totals['deny']} · invalid "
+                  f"{totals['invalid']} · waiting for approval {totals['waiting']} · "
+                  f"escalations {totals['escalate'] + totals['escalated']}")  # fmt: skip
+    pending = runtime.store.list_approvals()
+    console.print(f"\n[bold]{len(pending)} actions wait for a human[/] (nothing that writes ran "
+                  "without one):")  # fmt: skip
+    for a in pending[:8]:
+        console.print(f"  {a.id[:12]}  {a.tool}({json.dumps(a.args)[:70]})  ← {a.reason[:50]}")
+    db = f"--db {DB}"
+    console.print("\n[bold]next[/]")
+    console.print(f"  tether approvals {db}")
+    if pending:
+        console.print(f"  tether approve {pending[0].id[:12]} {db}        # or --edit '{{...}}'")
+        console.print(f"  tether reject {pending[0].id[:12]} --reason 'not today' {db}")
+    if rows:
+        console.print(f"  tether show {rows[0][1].run_id[:12]} {db}")
+        console.print(f"  tether replay {rows[0][1].run_id[:12]} {db}")
+    console.print(f"  tether runs {db}")
+
+
+if __name__ == "__main__":
+    main()
