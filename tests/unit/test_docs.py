@@ -1,0 +1,56 @@
+"""The docs are executed or checked: Python examples run, CLI references match the real CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import ROOT
+from tether.cli.app import app
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    out = []
+    for path in DOCS:
+        for i, code in enumerate(BLOCK.findall(path.read_text())):
+            if "# not run" not in code:
+                out.append((f"{path.name}#{i + 1}", code))
+    return out
+
+
+@pytest.mark.parametrize(("where", "code"), python_blocks(), ids=[w for w, _ in python_blocks()])
+def test_python_examples_run(where: str, code: str, tmp_path: Path) -> None:
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, where, "exec"), {"__name__": f"docs_{where}"})
+    finally:
+        os.chdir(cwd)
+
+
+def commands() -> dict[str, str]:
+    runner = CliRunner()
+    names = [c.name or (c.callback.__name__ if c.callback else "") for c in
+             app.registered_commands]  # fmt: skip
+    return {n: runner.invoke(app, [n, "--help"], env={"COLUMNS": "200"}).output for n in names}
+
+
+def test_cli_tables_name_real_commands_and_options() -> None:
+    helps = commands()
+    checked = 0
+    for path in DOCS:
+        for line in path.read_text().splitlines():
+            for snippet in re.findall(r"`tether ([a-z]+)([^`]*)`", line):
+                name, rest = snippet
+                assert name in helps, f"{path.name}: `tether {name}` is not a command"
+                for option in re.findall(r"(--[a-z][a-z-]*)", rest):
+                    assert option in helps[name], f"{path.name}: {name} has no {option}"
+                checked += 1
+    assert checked >= 10
