@@ -104,7 +104,7 @@ class _Pattern:
     markers: tuple[tuple[str, str], ...] = ()  # (group suffix, kind) for patterns of two kinds
 
 
-_TOKEN = "A-Za-z0-9_+/=-"  # characters that continue a token (a match never starts inside one)
+_TOKEN = "A-Za-z0-9_-"  # characters that continue a token (a match never starts inside one)
 _END = r"(?![A-Za-z0-9_-])"
 
 
@@ -138,9 +138,8 @@ _SECRET_PATTERNS = (
     ),
     _Pattern(
         "github_token",
-        _lead("gh") + r"(?:[pousr]_[A-Za-z0-9]{30,255}|"
-        r"ithub_pat_[A-Za-z0-9_]{22,255})" + _END,
-        needs=("gh",),
+        _lead("g") + r"(?:h[pousr]_[A-Za-z0-9]{30,255}|ithub_pat_[A-Za-z0-9_]{22,255})" + _END,
+        needs=("gh", "github_pat_"),
     ),
     _Pattern("slack_token", _lead("xox") + r"[abposr]-[A-Za-z0-9-]{10,}" + _END, needs=("xox",)),
     _Pattern("google_key", _lead("AIza") + r"[0-9A-Za-z_-]{35}" + _END, needs=("AIza",)),
@@ -300,7 +299,9 @@ class Redactor:
         self._lower = list(lower.items())
         self._compiled: dict[int, re.Pattern[str]] = {}
         self._short: dict[str, str] = {}
-        self._min_len = min([6, *(len(s) for s in literals)]) if chosen else 1 << 62
+        # no built-in kind matches fewer than 6 characters; custom patterns might
+        shortest = [6, *(len(s) for s in literals)] + ([1] if patterns else [])
+        self._min_len = min(shortest) if chosen else 1 << 62
 
     # -- construction from the environment ----------------------------------------------------
 
