@@ -28,7 +28,10 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.integration.limits_agent import AGENT_NAME
+from tether import Agent, ScriptedModel, call, tool
+from tether.engine import Runtime
 from tether.journal import Store
+from tether.policy import Limit
 
 WORKERS = 8
 RUNS = 3
@@ -258,3 +261,30 @@ def test_a_denied_call_consumes_no_other_limit(tmp_path: Path) -> None:
     assert outcome.denials == Counter({"refund-dollars": 1})
     count, _ = counter(store_url, "refunds-per-customer", "customer=c", outcome.now)
     assert count == 2  # the refused $60 must not be counted
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine.loop.prepare returns straight from the approval gate, so an approved call "
+    "skips PolicyEngine.reserve_limits (and the kill switch)",
+)
+async def test_an_approved_call_still_counts_against_limits(tmp_path: Path) -> None:
+    """A human approval is not a way around a hard limit: the third approved refund is denied."""
+    paid: list[int] = []
+
+    @tool(effect="irreversible")
+    def wire(amount: int) -> str:
+        """Send money; waits for a human by default."""
+        paid.append(amount)
+        return "sent"
+
+    cap = Limit("two-wires", tools=frozenset({"wire"}), max_count=2)
+    agent = Agent(name="wires", instructions="x", tools=[wire], policy=[cap])
+    with Store(str(tmp_path / "t.db")) as store:
+        for amount in (10, 20, 30):
+            rt = Runtime(store, model=ScriptedModel([call("wire", amount=amount), "done"]))
+            result = await rt.run(agent, "go")
+            assert result.status == "waiting_approval"
+            rt.approve(store.list_approvals()[0].id, by="bob")
+            await rt.resume(result.run_id, agent)
+        assert paid == [10, 20]
