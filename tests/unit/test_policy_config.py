@@ -237,7 +237,8 @@ def test_limit_amount_fails_closed() -> None:
     assert lim.amount(proposal()) == math.inf
 
 
-async def test_loaded_policy_enforces_in_a_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("attached_to", ["runtime", "agent"])
+async def test_loaded_policy_enforces_in_a_run(tmp_path: Path, attached_to: str) -> None:
     executed: list[float] = []
 
     @tool(effect="write")
@@ -251,14 +252,19 @@ async def test_loaded_policy_enforces_in_a_run(tmp_path: Path) -> None:
     script: list[Any] = [call("refund", user_id=u, amount=a) for u, a in calls]
     store = Store(str(tmp_path / "t.db"))
     try:
+        on_agent = attached_to == "agent"
         agent = Agent(
             name="desk",
             instructions="x",
             tools=[refund],
             limits=Limits(max_consecutive_failures=10),
+            policy=[*cfg.rules, *cfg.limits] if on_agent else [],
         )
-        rt = Runtime(
-            store, model=ScriptedModel([*script, "done"]), rules=cfg.rules, limits=cfg.limits
+        model = ScriptedModel([*script, "done"])
+        rt = (
+            Runtime(store, model=model)
+            if on_agent
+            else Runtime(store, model=model, rules=cfg.rules, limits=cfg.limits)
         )
         result = await rt.run(agent, "go")
         assert result.ok
