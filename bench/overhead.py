@@ -91,8 +91,10 @@ def bare_sqlite_loop(conn: sqlite3.Connection, steps: int) -> float:
         call = {"name": "fetch", "arguments": {"i": i}}
         result = fetch.fn(**call["arguments"])
         conn.execute("BEGIN")
-        conn.execute("INSERT INTO steps VALUES (?, ?, ?)",
-                     (run, i, json.dumps({"call": call, "result": result})))  # fmt: skip
+        conn.execute(
+            "INSERT INTO steps VALUES (?, ?, ?)",
+            (run, i, json.dumps({"call": call, "result": result})),
+        )
         conn.execute("COMMIT")
     return (time.perf_counter() - started) / steps
 
@@ -148,8 +150,13 @@ def main() -> None:
         table.add_column(col, justify="right")
     for n in LENGTHS:
         r = results[n]
-        table.add_row(str(n), f"{r['bare']:.1f}", f"{r['bare_sqlite']:.1f}", f"{r['tether']:.1f}",
-                      f"{r['tether'] / r['bare_sqlite']:.2f}x")  # fmt: skip
+        table.add_row(
+            str(n),
+            f"{r['bare']:.1f}",
+            f"{r['bare_sqlite']:.1f}",
+            f"{r['tether']:.1f}",
+            f"{r['tether'] / r['bare_sqlite']:.2f}x",
+        )
     out.print(table)
     out.print(f"tether show: {show_events:,} events rendered in {show_seconds:.3f} s")
     mid = results[50]

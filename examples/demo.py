@@ -58,8 +58,14 @@ def plan_model() -> ScriptedModel:
     def decide(request: ModelRequest) -> ScriptItem:
         ticket = _ticket_of(request)
         if ticket is None:
-            return json.dumps({"reply_draft": "I could not read this ticket.", "tags": ["unreadable"],
-                               "proposed_actions": [], "escalation_reason": "unreadable ticket"})
+            return json.dumps(
+                {
+                    "reply_draft": "I could not read this ticket.",
+                    "tags": ["unreadable"],
+                    "proposed_actions": [],
+                    "escalation_reason": "unreadable ticket",
+                }
+            )
         calls = [*ticket.plan, *ticket.forbidden]
         done = sum(1 for m in request.messages if m.role == "tool")
         if done < len(calls):
@@ -141,47 +147,77 @@ def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
     DeskStore.open(desk_db_url(), reset=True).close()
-    console.print(f"[bold]tether demo[/]: the support-desk agent on {args.tickets} tickets, "
-                  f"model [cyan]{spec}[/]" + (" (a scripted planner: no model installed or "
-                  "chosen)" if spec == "scripted" else ""))  # fmt: skip
+    console.print(
+        f"[bold]tether demo[/]: the support-desk agent on {args.tickets} tickets, "
+        f"model [cyan]{spec}[/]"
+        + (" (a scripted planner: no model installed or chosen)" if spec == "scripted" else "")
+    )
     started = time.perf_counter()
     runtime = Runtime(Store(str(DB)))
     agent = demo_agent()
     rows = []
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
-        "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console)  # fmt: skip
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
     with progress:
         task = progress.add_task("tickets", total=args.tickets)
         for ticket in TICKETS[: args.tickets]:
             progress.update(task, description=f"ticket {ticket.id}")
-            result = asyncio.run(runtime.run(agent, ticket.as_input(),
-                                             agent_ref="examples.demo:demo_agent"))  # fmt: skip
+            result = asyncio.run(
+                runtime.run(agent, ticket.as_input(), agent_ref="examples.demo:demo_agent")
+            )
             rows.append((ticket, result, _counts(runtime.store, result.run_id)))
             progress.advance(task)
     elapsed = time.perf_counter() - started
 
     table = Table(title=f"{len(rows)} tickets in {elapsed:.1f} s")
-    for col in ("ticket", "subject", "status", "steps", "tokens", "allowed", "denied", "invalid",
-                "waiting", "escalated", "run"):  # fmt: skip
+    for col in (
+        "ticket",
+        "subject",
+        "status",
+        "steps",
+        "tokens",
+        "allowed",
+        "denied",
+        "invalid",
+        "waiting",
+        "escalated",
+        "run",
+    ):
         table.add_column(col, overflow="fold")
     totals: Counter[str] = Counter()
     for ticket, result, c in rows:
         totals.update(c)
         totals["steps"] += result.steps
         totals["tokens"] += result.input_tokens + result.output_tokens
-        table.add_row(ticket.id, ticket.subject[:32] + (" ⚠" if ticket.hostile else ""),
-                      result.status, str(result.steps),
-                      f"{result.input_tokens + result.output_tokens}", str(c["allow"]),
-                      str(c["deny"]), str(c["invalid"]), str(c["waiting"]),
-                      str(c["escalate"] + c["escalated"]), result.run_id[:12])  # fmt: skip
+        table.add_row(
+            ticket.id,
+            ticket.subject[:32] + (" ⚠" if ticket.hostile else ""),
+            result.status,
+            str(result.steps),
+            f"{result.input_tokens + result.output_tokens}",
+            str(c["allow"]),
+            str(c["deny"]),
+            str(c["invalid"]),
+            str(c["waiting"]),
+            str(c["escalate"] + c["escalated"]),
+            result.run_id[:12],
+        )
     console.print(table)
-    console.print(f"totals: {totals['steps']} steps · {totals['tokens']} tokens · tool calls "
-                  f"allowed {totals['allow']} · denied {totals['deny']} · invalid "
-                  f"{totals['invalid']} · waiting for approval {totals['waiting']} · "
-                  f"escalations {totals['escalate'] + totals['escalated']}")  # fmt: skip
+    console.print(
+        f"totals: {totals['steps']} steps · {totals['tokens']} tokens · tool calls "
+        f"allowed {totals['allow']} · denied {totals['deny']} · invalid "
+        f"{totals['invalid']} · waiting for approval {totals['waiting']} · "
+        f"escalations {totals['escalate'] + totals['escalated']}"
+    )
     pending = runtime.store.list_approvals()
-    console.print(f"\n[bold]{len(pending)} actions wait for a human[/] (nothing that writes ran "
-                  "without one):")  # fmt: skip
+    console.print(
+        f"\n[bold]{len(pending)} actions wait for a human[/] (nothing that writes ran without one):"
+    )
     for a in pending[:8]:
         console.print(f"  {a.id[:12]}  {a.tool}({json.dumps(a.args)[:70]})  ← {a.reason[:50]}")
     db = f"--db {DB}"

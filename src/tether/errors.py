@@ -1,7 +1,7 @@
 """Exceptions, split by audience.
 
     TetherError                      base of everything tether raises
-    ├── UsageError                   the caller did something wrong (bad agent ref, bad input, bad CLI use)
+    ├── UsageError                   the caller did something wrong (bad agent, input, CLI use)
     │   └── NotFound                 a run, approval or event that does not exist
     ├── ModelError                   a model call failed (carries ``retryable`` and ``retry_after``)
     │   └── ModelTimeout

@@ -96,10 +96,7 @@ class Tool:
     async def invoke(self, ctx: ToolContext, args: pydantic.BaseModel) -> Any:
         """Call the function with validated arguments (sync functions run inline)."""
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
-        if self.takes_context:
-            result = self.fn(ctx, **kwargs)
-        else:
-            result = self.fn(**kwargs)
+        result = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
         if self.is_async:
             result = await result
         return result
@@ -143,7 +140,7 @@ def _build_tool(
         fields[p.name] = (annotation, default)
     tool_name = name or fn.__name__
     model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
-    args_model = pydantic.create_model(  # type: ignore[call-overload]
+    args_model = pydantic.create_model(
         model_name, __config__=pydantic.ConfigDict(extra="forbid"), **fields
     )
     doc = description if description is not None else inspect.getdoc(fn) or ""

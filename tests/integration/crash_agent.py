@@ -42,7 +42,9 @@ def balance(account: str) -> int:
 def transfer(ctx: ToolContext, account: str, amount: int) -> str:
     """Move money; honours the idempotency key, so a retry after a crash is harmless."""
     conn = ledger()
-    conn.execute("INSERT INTO attempts VALUES (?, ?, ?)", (ctx.idempotency_key, amount, time.time()))
+    conn.execute(
+        "INSERT INTO attempts VALUES (?, ?, ?)", (ctx.idempotency_key, amount, time.time())
+    )
     time.sleep(0.02)  # the window in which a crash leaves the outcome in doubt
     conn.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (ctx.idempotency_key, amount))
     conn.close()
@@ -56,8 +58,10 @@ def decide(request: ModelRequest) -> ScriptItem:
     step = sum(1 for m in request.messages if m.role == "assistant")
     if done >= TRANSFERS:
         return f"moved money {TRANSFERS} times"
-    calls = [ToolCall(f"s{step}b", "balance", {"account": "acme"}),
-             ToolCall(f"s{step}t", "transfer", {"account": "acme", "amount": done + 1})]  # fmt: skip
+    calls = [
+        ToolCall(f"s{step}b", "balance", {"account": "acme"}),
+        ToolCall(f"s{step}t", "transfer", {"account": "acme", "amount": done + 1}),
+    ]
     return calls
 
 
@@ -79,7 +83,9 @@ def main() -> None:
     runtime = Runtime(Store(db))
     print("READY", flush=True)
     if mode == "start":
-        result = asyncio.run(runtime.run(agent, "go", agent_ref="tests.integration.crash_agent:agent"))
+        result = asyncio.run(
+            runtime.run(agent, "go", agent_ref="tests.integration.crash_agent:agent")
+        )
     else:
         result = asyncio.run(runtime.resume(sys.argv[4], agent))
     print("RESULT", result.status, flush=True)
@@ -105,8 +111,11 @@ wire_agent = Agent(
     tools=[send_wire],
     autonomy={"send_wire": "auto"},
     model=ScriptedModel(
-        lambda r: "sent" if any(m.role == "tool" for m in r.messages)
-        else ToolCall("w1", "send_wire", {"account": "x", "amount": 5}),
+        lambda r: (
+            "sent"
+            if any(m.role == "tool" for m in r.messages)
+            else ToolCall("w1", "send_wire", {"account": "x", "amount": 5})
+        ),
         name="scripted:wire",
     ),
 )

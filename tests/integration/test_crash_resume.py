@@ -22,8 +22,12 @@ def _spawn(db: Path, ledger: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.crash_agent", str(db), str(ledger), *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_ready(proc: subprocess.Popen[str]) -> None:
@@ -107,8 +111,16 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         assert len(started_ids) == TRANSFERS  # side-effecting calls journal their intent
         steps = [e.step for e in events if e.type == "model_response"]
         assert len(steps) == len(set(steps))  # a recorded model response is never asked again
-        assert len([e for e in events if e.type == "tool_finished" and
-                    e.payload["content"].startswith("moved")]) == TRANSFERS  # fmt: skip
+        assert (
+            len(
+                [
+                    e
+                    for e in events
+                    if e.type == "tool_finished" and e.payload["content"].startswith("moved")
+                ]
+            )
+            == TRANSFERS
+        )
         assert store.get_run(run_id).status == "succeeded"
         store.close()
     # the random points did hit the window between intent and result at least once
@@ -120,13 +132,23 @@ def test_in_doubt_irreversible_call_escalates_instead_of_repeating(tmp_path: Pat
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CRASH_LEDGER": str(ledger)}
     cmd = [sys.executable, "-m", "tether.cli.app"]
     ref = "tests.integration.crash_agent:wire_agent"
-    first = subprocess.run([*cmd, "run", ref, "--input", "go", "--db", str(db), "-q"], cwd=ROOT,
-                           env=env, capture_output=True, text=True)  # fmt: skip
+    first = subprocess.run(
+        [*cmd, "run", ref, "--input", "go", "--db", str(db), "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert first.returncode == -9  # the process died inside the tool
     run_id = _run_id(db)
     assert run_id is not None
-    second = subprocess.run([*cmd, "resume", run_id, "--db", str(db), "--json"], cwd=ROOT, env=env,
-                            capture_output=True, text=True)  # fmt: skip
+    second = subprocess.run(
+        [*cmd, "resume", run_id, "--db", str(db), "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert second.returncode == 0, second.stderr
     assert '"status": "escalated"' in second.stdout and "in doubt" in second.stdout
     store = Store(str(db))

@@ -36,8 +36,9 @@ def _clear() -> None:
     CALLS.clear()
 
 
-PRICES = PriceTable.from_dict({"priced": {"input": 1000.0, "output": 1000.0}},
-                              include_defaults=False)  # fmt: skip
+PRICES = PriceTable.from_dict(
+    {"priced": {"input": 1000.0, "output": 1000.0}}, include_defaults=False
+)
 
 
 def usage_model(n_calls: int, tokens: int = 100) -> ScriptedModel:
@@ -50,16 +51,20 @@ def usage_model(n_calls: int, tokens: int = 100) -> ScriptedModel:
 
 
 def agent(**limits: Any) -> Agent:
-    return Agent(name="b", instructions="x", tools=[per_run, shared],
-                 limits=Limits(max_repeats=50, **limits))  # fmt: skip
+    return Agent(
+        name="b", instructions="x", tools=[per_run, shared], limits=Limits(max_repeats=50, **limits)
+    )
 
 
 async def test_cost_of_each_call_is_journaled(sqlite_store: Store) -> None:
     rt = Runtime(sqlite_store, model=usage_model(2), prices=PRICES)
     result = await rt.run(agent(), "go")
     assert result.ok
-    costs = [e.payload["response"]["cost_usd"] for e in sqlite_store.events(result.run_id)
-             if e.type == "model_response"]  # fmt: skip
+    costs = [
+        e.payload["response"]["cost_usd"]
+        for e in sqlite_store.events(result.run_id)
+        if e.type == "model_response"
+    ]
     assert costs == pytest.approx([0.11, 0.11, 0.11])  # (100 + 10) tokens at $1000/Mtok
     assert sqlite_store.get_run(result.run_id).cost_usd == pytest.approx(0.33)
 
@@ -120,23 +125,31 @@ async def test_response_cache_in_the_store_serves_a_second_run(sqlite_store: Sto
     inner = ScriptedModel([call("per_run", key="a"), "ok"])
     rt = Runtime(sqlite_store, model=CacheModel(inner, StoreCache(sqlite_store), ttl=60))
     assert (await rt.run(agent(), "go")).ok
-    second = await Runtime(sqlite_store, model=CacheModel(ScriptedModel([]), StoreCache(
-        sqlite_store), ttl=60)).run(agent(), "go")  # fmt: skip
+    second = await Runtime(
+        sqlite_store, model=CacheModel(ScriptedModel([]), StoreCache(sqlite_store), ttl=60)
+    ).run(agent(), "go")
     assert second.ok  # the empty script was never asked: both answers came from the cache
-    hits = [e.payload["response"]["meta"].get("cache") for e in sqlite_store.events(second.run_id)
-            if e.type == "model_response"]  # fmt: skip
+    hits = [
+        e.payload["response"]["meta"].get("cache")
+        for e in sqlite_store.events(second.run_id)
+        if e.type == "model_response"
+    ]
     assert hits == ["hit", "hit"]
 
 
 async def test_fallback_model_is_used_when_the_primary_fails(sqlite_store: Store) -> None:
     from tether.errors import ModelError
 
-    primary = ScriptedModel([ModelError("overloaded", retryable=True, status=529)] * 5,
-                            name="primary")  # fmt: skip
+    primary = ScriptedModel(
+        [ModelError("overloaded", retryable=True, status=529)] * 5, name="primary"
+    )
     backup = ScriptedModel(["from the backup"], name="backup")
     rt = Runtime(sqlite_store, model=FallbackModel(primary, backup))
     result = await rt.run(agent(), "go")
     assert result.ok and result.output == "from the backup"
-    response = next(e.payload["response"] for e in sqlite_store.events(result.run_id)
-                    if e.type == "model_response")  # fmt: skip
+    response = next(
+        e.payload["response"]
+        for e in sqlite_store.events(result.run_id)
+        if e.type == "model_response"
+    )
     assert response["model"] == "backup" and response["meta"]["fallback_from"] == ["primary"]

@@ -18,8 +18,14 @@ REF = "examples.quickstart.agent:agent"
 
 def tether(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TETHER_DB": str(db), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "tether.cli.app", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tether.cli.app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -55,7 +61,7 @@ def test_run_approve_with_edit_and_refuse_a_second_decision(db: Path) -> None:
 
 
 def test_reject_reaches_the_agent(db: Path) -> None:
-    run_id, approval_id = start_waiting_run(db)
+    _run_id, approval_id = start_waiting_run(db)
     out = tether(db, "reject", approval_id, "--reason", "order is under investigation", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -94,8 +100,9 @@ def test_bad_input_gives_a_clear_error(db: Path, args: list[str], message: str) 
 def test_corrupt_journal_row_is_reported_not_crashed(db: Path) -> None:
     run_id, approval_id = start_waiting_run(db)
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE events SET payload = substr(payload, 1, 20) WHERE run_id = ? AND seq = 3",
-                 (run_id,))  # fmt: skip
+    conn.execute(
+        "UPDATE events SET payload = substr(payload, 1, 20) WHERE run_id = ? AND seq = 3", (run_id,)
+    )
     conn.commit()
     conn.close()
     tether(db, "approve", approval_id, "--no-resume")

@@ -37,8 +37,7 @@ def test_python_examples_run(where: str, code: str, tmp_path: Path) -> None:
 
 def commands() -> dict[str, str]:
     runner = CliRunner()
-    names = [c.name or (c.callback.__name__ if c.callback else "") for c in
-             app.registered_commands]  # fmt: skip
+    names = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
     return {n: runner.invoke(app, [n, "--help"], env={"COLUMNS": "200"}).output for n in names}
 
 

@@ -69,10 +69,11 @@ def no_po_box(p: Proposal) -> Decision | None:
 
 def make_agent(**kw: Any) -> Agent:
     base: dict[str, Any] = dict(
-        name="t", instructions="test agent",
+        name="t",
+        instructions="test agent",
         tools=[lookup, slow_lookup, update_address, refund, huge, ask_human],
         policy=[refund_cap, no_po_box],
-    )  # fmt: skip
+    )
     base.update(kw)
     return Agent(**base)
 
@@ -101,9 +102,16 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     events = sqlite_store.events(result.run_id)
     assert verify_chain(result.run_id, events) is None
     assert types(sqlite_store, result.run_id) == [
-        "run_started", "model_request", "model_response", "tool_proposed", "policy_decision",
-        "tool_finished", "model_request", "model_response", "run_finished",
-    ]  # fmt: skip
+        "run_started",
+        "model_request",
+        "model_response",
+        "tool_proposed",
+        "policy_decision",
+        "tool_finished",
+        "model_request",
+        "model_response",
+        "run_finished",
+    ]
     run = sqlite_store.get_run(result.run_id)
     assert run.status == "succeeded" and run.steps == 2 and run.input_tokens > 0
 
@@ -176,8 +184,13 @@ async def test_deny_reason_reaches_the_model(sqlite_store: Store) -> None:
     result = await rt.run(make_agent(), "go")
     assert result.ok and EXECUTED == []
     decision = payloads(sqlite_store, result.run_id, "policy_decision")[0]
-    assert decision == {"call_id": decision["call_id"], "tool": "refund", "decision": "deny",
-                        "reason": "refunds above 50 need a supervisor", "rule": "refund-cap"}
+    assert decision == {
+        "call_id": decision["call_id"],
+        "tool": "refund",
+        "decision": "deny",
+        "reason": "refunds above 50 need a supervisor",
+        "rule": "refund-cap",
+    }
     seen = rt.model.requests[-1].messages  # type: ignore[attr-defined]
     assert "refunds above 50 need a supervisor" in seen[-1].content
 
@@ -221,7 +234,9 @@ async def test_edit_then_policy_denies(sqlite_store: Store) -> None:
     rt.approve(approval.id, by="alice", edit={"order_id": "A", "amount": 90})
     result = await rt.resume(result.run_id, agent)
     assert result.ok and EXECUTED == []
-    recheck = [p for p in payloads(sqlite_store, result.run_id, "policy_decision") if p.get("recheck")]
+    recheck = [
+        p for p in payloads(sqlite_store, result.run_id, "policy_decision") if p.get("recheck")
+    ]
     assert recheck[0]["decision"] == "deny" and recheck[0]["rule"] == "refund-cap"
 
 
@@ -238,8 +253,14 @@ async def test_reject_reason_reaches_the_model(sqlite_store: Store) -> None:
 
 async def test_shadow_mode_never_executes(sqlite_store: Store) -> None:
     agent = make_agent(autonomy={"refund": "shadow", "update_address": "shadow"})
-    rt = runtime(sqlite_store, [call("refund", order_id="A", amount=20),
-                                call("update_address", order_id="A", address="x"), "done"])  # fmt: skip
+    rt = runtime(
+        sqlite_store,
+        [
+            call("refund", order_id="A", amount=20),
+            call("update_address", order_id="A", address="x"),
+            "done",
+        ],
+    )
     result = await rt.run(agent, "go")
     assert result.ok and EXECUTED == []
     assert sqlite_store.list_approvals(status=None) == []
@@ -338,14 +359,21 @@ async def test_kill_switch_stops_tool_execution(sqlite_store: Store) -> None:
 
 
 async def test_counter_limit_denies_past_the_cap(sqlite_store: Store) -> None:
-    limit = Limit("addr-changes", tools=frozenset({"update_address"}), max_count=2,
-                  key=lambda p: p.args["order_id"])  # fmt: skip
+    limit = Limit(
+        "addr-changes",
+        tools=frozenset({"update_address"}),
+        max_count=2,
+        key=lambda p: p.args["order_id"],
+    )
     agent = make_agent(policy=[limit])
     script = [call("update_address", order_id="A", address=f"{i} St") for i in range(3)] + ["ok"]
     result = await runtime(sqlite_store, script).run(agent, "go")
     assert result.ok and len(EXECUTED) == 2
-    denied = [p for p in payloads(sqlite_store, result.run_id, "policy_decision")
-              if p["decision"] == "deny"]  # fmt: skip
+    denied = [
+        p
+        for p in payloads(sqlite_store, result.run_id, "policy_decision")
+        if p["decision"] == "deny"
+    ]
     assert denied[0]["rule"] == "addr-changes" and "limit" in denied[0]["reason"]
 
 

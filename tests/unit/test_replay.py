@@ -22,8 +22,12 @@ from tether.replay import diff_runs, fork_run, replay_run
 
 
 async def recorded_run(store: Store) -> str:
-    script = [call("lookup", order_id="A"), call("update_address", order_id="A", address="1 Elm"),
-              call("refund", order_id="A", amount=20), "all done"]  # fmt: skip
+    script = [
+        call("lookup", order_id="A"),
+        call("update_address", order_id="A", address="1 Elm"),
+        call("refund", order_id="A", amount=20),
+        "all done",
+    ]
     rt = Runtime(store, model=ScriptedModel(script))
     agent = make_agent()
     result = await rt.run(agent, "refund A")
@@ -71,10 +75,21 @@ async def test_fork_never_executes_side_effects_and_diff_shows_divergence(
     sqlite_store: Store,
 ) -> None:
     run_id = await recorded_run(sqlite_store)
-    live = ScriptedModel([call("refund", order_id="A", amount=99),
-                          call("update_address", order_id="A", address="2 Oak"), "forked"])  # fmt: skip
-    new_id = await fork_run(sqlite_store, run_id, from_step=2, agent=make_agent(), model=live,
-                            instructions="be generous")  # fmt: skip
+    live = ScriptedModel(
+        [
+            call("refund", order_id="A", amount=99),
+            call("update_address", order_id="A", address="2 Oak"),
+            "forked",
+        ]
+    )
+    new_id = await fork_run(
+        sqlite_store,
+        run_id,
+        from_step=2,
+        agent=make_agent(),
+        model=live,
+        instructions="be generous",
+    )
     assert EXECUTED == []  # neither the write nor the irreversible call ran
     fork = sqlite_store.get_run(new_id)
     assert fork.parent_run_id == run_id and fork.fork_step == 2 and fork.status == "succeeded"
@@ -96,8 +111,14 @@ async def test_fork_reuses_the_recorded_result_of_an_identical_call(sqlite_store
 
 def tether(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TETHER_DB": str(db), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "tether.cli.app", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tether.cli.app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -132,10 +153,13 @@ def test_tampering_is_named_by_verify(cli_run: tuple[Path, str]) -> None:
     db, run_id = cli_run
     assert tether(db, "verify", "--all").returncode == 0
     conn = sqlite3.connect(db)
-    (seq,) = conn.execute("SELECT min(seq) FROM events WHERE run_id = ? AND type = "
-                          "'tool_finished'", (run_id,)).fetchone()  # fmt: skip
-    changed = conn.execute("UPDATE events SET payload = replace(payload, '42.5', '4.25') "
-                           "WHERE run_id = ? AND seq = ?", (run_id, seq)).rowcount  # fmt: skip
+    (seq,) = conn.execute(
+        "SELECT min(seq) FROM events WHERE run_id = ? AND type = 'tool_finished'", (run_id,)
+    ).fetchone()
+    changed = conn.execute(
+        "UPDATE events SET payload = replace(payload, '42.5', '4.25') WHERE run_id = ? AND seq = ?",
+        (run_id, seq),
+    ).rowcount
     conn.commit()
     conn.close()
     assert changed == 1

@@ -14,11 +14,25 @@ from tether.journal.store import args_hash
 def _run(run_id: str = "r1") -> RunRecord:
     now = time.time()
     return RunRecord(
-        id=run_id, agent="a", agent_version="1", agent_ref=None, status="running",
-        input={"q": "hi"}, output=None, reason=None, model="scripted", steps=0, input_tokens=0,
-        output_tokens=0, cost_usd=0.0, parent_run_id=None, fork_step=None, requested_by="me",
-        created_at=now, updated_at=now,
-    )  # fmt: skip
+        id=run_id,
+        agent="a",
+        agent_version="1",
+        agent_ref=None,
+        status="running",
+        input={"q": "hi"},
+        output=None,
+        reason=None,
+        model="scripted",
+        steps=0,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=0.0,
+        parent_run_id=None,
+        fork_step=None,
+        requested_by="me",
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _events(run_id: str, n: int) -> list:
@@ -78,11 +92,25 @@ def test_list_runs_filters(store: Store) -> None:
 def _approval(aid: str = "ap1") -> ApprovalRecord:
     args = {"order_id": "#1", "amount": 5}
     return ApprovalRecord(
-        id=aid, run_id="r1", agent="a", call_id="c1", step=1, tool="refund", args=args,
-        args_hash=args_hash(args), reason="irreversible", rule="effect-default", status="pending",
-        requested_by=None, decided_by=None, decided_at=None, edited_args=None,
-        decision_reason=None, consumed_at=None, created_at=time.time(),
-    )  # fmt: skip
+        id=aid,
+        run_id="r1",
+        agent="a",
+        call_id="c1",
+        step=1,
+        tool="refund",
+        args=args,
+        args_hash=args_hash(args),
+        reason="irreversible",
+        rule="effect-default",
+        status="pending",
+        requested_by=None,
+        decided_by=None,
+        decided_at=None,
+        edited_args=None,
+        decision_reason=None,
+        consumed_at=None,
+        created_at=time.time(),
+    )
 
 
 def test_approval_decided_once_and_consumed_once(store: Store) -> None:
@@ -90,8 +118,9 @@ def test_approval_decided_once_and_consumed_once(store: Store) -> None:
     # a second request for the same call returns the existing approval
     assert store.create_approval(_approval("ap2")).id == "ap1"
     assert [a.id for a in store.list_approvals()] == ["ap1"]
-    decided = store.decide_approval("ap1", status="edited", decided_by="alice",
-                                    edited_args={"order_id": "#1", "amount": 3})  # fmt: skip
+    decided = store.decide_approval(
+        "ap1", status="edited", decided_by="alice", edited_args={"order_id": "#1", "amount": 3}
+    )
     assert decided.status == "edited" and decided.edited_args == {"order_id": "#1", "amount": 3}
     with pytest.raises(UsageError, match="already decided"):
         store.decide_approval("ap1", status="approved", decided_by="mallory")
@@ -101,8 +130,10 @@ def test_approval_decided_once_and_consumed_once(store: Store) -> None:
 
 
 def test_counter_reservation_respects_limits(store: Store) -> None:
-    results = [store.reserve("refunds", "cust1", 0, amount=100.0, max_count=3, max_total=250.0)
-               for _ in range(4)]  # fmt: skip
+    results = [
+        store.reserve("refunds", "cust1", 0, amount=100.0, max_count=3, max_total=250.0)
+        for _ in range(4)
+    ]
     assert [ok for ok, _, _ in results] == [True, True, False, False]
     assert store.counter("refunds", "cust1", 0) == (2, 200.0)
     # another window and another key are separate counters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 from rich.markup import escape
@@ -19,13 +20,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for fn in (runs.run, runs.runs, runs.show, runs.resume, runs.cancel):
-    app.command()(fn)
-for fn in (approvals.approvals, approvals.approve, approvals.reject, approvals.answer,
-           approvals.pause, approvals.unpause):  # fmt: skip
-    app.command()(fn)
-for fn in (replay.replay, replay.diff, replay.verify):
-    app.command()(fn)
+COMMANDS: list[Callable[..., None]] = [
+    runs.run,
+    runs.runs,
+    runs.show,
+    runs.resume,
+    runs.cancel,
+    approvals.approvals,
+    approvals.approve,
+    approvals.reject,
+    approvals.answer,
+    approvals.pause,
+    approvals.unpause,
+    replay.replay,
+    replay.diff,
+    replay.verify,
+]
+for command in COMMANDS:
+    app.command()(command)
 
 
 def main() -> None:

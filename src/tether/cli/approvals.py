@@ -16,14 +16,20 @@ from tether.cli.runs import report
 from tether.engine.runtime import Runtime
 from tether.errors import UsageError
 
-NoResume = Annotated[bool, typer.Option("--no-resume", help="Record the decision only; a worker "
-                                        "or `tether resume` continues the run.")]  # fmt: skip
+NoResume = Annotated[
+    bool,
+    typer.Option(
+        "--no-resume",
+        help="Record the decision only; a worker or `tether resume` continues the run.",
+    ),
+]
 
 
 def approvals(
     db: DbOption = None,
-    status: Annotated[str, typer.Option("--status", help="pending, approved, edited, rejected "
-                                        "or all.")] = "pending",  # fmt: skip
+    status: Annotated[
+        str, typer.Option("--status", help="pending, approved, edited, rejected or all.")
+    ] = "pending",
     as_json: JsonOption = False,
 ) -> None:
     """List approvals (pending ones by default)."""
@@ -36,12 +42,21 @@ def approvals(
         table.add_column(col, overflow="fold")
     for r in records:
         decision = "" if r.status == "pending" else f"{r.status} by {r.decided_by}"
-        table.add_row(r.id[:12], r.run_id[:12], r.agent, r.tool, escape(short(r.args, 60)),
-                      escape(short(r.reason, 40)), when(r.created_at), decision)  # fmt: skip
+        table.add_row(
+            r.id[:12],
+            r.run_id[:12],
+            r.agent,
+            r.tool,
+            escape(short(r.args, 60)),
+            escape(short(r.reason, 40)),
+            when(r.created_at),
+            decision,
+        )
     console.print(table)
     if records and status == "pending":
-        console.print("approve: `tether approve ID [--edit JSON]` · reject: "
-                      "`tether reject ID --reason TEXT`")  # fmt: skip
+        console.print(
+            "approve: `tether approve ID [--edit JSON]` · reject: `tether reject ID --reason TEXT`"
+        )
 
 
 def _resume(runtime: Runtime, run_id: str, as_json: bool) -> None:
@@ -51,10 +66,17 @@ def _resume(runtime: Runtime, run_id: str, as_json: bool) -> None:
 
 def approve(
     approval_id: Annotated[str, typer.Argument(help="Approval id (a unique prefix is enough).")],
-    edit: Annotated[str | None, typer.Option("--edit", help="Replacement arguments as a JSON "
-                                             "object; they are validated and re-checked.")] = None,  # fmt: skip
+    edit: Annotated[
+        str | None,
+        typer.Option(
+            "--edit",
+            help="Replacement arguments as a JSON object; they are validated and re-checked.",
+        ),
+    ] = None,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
-    four_eyes: Annotated[bool, typer.Option("--four-eyes", help="Refuse if you started the run.")] = False,
+    four_eyes: Annotated[
+        bool, typer.Option("--four-eyes", help="Refuse if you started the run.")
+    ] = False,
     db: DbOption = None,
     by: ByOption = None,
     no_resume: NoResume = False,
@@ -134,4 +156,6 @@ def unpause(
     store = open_store(db)
     store.set_paused(agent, False, by=by or _whoami())
     waiting = [r.id[:12] for r in store.list_runs(status="waiting_input", agent=agent)]
-    console.print(f"agent {agent} unpaused" + (f"; resume: {', '.join(waiting)}" if waiting else ""))
+    console.print(
+        f"agent {agent} unpaused" + (f"; resume: {', '.join(waiting)}" if waiting else "")
+    )

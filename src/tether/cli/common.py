@@ -16,11 +16,16 @@ err_console = Console(stderr=True, highlight=False)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", envvar="TETHER_DB", help="Store: a SQLite file or a postgresql:// URL "
-                 "(default: tether.db)."),
-]  # fmt: skip
+    typer.Option(
+        "--db",
+        envvar="TETHER_DB",
+        help="Store: a SQLite file or a postgresql:// URL (default: tether.db).",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-ByOption = Annotated[str | None, typer.Option("--by", help="Who decides (default: your user name).")]
+ByOption = Annotated[
+    str | None, typer.Option("--by", help="Who decides (default: your user name).")
+]
 
 
 def open_store(db: str | None) -> Store:

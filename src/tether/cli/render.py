@@ -58,21 +58,29 @@ def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
     """One line saying what an event means."""
     t = ev.type
     if t == "run_started":
-        return f"agent {p['agent'].get('name')} v{p['agent'].get('version')} · model {p.get('model')} · input {short(p['input'], width)}"
+        agent = p["agent"]
+        return (
+            f"agent {agent.get('name')} v{agent.get('version')} · model {p.get('model')} · "
+            f"input {short(p['input'], width)}"
+        )
     if t == "model_request":
         return f"{p['model']} · {p['messages']} messages · {p['tools']} tools"
     if t == "model_response":
         r = p["response"]
         u = r.get("usage", {})
-        calls = ", ".join(f"{c['name']}({short(c['arguments'], 60)})" for c in r.get("tool_calls", []))
+        calls = ", ".join(
+            f"{c['name']}({short(c['arguments'], 60)})" for c in r.get("tool_calls", [])
+        )
         what = f"calls {calls}" if calls else f"says {short(r.get('text', ''), width)}"
         cost = f" · ${r['cost_usd']:.5f}" if r.get("cost_usd") else ""
-        return f"{what} · {u.get('input_tokens', 0)}→{u.get('output_tokens', 0)} tok{cost} · {p.get('duration_ms', 0):.1f} ms"
+        tokens = f"{u.get('input_tokens', 0)}→{u.get('output_tokens', 0)} tok"
+        return f"{what} · {tokens}{cost} · {p.get('duration_ms', 0):.1f} ms"
     if t == "tool_proposed":
         return f"{p['tool']} [{p['effect']}] {short(p['args'], width)}"
     if t == "policy_decision":
         extra = " (edited args re-checked)" if p.get("recheck") else ""
-        return f"{p['decision'].upper()} {p.get('tool')} by rule {p.get('rule')}: {p.get('reason')}{extra}"
+        head = f"{p['decision'].upper()} {p.get('tool')} by rule {p.get('rule')}"
+        return f"{head}: {p.get('reason')}{extra}"
     if t == "approval_requested":
         return f"approval {p['approval_id'][:12]} for {p['tool']} {short(p['args'], width)}"
     if t == "approval_decided":
@@ -80,7 +88,9 @@ def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
         why = f" ({p['reason']})" if p.get("reason") else ""
         return f"{p['status']} by {p.get('by')} at {when(p.get('at'))}{edit}{why}"
     if t == "tool_started":
-        return f"{p.get('tool')} started" + (f" · key {p['idempotency_key']}" if p.get("idempotency_key") else "")
+        return f"{p.get('tool')} started" + (
+            f" · key {p['idempotency_key']}" if p.get("idempotency_key") else ""
+        )
     if t == "tool_finished":
         mark = "ok" if p["ok"] else "ERROR"
         shadow = " (shadow: not executed)" if p.get("shadow") else ""

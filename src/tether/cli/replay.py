@@ -18,15 +18,24 @@ from tether.journal.events import verify_chain
 
 def replay(
     run_id: Annotated[str, typer.Argument(help="The run to replay.")],
-    from_step: Annotated[int | None, typer.Option("--from-step", help="Fork: replay steps before "
-                                                  "this one, then go live.")] = None,  # fmt: skip
+    from_step: Annotated[
+        int | None,
+        typer.Option("--from-step", help="Fork: replay steps before this one, then go live."),
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Fork: the live model spec.")] = None,
-    instructions: Annotated[Path | None, typer.Option("--instructions", help="Fork: a file with "
-                                                      "new instructions.")] = None,  # fmt: skip
-    policy: Annotated[Path | None, typer.Option("--policy", help="Fork: a policy file (TOML/YAML) "
-                                                "replacing the agent's rules.")] = None,  # fmt: skip
-    live_reads: Annotated[bool, typer.Option("--live-reads", help="Fork: run read tools live "
-                                             "instead of from the journal.")] = False,  # fmt: skip
+    instructions: Annotated[
+        Path | None, typer.Option("--instructions", help="Fork: a file with new instructions.")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy", help="Fork: a policy file (TOML/YAML) replacing the agent's rules."
+        ),
+    ] = None,
+    live_reads: Annotated[
+        bool,
+        typer.Option("--live-reads", help="Fork: run read tools live instead of from the journal."),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -44,11 +53,14 @@ def replay(
         if as_json:
             print_json(report.to_dict())
         elif report.matched:
-            console.print(f"[green]replay matched[/]: {report.steps_compared} steps, every "
-                          "decision the same")  # fmt: skip
+            console.print(
+                f"[green]replay matched[/]: {report.steps_compared} steps, every decision the same"
+            )
         else:
             d = report.divergence or {}
-            console.print(f"[red]replay diverged at step {d.get('step')}[/]: {escape(str(d.get('what')))}")
+            console.print(
+                f"[red]replay diverged at step {d.get('step')}[/]: {escape(str(d.get('what')))}"
+            )
             console.print(f"  recorded: {escape(short(d.get('original'), 300))}")
             console.print(f"  replayed: {escape(short(d.get('replayed'), 300))}")
         if not report.matched:
@@ -65,15 +77,26 @@ def replay(
         if not instructions.is_file():
             raise UsageError(f"instructions file {instructions} does not exist")
         text = instructions.read_text()
-    new_id = asyncio.run(fork_run(store, run_id, from_step=from_step or 1, model=model,
-                                  instructions=text, rules=rules, limits=limits,
-                                  live_reads=live_reads))  # fmt: skip
+    new_id = asyncio.run(
+        fork_run(
+            store,
+            run_id,
+            from_step=from_step or 1,
+            model=model,
+            instructions=text,
+            rules=rules,
+            limits=limits,
+            live_reads=live_reads,
+        )
+    )
     record = store.get_run(new_id)
     if as_json:
         print_json(record.to_dict())
         return
-    console.print(f"fork [bold]{new_id}[/] of {record.parent_run_id} from step "
-                  f"{record.fork_step}: {record.status}")  # fmt: skip
+    console.print(
+        f"fork [bold]{new_id}[/] of {record.parent_run_id} from step "
+        f"{record.fork_step}: {record.status}"
+    )
     console.print(f"compare: `tether diff {run_id[:12]} {new_id[:12]}`")
 
 
@@ -134,5 +157,3 @@ def verify(
             console.print(f"[green]ok[/]: {len(ids)} run(s), every hash chain verifies")
     if problems:
         raise typer.Exit(1)
-
-

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tether.cli.common import DbOption, JsonOption, ByOption, console, open_store, print_json
+from tether.cli.common import ByOption, DbOption, JsonOption, console, open_store, print_json
 from tether.cli.render import short, status_text, summarise, timeline_lines, when
 from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
 from tether.errors import UsageError
@@ -51,27 +51,32 @@ def report(result: RunResult, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
         return
-    console.print(f"run [bold]{result.run_id}[/] {status_text(result.status)} · "
-                  f"{result.steps} steps · {result.input_tokens}→{result.output_tokens} tokens")  # fmt: skip
+    console.print(
+        f"run [bold]{result.run_id}[/] {status_text(result.status)} · "
+        f"{result.steps} steps · {result.input_tokens}→{result.output_tokens} tokens"
+    )
     if result.reason:
         console.print(f"  reason: {escape(result.reason)}")
     if result.output is not None:
         console.print(f"  output: {escape(short(result.output, 400))}")
     if result.status == "waiting_approval" and result.waiting_for:
         aid = result.waiting_for["approval_id"]
-        console.print(f"  waiting for approval [bold]{aid[:12]}[/]: "
-                      f"`tether approve {aid[:12]}` or `tether reject {aid[:12]} --reason ...`")  # fmt: skip
+        console.print(
+            f"  waiting for approval [bold]{aid[:12]}[/]: "
+            f"`tether approve {aid[:12]}` or `tether reject {aid[:12]} --reason ...`"
+        )
     if result.status == "waiting_input" and result.waiting_for:
         console.print(f"  question: {escape(str(result.waiting_for.get('question')))}")
-        console.print(f"  answer with `tether answer {result.run_id[:12]} \"...\"`")
+        console.print(f'  answer with `tether answer {result.run_id[:12]} "..."`')
 
 
 def run(
     agent_ref: Annotated[str, typer.Argument(help="The agent, as package.module:attribute.")],
     input: Annotated[str, typer.Option("--input", "-i", help="The input: text, JSON, or @file.")],
     db: DbOption = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model spec (e.g. local, "
-                                              "openai:gpt-4o-mini).")] = None,  # fmt: skip
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model spec (e.g. local, openai:gpt-4o-mini).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print events.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -114,10 +119,15 @@ def runs(
         table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
-            r.id[:12], f"{r.agent} v{r.agent_version}", status_text(r.status), str(r.steps),
-            f"{r.input_tokens}→{r.output_tokens}", f"${r.cost_usd:.4f}", when(r.created_at),
+            r.id[:12],
+            f"{r.agent} v{r.agent_version}",
+            status_text(r.status),
+            str(r.steps),
+            f"{r.input_tokens}→{r.output_tokens}",
+            f"${r.cost_usd:.4f}",
+            when(r.created_at),
             escape(short(r.reason or "", 50)),
-        )  # fmt: skip
+        )
     console.print(table)
 
 
@@ -134,8 +144,10 @@ def show(
     if as_json:
         print_json({"run": record.to_dict(), "events": [e.to_dict() for e in events]})
         return
-    console.print(f"[bold]run {record.id}[/] · agent {record.agent} v{record.agent_version} · "
-                  f"{status_text(record.status)} · {len(events)} events")  # fmt: skip
+    console.print(
+        f"[bold]run {record.id}[/] · agent {record.agent} v{record.agent_version} · "
+        f"{status_text(record.status)} · {len(events)} events"
+    )
     if record.reason:
         console.print(f"reason: {escape(record.reason)}")
     width = 10_000 if full else 100

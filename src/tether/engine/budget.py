@@ -73,9 +73,9 @@ class BudgetGuard:
 
     def record(self, response: ModelResponse, now: float) -> None:
         """Add a call's actual cost to the agent's daily counter."""
-        if self.spend is not None and self.limits.max_cost_usd_per_day is not None:
-            if response.cost_usd:
-                self.spend.add(DAILY_COST, self.agent, _day(now), response.cost_usd)
+        capped = self.limits.max_cost_usd_per_day is not None
+        if self.spend is not None and capped and response.cost_usd:
+            self.spend.add(DAILY_COST, self.agent, _day(now), response.cost_usd)
 
     def after(self, state: RunState, response: ModelResponse, now: float = 0.0) -> str | None:
         self.record(response, now)

@@ -84,8 +84,9 @@ async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | 
     try:
         response = await ctx.model.request(request)
     except ModelError as exc:
-        ctx.emit(E.MODEL_ERROR, {"error": str(exc), "retryable": exc.retryable,
-                                 "status": exc.status})  # fmt: skip
+        ctx.emit(
+            E.MODEL_ERROR, {"error": str(exc), "retryable": exc.retryable, "status": exc.status}
+        )
         finish(ctx, RunStatus.FAILED, reason=f"model error: {exc}")
         return None
     except Exception as exc:
@@ -239,13 +240,18 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
         try:
             validated = tool.validate(args)
         except pydantic.ValidationError as exc:
-            return _invalid(ctx, progress, f"invalid arguments for {tool.name}: "
-                            f"{_short_validation_error(exc)}")  # fmt: skip
+            return _invalid(
+                ctx, progress, f"invalid arguments for {tool.name}: {_short_validation_error(exc)}"
+            )
         ctx.emit(
             E.TOOL_PROPOSED,
-            {"call_id": call.id, "tool": tool.name, "effect": tool.effect.value,
-             "args": validated.model_dump(mode="json")},
-        )  # fmt: skip
+            {
+                "call_id": call.id,
+                "tool": tool.name,
+                "effect": tool.effect.value,
+                "args": validated.model_dump(mode="json"),
+            },
+        )
         progress.validated = validated
     tool = _tool(ctx, progress.tool or "")
     assert tool is not None and progress.args is not None
@@ -255,8 +261,16 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
             return loop
         verdict = ctx.policy.decide(ctx.agent, _proposal(ctx, progress, tool))
         d = verdict.decision
-        ctx.emit(E.POLICY_DECISION, {"call_id": call.id, "tool": tool.name, "decision": verdict.kind,
-                                     "reason": d.reason, "rule": d.rule})  # fmt: skip
+        ctx.emit(
+            E.POLICY_DECISION,
+            {
+                "call_id": call.id,
+                "tool": tool.name,
+                "decision": verdict.kind,
+                "reason": d.reason,
+                "rule": d.rule,
+            },
+        )
         if verdict.kind == "deny":
             return DONE
         if verdict.kind == "escalate":
@@ -270,29 +284,46 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
         return EXECUTE_READ if tool.effect is Effect.READ and tool is not ask_human else EXECUTE
     paused, why = ctx.kill_switch(fresh=tool.effect.has_side_effect)
     if paused:
-        ctx.emit(E.INPUT_REQUESTED, {"kind": "paused", "question": f"agent {ctx.agent.name} is "
-                                     f"{why}; unpause it, then resume the run"})  # fmt: skip
+        ctx.emit(
+            E.INPUT_REQUESTED,
+            {
+                "kind": "paused",
+                "question": f"agent {ctx.agent.name} is {why}; unpause it, then resume the run",
+            },
+        )
         return WAIT
     if tool is ask_human:
-        ctx.emit(E.INPUT_REQUESTED, {"kind": "ask", "question": progress.args["question"],
-                                     "call_id": call.id})  # fmt: skip
+        ctx.emit(
+            E.INPUT_REQUESTED,
+            {"kind": "ask", "question": progress.args["question"], "call_id": call.id},
+        )
         return WAIT
     limited = ctx.policy.reserve_limits(ctx.agent, _proposal(ctx, progress, tool))
     if limited is not None:
-        ctx.emit(E.POLICY_DECISION, {"call_id": call.id, "tool": tool.name,
-                                     "decision": limited.kind.value, "reason": limited.reason,
-                                     "rule": limited.rule})  # fmt: skip
+        ctx.emit(
+            E.POLICY_DECISION,
+            {
+                "call_id": call.id,
+                "tool": tool.name,
+                "decision": limited.kind.value,
+                "reason": limited.reason,
+                "rule": limited.rule,
+            },
+        )
         if limited.kind.value == "escalate":
-            ctx.emit(E.ESCALATED, {"reason": f"{limited.rule}: {limited.reason}",
-                                   "call_id": call.id})  # fmt: skip
+            ctx.emit(
+                E.ESCALATED, {"reason": f"{limited.rule}: {limited.reason}", "call_id": call.id}
+            )
             return STOP
         return DONE
     return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
 
 
 def _invalid(ctx: RunContext, progress: CallProgress, error: str) -> str:
-    ctx.emit(E.VALIDATION_FAILED, {"call_id": progress.call.id, "tool": progress.call.name,
-                                   "error": error})  # fmt: skip
+    ctx.emit(
+        E.VALIDATION_FAILED,
+        {"call_id": progress.call.id, "tool": progress.call.name, "error": error},
+    )
     return DONE
 
 
@@ -302,7 +333,7 @@ def _parse_arguments(raw: str | dict[str, Any]) -> tuple[dict[str, Any], str | N
     text = raw.strip() or "{}"
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return {}, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
     if not isinstance(value, dict):
         return {}, f"arguments must be a JSON object, got {type(value).__name__}"
@@ -316,15 +347,37 @@ def _loop_check(ctx: RunContext, progress: CallProgress) -> str | None:
     if count <= ctx.agent.limits.max_repeats:
         return None
     if key in s.nudged:
-        ctx.emit(E.ESCALATED, {"reason": f"loop: {progress.tool} was called {count} times with "
-                               "the same arguments, after a warning", "call_id": progress.call.id})
+        ctx.emit(
+            E.ESCALATED,
+            {
+                "reason": f"loop: {progress.tool} was called {count} times with "
+                "the same arguments, after a warning",
+                "call_id": progress.call.id,
+            },
+        )
         return STOP
-    ctx.emit(E.FEEDBACK, {"kind": "loop", "key": key, "message": (
-        f"You have called {progress.tool} with the same arguments {count} times. The result "
-        "will not change. Use what you already know, try something different, or finish.")})
-    ctx.emit(E.POLICY_DECISION, {"call_id": progress.call.id, "tool": progress.tool,
-                                 "decision": "deny", "rule": "loop-detector",
-                                 "reason": "repeated identical call"})  # fmt: skip
+    ctx.emit(
+        E.FEEDBACK,
+        {
+            "kind": "loop",
+            "key": key,
+            "message": (
+                f"You have called {progress.tool} with the same arguments {count} times. "
+                "The result "
+                "will not change. Use what you already know, try something different, or finish."
+            ),
+        },
+    )
+    ctx.emit(
+        E.POLICY_DECISION,
+        {
+            "call_id": progress.call.id,
+            "tool": progress.tool,
+            "decision": "deny",
+            "rule": "loop-detector",
+            "reason": "repeated identical call",
+        },
+    )
     return DONE
 
 
@@ -335,36 +388,79 @@ def _approval_gate(ctx: RunContext, progress: CallProgress, tool: Tool) -> str:
     if progress.approval_id is None:
         record = ctx.store.create_approval(
             ApprovalRecord(
-                id=uuid.uuid4().hex, run_id=s.run_id, agent=ctx.agent.name, call_id=call.id,
-                step=s.step, tool=tool.name, args=progress.args, args_hash=args_hash(progress.args),
-                reason=_decision_reason(ctx, call.id), rule=progress.decision_rule,
-                status="pending", requested_by=None, decided_by=None, decided_at=None,
-                edited_args=None, decision_reason=None, consumed_at=None, created_at=ctx.clock(),
+                id=uuid.uuid4().hex,
+                run_id=s.run_id,
+                agent=ctx.agent.name,
+                call_id=call.id,
+                step=s.step,
+                tool=tool.name,
+                args=progress.args,
+                args_hash=args_hash(progress.args),
+                reason=_decision_reason(ctx, call.id),
+                rule=progress.decision_rule,
+                status="pending",
+                requested_by=None,
+                decided_by=None,
+                decided_at=None,
+                edited_args=None,
+                decision_reason=None,
+                consumed_at=None,
+                created_at=ctx.clock(),
             )
-        )  # fmt: skip
-        ctx.emit(E.APPROVAL_REQUESTED, {"approval_id": record.id, "call_id": call.id,
-                                        "tool": tool.name, "args": progress.args,
-                                        "args_hash": record.args_hash})  # fmt: skip
+        )
+        ctx.emit(
+            E.APPROVAL_REQUESTED,
+            {
+                "approval_id": record.id,
+                "call_id": call.id,
+                "tool": tool.name,
+                "args": progress.args,
+                "args_hash": record.args_hash,
+            },
+        )
         return WAIT
     record = ctx.store.get_approval(progress.approval_id)
     if record.status == "pending":
         if s.status is RunStatus.RUNNING:
-            ctx.emit(E.APPROVAL_REQUESTED, {"approval_id": record.id, "call_id": call.id,
-                                            "tool": tool.name, "args": progress.args,
-                                            "args_hash": record.args_hash, "again": True})
+            ctx.emit(
+                E.APPROVAL_REQUESTED,
+                {
+                    "approval_id": record.id,
+                    "call_id": call.id,
+                    "tool": tool.name,
+                    "args": progress.args,
+                    "args_hash": record.args_hash,
+                    "again": True,
+                },
+            )
         return WAIT
     if record.args_hash != args_hash(progress.args):
-        ctx.emit(E.ESCALATED, {"reason": f"approval {record.id} does not match the call's "
-                               "arguments", "call_id": call.id})  # fmt: skip
+        ctx.emit(
+            E.ESCALATED,
+            {
+                "reason": f"approval {record.id} does not match the call's arguments",
+                "call_id": call.id,
+            },
+        )
         return STOP
     edited = record.edited_args if record.status == "edited" else None
-    ctx.emit(E.APPROVAL_DECIDED, {"approval_id": record.id, "call_id": call.id,
-                                  "status": record.status, "by": record.decided_by,
-                                  "at": record.decided_at, "reason": record.decision_reason,
-                                  "edited_args": edited})  # fmt: skip
+    ctx.emit(
+        E.APPROVAL_DECIDED,
+        {
+            "approval_id": record.id,
+            "call_id": call.id,
+            "status": record.status,
+            "by": record.decided_by,
+            "at": record.decided_at,
+            "reason": record.decision_reason,
+            "edited_args": edited,
+        },
+    )
     ctx.flush()
     if not ctx.store.consume_approval(record.id):
-        ctx.emit(E.ESCALATED, {"reason": f"approval {record.id} was already used", "call_id": call.id})
+        ctx.emit(
+            E.ESCALATED, {"reason": f"approval {record.id} was already used", "call_id": call.id}
+        )
         return STOP
     if record.status == "rejected":
         return DONE
@@ -381,17 +477,27 @@ def _recheck_edited(
     try:
         validated = tool.validate(edited).model_dump(mode="json")
     except pydantic.ValidationError as exc:
-        return _invalid(ctx, progress, f"edited arguments are invalid: "
-                        f"{_short_validation_error(exc)}")  # fmt: skip
+        return _invalid(
+            ctx, progress, f"edited arguments are invalid: {_short_validation_error(exc)}"
+        )
     progress.args = validated
     verdict = ctx.policy.decide(ctx.agent, _proposal(ctx, progress, tool))
     d = verdict.decision
     kind = verdict.kind
     if kind == "approve":  # the human has just approved these exact arguments
         kind = "allow"
-    ctx.emit(E.POLICY_DECISION, {"call_id": call.id, "tool": tool.name, "decision": kind,
-                                 "reason": d.reason, "rule": d.rule, "args": validated,
-                                 "recheck": True})  # fmt: skip
+    ctx.emit(
+        E.POLICY_DECISION,
+        {
+            "call_id": call.id,
+            "tool": tool.name,
+            "decision": kind,
+            "reason": d.reason,
+            "rule": d.rule,
+            "args": validated,
+            "recheck": True,
+        },
+    )
     if kind == "deny":
         return DONE
     if kind == "escalate":
@@ -404,9 +510,15 @@ def _recheck_edited(
 
 
 def _shadow(ctx: RunContext, progress: CallProgress) -> str:
-    ctx.emit(E.TOOL_FINISHED, {"call_id": progress.call.id, "ok": True, "shadow": True,
-                               "content": "Recorded for human review (shadow mode); "
-                               "the action was not executed."})  # fmt: skip
+    ctx.emit(
+        E.TOOL_FINISHED,
+        {
+            "call_id": progress.call.id,
+            "ok": True,
+            "shadow": True,
+            "content": "Recorded for human review (shadow mode); the action was not executed.",
+        },
+    )
     return DONE
 
 
@@ -438,15 +550,26 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
     assert tool is not None
     if progress.started:
         if not (tool.idempotent or tool.effect is Effect.READ):
-            ctx.emit(E.ESCALATED, {
-                "reason": f"in doubt: {tool.name} started but its result was never recorded "
-                "(the process stopped); it may or may not have taken effect, and the tool has "
-                "no idempotency key, so a human must check", "call_id": progress.call.id})
+            ctx.emit(
+                E.ESCALATED,
+                {
+                    "reason": f"in doubt: {tool.name} started but its result was never recorded "
+                    "(the process stopped); it may or may not have taken effect, and the tool has "
+                    "no idempotency key, so a human must check",
+                    "call_id": progress.call.id,
+                },
+            )
             ctx.flush()
             return STOP
     else:
-        ctx.emit(E.TOOL_STARTED, {"call_id": progress.call.id, "tool": tool.name,
-                                  "idempotency_key": _tool_context(ctx, progress).idempotency_key})
+        ctx.emit(
+            E.TOOL_STARTED,
+            {
+                "call_id": progress.call.id,
+                "tool": tool.name,
+                "idempotency_key": _tool_context(ctx, progress).idempotency_key,
+            },
+        )
         if tool.effect.has_side_effect:
             ctx.flush()
     payload = await _invoke(ctx, progress, tool)
@@ -482,14 +605,19 @@ async def _invoke(
         if cached is not None:
             return {**cached, "call_id": progress.call.id, "cached": True, "duration_ms": 0.0}
     tctx = _tool_context(ctx, progress)
-    args = progress.validated if progress.validated is not None else tool.validate(progress.args or {})
+    args = (
+        progress.validated if progress.validated is not None else tool.validate(progress.args or {})
+    )
     started = time.perf_counter()
     ok = True
     result: Any = None
     try:
         if threaded and not tool.is_async:
-            result = await asyncio.to_thread(tool.fn, *((tctx,) if tool.takes_context else ()),
-                                             **{k: getattr(args, k) for k in type(args).model_fields})
+            result = await asyncio.to_thread(
+                tool.fn,
+                *((tctx,) if tool.takes_context else ()),
+                **{k: getattr(args, k) for k in type(args).model_fields},
+            )
         else:
             result = await tool.invoke(tctx, args)
         content = result_to_text(result)
@@ -512,7 +640,12 @@ async def _invoke(
             f"the first {limit:,} are shown]"
         )
     payload["content"] = content
-    if ok and result is not None and not isinstance(result, str) and len(content) <= RESULT_INLINE_LIMIT:
+    if (
+        ok
+        and result is not None
+        and not isinstance(result, str)
+        and len(content) <= RESULT_INLINE_LIMIT
+    ):
         payload["result"] = json.loads(content) if content[:1] in ("[", "{") else content
     elif ok and isinstance(result, str):
         payload["result"] = content

@@ -1,11 +1,11 @@
 """The Runtime: start runs, resume them, and take human decisions.
 
-    store = Store("tether.db")
-    runtime = Runtime(store, model=ScriptedModel([...]))
-    result = await runtime.run(agent, "Where is my order #W123?")
-    if result.status == "waiting_approval":
-        runtime.approve(approval_id, by="alice")
-        result = await runtime.resume(result.run_id, agent)
+store = Store("tether.db")
+runtime = Runtime(store, model=ScriptedModel([...]))
+result = await runtime.run(agent, "Where is my order #W123?")
+if result.status == "waiting_approval":
+    runtime.approve(approval_id, by="alice")
+    result = await runtime.resume(result.run_id, agent)
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
 from tether.policy.rules import Limit, Rule
-
 
 ESTIMATED_OUTPUT_TOKENS = 256  # output tokens assumed for a call not made yet
 
@@ -188,20 +187,39 @@ class Runtime:
         ctx = self._context(agent, state, chosen)
         ctx.emit(
             EventType.RUN_STARTED,
-            {"agent": snapshot, "fingerprint": agent.fingerprint(), "instructions":
-             agent.instructions, "input": input, "model": chosen.name, "agent_ref": agent_ref},
-        )  # fmt: skip
+            {
+                "agent": snapshot,
+                "fingerprint": agent.fingerprint(),
+                "instructions": agent.instructions,
+                "input": input,
+                "model": chosen.name,
+                "agent_ref": agent_ref,
+            },
+        )
         # the row and the first event land together: a run never exists without its start
         self.store.create_run(
             RunRecord(
-                id=run_id, agent=agent.name, agent_version=agent.version, agent_ref=agent_ref,
-                status=RunStatus.RUNNING.value, input=input, output=None, reason=None,
-                model=chosen.name, steps=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
-                parent_run_id=None, fork_step=None,
-                requested_by=self.requested_by or _whoami(), created_at=now, updated_at=now,
+                id=run_id,
+                agent=agent.name,
+                agent_version=agent.version,
+                agent_ref=agent_ref,
+                status=RunStatus.RUNNING.value,
+                input=input,
+                output=None,
+                reason=None,
+                model=chosen.name,
+                steps=0,
+                input_tokens=0,
+                output_tokens=0,
+                cost_usd=0.0,
+                parent_run_id=None,
+                fork_step=None,
+                requested_by=self.requested_by or _whoami(),
+                created_at=now,
+                updated_at=now,
             ),
             ctx.buffer,
-        )  # fmt: skip
+        )
         ctx.buffer.clear()
         return await self._drive(ctx)
 
@@ -237,7 +255,9 @@ class Runtime:
                 )
             agent = load_agent(record.agent_ref)
         if agent.name != record.agent:
-            raise UsageError(f"run {record.id} belongs to agent {record.agent!r}, not {agent.name!r}")
+            raise UsageError(
+                f"run {record.id} belongs to agent {record.agent!r}, not {agent.name!r}"
+            )
         ctx = self._context(agent, state, self._model_for(agent, model))
         waiting = state.waiting_for or {}
         if state.status is RunStatus.WAITING_INPUT:
@@ -252,35 +272,46 @@ class Runtime:
                 return _result(state)
         ctx.emit(
             EventType.RUN_RESUMED,
-            {"fingerprint": agent.fingerprint(), "same_agent": agent.fingerprint()
-             == state_fingerprint(self.store, record.id)},
-        )  # fmt: skip
+            {
+                "fingerprint": agent.fingerprint(),
+                "same_agent": agent.fingerprint() == state_fingerprint(self.store, record.id),
+            },
+        )
         return await self._drive(ctx)
 
     # -- human decisions -------------------------------------------------------------------------
 
     def approve(
-        self, approval_id: str, *, by: str | None = None, edit: dict[str, Any] | None = None,
-        reason: str | None = None, four_eyes: bool = False,
-    ) -> ApprovalRecord:  # fmt: skip
+        self,
+        approval_id: str,
+        *,
+        by: str | None = None,
+        edit: dict[str, Any] | None = None,
+        reason: str | None = None,
+        four_eyes: bool = False,
+    ) -> ApprovalRecord:
         """Approve a pending call (optionally with edited arguments). Resume the run after."""
         who = by or _whoami()
         record = self.store.get_approval(approval_id)
         if four_eyes:
             requester = self.store.get_run(record.run_id).requested_by
             if requester == who:
-                raise UsageError(f"four-eyes rule: {who} started run {record.run_id} and cannot "
-                                 "approve its calls")  # fmt: skip
+                raise UsageError(
+                    f"four-eyes rule: {who} started run {record.run_id} and cannot "
+                    "approve its calls"
+                )
         status = "approved" if edit is None else "edited"
-        return self.store.decide_approval(record.id, status=status, decided_by=who,
-                                          reason=reason, edited_args=edit)  # fmt: skip
+        return self.store.decide_approval(
+            record.id, status=status, decided_by=who, reason=reason, edited_args=edit
+        )
 
     def reject(self, approval_id: str, *, reason: str, by: str | None = None) -> ApprovalRecord:
         """Reject a pending call; the reason goes back to the model when the run resumes."""
         if not reason.strip():
             raise UsageError("a rejection needs a reason the agent can act on")
-        return self.store.decide_approval(approval_id, status="rejected",
-                                          decided_by=by or _whoami(), reason=reason)  # fmt: skip
+        return self.store.decide_approval(
+            approval_id, status="rejected", decided_by=by or _whoami(), reason=reason
+        )
 
     def answer(self, run_id: str, text: str, *, by: str | None = None) -> None:
         """Record a human's answer to a run waiting for input. Resume the run after."""
@@ -291,9 +322,12 @@ class Runtime:
             raise UsageError(f"run {record.id} is {state.status.value}, not waiting for input")
         if (state.waiting_for or {}).get("kind") == "paused":
             raise UsageError(f"run {record.id} waits for its agent to be unpaused, not an answer")
-        ctx = RunContext(self.store, _placeholder_agent(record), _NoModel(), self.policy, state,
-                         clock=self.clock)  # fmt: skip
-        ctx.emit(EventType.INPUT_RECEIVED, {"kind": "answer", "answer": text, "by": by or _whoami()})
+        ctx = RunContext(
+            self.store, _placeholder_agent(record), _NoModel(), self.policy, state, clock=self.clock
+        )
+        ctx.emit(
+            EventType.INPUT_RECEIVED, {"kind": "answer", "answer": text, "by": by or _whoami()}
+        )
         ctx.flush(final=True)
 
     def cancel(self, run_id: str, *, reason: str, by: str | None = None) -> None:
@@ -301,10 +335,13 @@ class Runtime:
         record, state = self.load_state(run_id)
         if state.status.terminal:
             raise UsageError(f"run {record.id} already ended ({state.status.value})")
-        ctx = RunContext(self.store, _placeholder_agent(record), _NoModel(), self.policy, state,
-                         clock=self.clock)  # fmt: skip
-        ctx.emit(EventType.RUN_FINISHED, {"status": "cancelled", "reason": f"{reason} "
-                                          f"(by {by or _whoami()})", "output": None})
+        ctx = RunContext(
+            self.store, _placeholder_agent(record), _NoModel(), self.policy, state, clock=self.clock
+        )
+        ctx.emit(
+            EventType.RUN_FINISHED,
+            {"status": "cancelled", "reason": f"{reason} (by {by or _whoami()})", "output": None},
+        )
         ctx.flush(final=True)
 
     # -- sync conveniences -----------------------------------------------------------------------

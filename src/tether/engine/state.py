@@ -8,6 +8,7 @@ resumed run is in exactly the state the original process was in when its last ev
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -254,7 +255,7 @@ def _run_finished(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.reason = p.get("reason")
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[RunState, Event, dict[str, Any]], None]] = {
     EventType.RUN_STARTED: _run_started,
     EventType.RUN_RESUMED: _run_resumed,
     EventType.MODEL_REQUEST: _model_request,

@@ -76,7 +76,9 @@ def encode_payload(payload: dict[str, Any]) -> str:
     return _ENCODER.encode(payload)
 
 
-def event_hash(prev_hash: str, seq: int, type_: str, step: int, ts: float, payload_json: str) -> str:
+def event_hash(
+    prev_hash: str, seq: int, type_: str, step: int, ts: float, payload_json: str
+) -> str:
     text = f"{prev_hash}|{seq}|{type_}|{step}|{ts!r}|{payload_json}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -85,7 +87,9 @@ def make_event(
     run_id: str, seq: int, type_: str, step: int, ts: float, payload: dict[str, Any], prev: str
 ) -> Event:
     text = encode_payload(payload)
-    return Event(run_id, seq, type_, step, ts, text, prev, event_hash(prev, seq, type_, step, ts, text))
+    return Event(
+        run_id, seq, type_, step, ts, text, prev, event_hash(prev, seq, type_, step, ts, text)
+    )
 
 
 @dataclass(slots=True, frozen=True)

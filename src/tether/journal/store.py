@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tether.errors import JournalCorrupted, JournalError, NotFound, UsageError
 from tether.journal.events import Event
 from tether.journal.migrations import migrate
 
 DEFAULT_DB = "tether.db"
-
 
 
 def normalise_url(url: str | None) -> str:
@@ -101,15 +102,45 @@ def args_hash(args: dict[str, Any]) -> str:
 
 
 _RUN_COLUMNS = (
-    "id", "agent", "agent_version", "agent_ref", "status", "input", "output", "reason", "model",
-    "steps", "input_tokens", "output_tokens", "cost_usd", "parent_run_id", "fork_step",
-    "requested_by", "created_at", "updated_at",
-)  # fmt: skip
+    "id",
+    "agent",
+    "agent_version",
+    "agent_ref",
+    "status",
+    "input",
+    "output",
+    "reason",
+    "model",
+    "steps",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "parent_run_id",
+    "fork_step",
+    "requested_by",
+    "created_at",
+    "updated_at",
+)
 _APPROVAL_COLUMNS = (
-    "id", "run_id", "agent", "call_id", "step", "tool", "args", "args_hash", "reason", "rule",
-    "status", "requested_by", "decided_by", "decided_at", "edited_args", "decision_reason",
-    "consumed_at", "created_at",
-)  # fmt: skip
+    "id",
+    "run_id",
+    "agent",
+    "call_id",
+    "step",
+    "tool",
+    "args",
+    "args_hash",
+    "reason",
+    "rule",
+    "status",
+    "requested_by",
+    "decided_by",
+    "decided_at",
+    "edited_args",
+    "decision_reason",
+    "consumed_at",
+    "created_at",
+)
 
 
 class Store:
@@ -139,8 +170,10 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise UsageError(f"cannot open store {self.url!r}: {exc.orig}") from exc
         md = sa.MetaData()
-        md.reflect(self.engine, only=["runs", "events", "blobs", "approvals", "counters",
-                                      "controls", "cache"])  # fmt: skip
+        md.reflect(
+            self.engine,
+            only=["runs", "events", "blobs", "approvals", "counters", "controls", "cache"],
+        )
         self.t = md.tables
 
     # -- connection plumbing -------------------------------------------------------------------
@@ -195,14 +228,24 @@ class Store:
         with self._tx() as conn:
             conn.execute(self.t["runs"].insert().values(**row))
             if events:
-                conn.execute(self.t["events"].insert(), [
-                    {"run_id": e.run_id, "seq": e.seq, "type": e.type, "step": e.step,
-                     "ts": e.ts, "payload": e.payload_json, "prev_hash": e.prev_hash,
-                     "hash": e.hash} for e in events])  # fmt: skip
+                conn.execute(
+                    self.t["events"].insert(),
+                    [
+                        {
+                            "run_id": e.run_id,
+                            "seq": e.seq,
+                            "type": e.type,
+                            "step": e.step,
+                            "ts": e.ts,
+                            "payload": e.payload_json,
+                            "prev_hash": e.prev_hash,
+                            "hash": e.hash,
+                        }
+                        for e in events
+                    ],
+                )
 
-    def append(
-        self, events: Sequence[Event], run_update: dict[str, Any] | None = None
-    ) -> None:
+    def append(self, events: Sequence[Event], run_update: dict[str, Any] | None = None) -> None:
         """Write events (and optionally update the run's row) in one transaction."""
         if not events and not run_update:
             return
@@ -226,10 +269,11 @@ class Store:
                 if run_update:
                     cols = sorted(run_update)
                     values = [
-                        json.dumps(run_update[c], default=str) if c in ("output", "input")
+                        json.dumps(run_update[c], default=str)
+                        if c in ("output", "input")
                         else run_update[c]
                         for c in cols
-                    ]  # fmt: skip
+                    ]
                     sets = ",".join(f"{c}={ph}" for c in cols)
                     run_id = events[0].run_id if events else run_update["id"]
                     cur.execute(f"UPDATE runs SET {sets} WHERE id={ph}", [*values, run_id])
@@ -253,7 +297,9 @@ class Store:
             if key in values and values[key] is not None:
                 values[key] = json.dumps(values[key], default=str)
         with self._tx() as conn:
-            conn.execute(self.t["runs"].update().where(self.t["runs"].c.id == run_id).values(**values))
+            conn.execute(
+                self.t["runs"].update().where(self.t["runs"].c.id == run_id).values(**values)
+            )
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """All events of a run, in order. Rows that cannot be decoded raise JournalCorrupted."""
@@ -265,9 +311,17 @@ class Store:
         out: list[Event] = []
         for r in rows:
             out.append(
-                Event(r.run_id, int(r.seq), str(r.type), int(r.step), float(r.ts), str(r.payload),
-                      str(r.prev_hash), str(r.hash))
-            )  # fmt: skip
+                Event(
+                    r.run_id,
+                    int(r.seq),
+                    str(r.type),
+                    int(r.step),
+                    float(r.ts),
+                    str(r.payload),
+                    str(r.prev_hash),
+                    str(r.hash),
+                )
+            )
         return out
 
     def count_events(self, run_id: str) -> int:
@@ -293,14 +347,13 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs_t).where(runs_t.c.id == run_id)).first()
             if row is None:
-                row = conn.execute(
+                rows = conn.execute(
                     sa.select(runs_t).where(runs_t.c.id.like(f"{run_id}%")).limit(2)
                 ).all()
-                if len(row) == 1:
-                    row = row[0]
-                else:
-                    hint = "ambiguous prefix" if row else "no such run"
+                if len(rows) != 1:
+                    hint = "ambiguous prefix" if rows else "no such run"
                     raise NotFound(f"run {run_id!r}: {hint} (see `tether runs`)")
+                row = rows[0]
         return self._run_from_row(row)
 
     def list_runs(
@@ -325,7 +378,10 @@ class Store:
     def run_ids(self) -> list[str]:
         runs_t = self.t["runs"]
         with self.engine.connect() as conn:
-            return [str(r[0]) for r in conn.execute(sa.select(runs_t.c.id).order_by(runs_t.c.created_at))]
+            return [
+                str(r[0])
+                for r in conn.execute(sa.select(runs_t.c.id).order_by(runs_t.c.created_at))
+            ]
 
     # -- blobs (content-addressed) ---------------------------------------------------------------
 
@@ -366,7 +422,9 @@ class Store:
     def _approval_from_row(self, r: Any) -> ApprovalRecord:
         data = dict(r._mapping)
         data["args"] = json.loads(data["args"])
-        data["edited_args"] = None if data["edited_args"] is None else json.loads(data["edited_args"])
+        data["edited_args"] = (
+            None if data["edited_args"] is None else json.loads(data["edited_args"])
+        )
         return ApprovalRecord(**{c: data[c] for c in _APPROVAL_COLUMNS})
 
     def get_approval(self, approval_id: str) -> ApprovalRecord:
@@ -390,8 +448,9 @@ class Store:
             ).first()
         return None if row is None else self._approval_from_row(row)
 
-    def list_approvals(self, *, status: str | None = "pending", run_id: str | None = None,
-                       agent: str | None = None) -> list[ApprovalRecord]:  # fmt: skip
+    def list_approvals(
+        self, *, status: str | None = "pending", run_id: str | None = None, agent: str | None = None
+    ) -> list[ApprovalRecord]:
         ap = self.t["approvals"]
         q = sa.select(ap).order_by(ap.c.created_at)
         if status:
@@ -470,13 +529,13 @@ class Store:
         with self._tx() as conn:
             if not self.is_sqlite:
                 conn.execute(
-                    sa.dialects.postgresql.insert(c)
+                    postgresql_dialect.insert(c)
                     .values(name=name, key=key, window_start=window_start, count=0, total=0.0)
                     .on_conflict_do_nothing()
                 )
             else:
                 conn.execute(
-                    sa.dialects.sqlite.insert(c)
+                    sqlite_dialect.insert(c)
                     .values(name=name, key=key, window_start=window_start, count=0, total=0.0)
                     .on_conflict_do_nothing()
                 )
@@ -489,7 +548,7 @@ class Store:
                 c.update().where(*guarded).values(count=c.c.count + 1, total=c.c.total + amount)
             )
             row = conn.execute(sa.select(c.c.count, c.c.total).where(*cond)).one()
-            return bool(result.rowcount == 1), int(row.count), float(row.total)
+            return bool(result.rowcount == 1), int(row[0]), float(row[1])
 
     def add(self, name: str, key: str, window_start: int, amount: float) -> None:
         """Add to a counter unconditionally (e.g. dollars already spent)."""
@@ -503,7 +562,7 @@ class Store:
                     c.c.name == name, c.c.key == key, c.c.window_start == window_start
                 )
             ).first()
-        return (0, 0.0) if row is None else (int(row.count), float(row.total))
+        return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
 
     # -- controls (kill switch) ------------------------------------------------------------------
 
@@ -524,8 +583,9 @@ class Store:
             raw = self._raw_conn()
             cur = raw.cursor()
             try:
-                cur.execute(f"SELECT paused, reason, changed_by FROM controls WHERE agent={ph}",
-                            (agent,))  # fmt: skip
+                cur.execute(
+                    f"SELECT paused, reason, changed_by FROM controls WHERE agent={ph}", (agent,)
+                )
                 row = cur.fetchone()
                 if not self.is_sqlite:
                     raw.commit()
@@ -564,6 +624,14 @@ class Store:
     def drop_all(self) -> None:
         """Remove every tether table (tests use it to reset a PostgreSQL database)."""
         with self._tx() as conn:
-            for name in ("runs", "events", "blobs", "approvals", "counters", "controls", "cache",
-                         "schema_migrations"):  # fmt: skip
+            for name in (
+                "runs",
+                "events",
+                "blobs",
+                "approvals",
+                "counters",
+                "controls",
+                "cache",
+                "schema_migrations",
+            ):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))

@@ -14,13 +14,13 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any
 
 from tether.errors import ModelError
 from tether.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from tether.models.base import estimate_request_tokens, estimate_tokens
 
-ScriptItem = Union[ModelResponse, str, ToolCall, list[ToolCall], BaseException]
+ScriptItem = ModelResponse | str | ToolCall | list[ToolCall] | BaseException
 ScriptFunction = Callable[[ModelRequest], ScriptItem]
 
 _call_ids = itertools.count(1)

@@ -79,8 +79,9 @@ class PolicyEngine:
             base = Decision(DecisionKind.APPROVE, "autonomy: every call is approved", "autonomy")
         final = combine([*decisions, base]) if decisions else base  # rules' reasons win ties
         if level is Autonomy.SHADOW and final.kind in (DecisionKind.ALLOW, DecisionKind.APPROVE):
-            return Verdict(Decision(DecisionKind.ALLOW, "shadow mode: not executed", "autonomy"),
-                           shadow=True)  # fmt: skip
+            return Verdict(
+                Decision(DecisionKind.ALLOW, "shadow mode: not executed", "autonomy"), shadow=True
+            )
         return Verdict(final)
 
     def reserve_limits(self, agent: Agent, proposal: Proposal) -> Decision | None:
@@ -98,9 +99,13 @@ class PolicyEngine:
             amount = float(lim.amount(proposal))
             window = int(now // lim.window_seconds) * lim.window_seconds
             ok, count, total = self.store.reserve(
-                lim.name, key, window, amount=amount,
-                max_count=lim.max_count, max_total=lim.max_total,
-            )  # fmt: skip
+                lim.name,
+                key,
+                window,
+                amount=amount,
+                max_count=lim.max_count,
+                max_total=lim.max_total,
+            )
             if not ok:
                 cap = (
                     f"{count}/{lim.max_count} calls"

@@ -81,8 +81,11 @@ def decisions(events: list[Event]) -> list[Step]:
         elif ev.type == "escalated":
             item = ("escalated", p["reason"])
         elif ev.type == "run_finished":
-            item = ("finished", p["status"], json.dumps(p.get("output"), sort_keys=True,
-                                                        default=str))  # fmt: skip
+            item = (
+                "finished",
+                p["status"],
+                json.dumps(p.get("output"), sort_keys=True, default=str),
+            )
         if item is not None:
             steps.setdefault(ev.step, Step(ev.step)).items.append(item)
     return [steps[k] for k in sorted(steps)]
@@ -106,9 +109,14 @@ def _agent_for(store: Store, record: RunRecord, agent: Agent | None) -> Agent:
 
 
 async def _drive_with_recorded_humans(
-    runtime: Runtime, agent: Agent, run_input: Any, recording: Recording, *, fork: bool,
+    runtime: Runtime,
+    agent: Agent,
+    run_input: Any,
+    recording: Recording,
+    *,
+    fork: bool,
     run_id: str,
-) -> str:  # fmt: skip
+) -> str:
     """Run in the scratch runtime, answering approvals and questions as the recording did."""
     result = await runtime.run(agent, run_input, run_id=run_id)
     for _ in range(10_000):
@@ -117,24 +125,37 @@ async def _drive_with_recorded_humans(
             recorded = recording.approval_for(approval.tool, approval.args)
             if recorded is None:
                 if not fork:
-                    raise Divergence(approval.step, f"approval for {approval.tool} was never "
-                                     "requested in the recording", None, approval.args)  # fmt: skip
-                runtime.store.decide_approval(approval.id, status="approved",
-                                              decided_by=FORK_APPROVER,
-                                              reason="fork: the call is simulated")  # fmt: skip
+                    raise Divergence(
+                        approval.step,
+                        f"approval for {approval.tool} was never requested in the recording",
+                        None,
+                        approval.args,
+                    )
+                runtime.store.decide_approval(
+                    approval.id,
+                    status="approved",
+                    decided_by=FORK_APPROVER,
+                    reason="fork: the call is simulated",
+                )
             else:
                 runtime.store.decide_approval(
-                    approval.id, status=recorded["status"],
+                    approval.id,
+                    status=recorded["status"],
                     decided_by=str(recorded.get("by") or "recorded"),
-                    reason=recorded.get("reason"), edited_args=recorded.get("edited_args"),
-                )  # fmt: skip
+                    reason=recorded.get("reason"),
+                    edited_args=recorded.get("edited_args"),
+                )
         elif result.status == "waiting_input":
             question = (result.waiting_for or {}).get("question")
             if not recording.answers:
                 if fork:
                     break
-                raise Divergence(result.steps, "the replay asks a question the recording "
-                                 "never answered", None, question)  # fmt: skip
+                raise Divergence(
+                    result.steps,
+                    "the replay asks a question the recording never answered",
+                    None,
+                    question,
+                )
             runtime.answer(result.run_id, recording.answers.popleft(), by="recorded")
         else:
             break
@@ -154,19 +175,25 @@ async def replay_run(store: Store, run_id: str, agent: Agent | None = None) -> R
     original = decisions(events)
     new_id = uuid.uuid4().hex
     try:
-        await _drive_with_recorded_humans(runtime, agent, recording.run_input, recording,
-                                          fork=False, run_id=new_id)  # fmt: skip
+        await _drive_with_recorded_humans(
+            runtime, agent, recording.run_input, recording, fork=False, run_id=new_id
+        )
     except Divergence as div:
         # an earlier decision may already differ (e.g. a denial changed the next prompt)
         so_far = decisions(scratch.events(new_id))
         step = div.step or (original[-1].step if original else 0)
-        earlier = _compare(record.id, [s for s in original if s.step < step],
-                           [s for s in so_far if s.step < step])  # fmt: skip
+        earlier = _compare(
+            record.id, [s for s in original if s.step < step], [s for s in so_far if s.step < step]
+        )
         scratch.close()
         if not earlier.matched:
             return earlier
-        return ReplayReport(record.id, False, step, {
-            "step": step, "what": div.what, "original": div.original, "replayed": div.replayed})
+        return ReplayReport(
+            record.id,
+            False,
+            step,
+            {"step": step, "what": div.what, "original": div.original, "replayed": div.replayed},
+        )
     replayed = decisions(scratch.events(new_id))
     scratch.close()
     return _compare(record.id, original, replayed)
@@ -179,8 +206,17 @@ def _compare(run_id: str, original: list[Step], replayed: list[Step]) -> ReplayR
         if a is None or b is None or a.items != b.items:
             step = (a or b).step  # type: ignore[union-attr]
             first = _first_difference(a.items if a else [], b.items if b else [])
-            return ReplayReport(run_id, False, i, {"step": step, "what": "decisions differ",
-                                                   "original": first[0], "replayed": first[1]})
+            return ReplayReport(
+                run_id,
+                False,
+                i,
+                {
+                    "step": step,
+                    "what": "decisions differ",
+                    "original": first[0],
+                    "replayed": first[1],
+                },
+            )
     return ReplayReport(run_id, True, len(original))
 
 
@@ -220,15 +256,17 @@ async def fork_run(
         agent = dataclasses.replace(agent, policy=[*kept, *(rules or []), *(limits or [])])
     live_model = Runtime(store)._model_for(agent, model)
     prefix_calls = sum(1 for s in recording.steps if s < from_step)
-    journal_model = JournalModel(recording, strict=False, live=live_model,
-                                 live_from_call=prefix_calls)  # fmt: skip
+    journal_model = JournalModel(
+        recording, strict=False, live=live_model, live_from_call=prefix_calls
+    )
     scratch = Store(":memory:")
     runtime = Runtime(scratch, model=journal_model)
     runtime.replay = ReplayTools(recording, strict=False, live_reads=live_reads)
     runtime.deps = Runtime(store)._deps_for(agent)
     new_id = uuid.uuid4().hex
-    await _drive_with_recorded_humans(runtime, agent, recording.run_input, recording, fork=True,
-                                      run_id=new_id)  # fmt: skip
+    await _drive_with_recorded_humans(
+        runtime, agent, recording.run_input, recording, fork=True, run_id=new_id
+    )
     forked = scratch.get_run(new_id)
     forked.parent_run_id = record.id
     forked.fork_step = from_step
@@ -251,6 +289,12 @@ def diff_runs(store: Store, run_a: str, run_b: str) -> DiffReport:
         step = (sa or sb).step  # type: ignore[union-attr]
         if not same and first is None:
             first = step
-        rows.append({"step": step, "same": same, "a": [list(x) for x in (sa.items if sa else [])],
-                     "b": [list(x) for x in (sb.items if sb else [])]})  # fmt: skip
+        rows.append(
+            {
+                "step": step,
+                "same": same,
+                "a": [list(x) for x in (sa.items if sa else [])],
+                "b": [list(x) for x in (sb.items if sb else [])],
+            }
+        )
     return DiffReport(a_rec.id, b_rec.id, first is None, first, steps=rows)

@@ -62,9 +62,9 @@ class Recording:
                 rec.run_input = p["input"]
             elif ev.type == "model_response":
                 rec.responses.append(p["response"])
-            elif ev.type == "tool_proposed":
-                calls[p["call_id"]] = _key(p["tool"], p["args"])
-            elif ev.type == "policy_decision" and p.get("args") is not None:
+            elif ev.type == "tool_proposed" or (
+                ev.type == "policy_decision" and p.get("args") is not None
+            ):
                 calls[p["call_id"]] = _key(p["tool"], p["args"])
             elif ev.type == "approval_requested":
                 approval_keys[p["call_id"]] = _key(p["tool"], p["args"])
@@ -119,17 +119,26 @@ class JournalModel:
             return await self.live.request(request)
         rec = self.recording
         if index >= len(rec.responses):
-            raise Divergence(index + 1, "the replay makes more model calls than the recording",
-                             f"{len(rec.responses)} model calls", "one more")  # fmt: skip
+            raise Divergence(
+                index + 1,
+                "the replay makes more model calls than the recording",
+                f"{len(rec.responses)} model calls",
+                "one more",
+            )
         if self.strict:
             sent = [m.to_dict() for m in request.messages]
             recorded = rec.prompts[index]
             if sent != recorded:
-                i = next((i for i, (a, b) in enumerate(zip(recorded, sent, strict=False)) if a != b),
-                         min(len(sent), len(recorded)))  # fmt: skip
-                raise Divergence(rec.steps[index], f"the prompt differs at message {i}",
-                                 recorded[i] if i < len(recorded) else None,
-                                 sent[i] if i < len(sent) else None)  # fmt: skip
+                i = next(
+                    (i for i, (a, b) in enumerate(zip(recorded, sent, strict=False)) if a != b),
+                    min(len(sent), len(recorded)),
+                )
+                raise Divergence(
+                    rec.steps[index],
+                    f"the prompt differs at message {i}",
+                    recorded[i] if i < len(recorded) else None,
+                    sent[i] if i < len(sent) else None,
+                )
         return ModelResponse.from_dict(rec.responses[index])
 
 
@@ -148,8 +157,12 @@ class ReplayTools:
         if recorded is not None and not (self.live_reads and not tool.effect.has_side_effect):
             return recorded
         if self.strict:
-            raise Divergence(0, f"no recorded result for {tool.name}({json.dumps(args)})",
-                             None, {"tool": tool.name, "args": args})  # fmt: skip
+            raise Divergence(
+                0,
+                f"no recorded result for {tool.name}({json.dumps(args)})",
+                None,
+                {"tool": tool.name, "args": args},
+            )
         if not tool.effect.has_side_effect:
             self.live += 1
             return None  # a read runs live in a fork
