@@ -13,6 +13,7 @@ import tether.models.llamacpp as llamacpp
 from tether.messages import Message, ModelRequest, ToolCall
 from tether.models.llamacpp import (
     LlamaCppModel,
+    bound_schema,
     decision_schema,
     to_chat_messages,
     tools_prompt,
@@ -56,6 +57,8 @@ class FakeLlama:
 
     def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(kwargs)
+        reply = FakeLlama.replies.pop(0)
+        text, finish = reply.split("|FINISH=") if "|FINISH=" in reply else (reply, "stop")
         return {
             "id": "chatcmpl-1",
             "object": "chat.completion",
@@ -63,8 +66,8 @@ class FakeLlama:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": FakeLlama.replies.pop(0)},
-                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
                 }
             ],
             "usage": {"prompt_tokens": 120, "completion_tokens": 14, "total_tokens": 134},
@@ -157,7 +160,7 @@ async def test_tool_call_and_final_answer(model: LlamaCppModel) -> None:
     grammar_schema = call["response_format"]["schema"]
     # free strings are capped in the grammar, enums are left alone
     first_args = grammar_schema["anyOf"][0]["properties"]["arguments"]
-    assert first_args["properties"]["order_id"]["maxLength"] == llamacpp.ARGUMENT_STRING_CAP
+    assert first_args["properties"]["order_id"]["maxLength"] == 100  # (64 - 24) * 2.5
     second_args = grammar_schema["anyOf"][1]["properties"]["arguments"]
     assert "maxLength" not in second_args["properties"]["reason"]
     assert llm.calls[1]["messages"][-1]["content"] == "Result of cancel_pending_order: ok"
@@ -191,11 +194,52 @@ async def test_schema_and_text_modes(model: LlamaCppModel) -> None:
     assert "response_format" not in calls[1]
 
 
-async def test_truncated_output_is_kept_as_text(model: LlamaCppModel) -> None:
-    FakeLlama.replies = ['{"tool": "get_order_details", "argu']
+async def test_truncated_output_is_retried_with_tighter_limits(model: LlamaCppModel) -> None:
+    FakeLlama.replies = [
+        '{"tool": "get_order_details", "argu|FINISH=length',
+        '{"tool": "get_order_details", "arguments": {"order_id": "#W1"}}',
+    ]
+    response = await model.request(ModelRequest([Message("user", "x")], tools=TOOLS))
+    assert response.tool_calls[0].arguments == {"order_id": "#W1"}
+    assert response.meta["retried_truncated"] is True
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (240, 28)
+    calls = FakeLlama.instances[0].calls
+    caps = [
+        c["response_format"]["schema"]["anyOf"][0]["properties"]["arguments"]["properties"][
+            "order_id"
+        ]["maxLength"]
+        for c in calls
+    ]
+    assert caps[1] < caps[0]
+
+
+async def test_truncated_output_twice_is_kept_as_text(model: LlamaCppModel) -> None:
+    FakeLlama.replies = ['{"tool": "get_order_details", "argu|FINISH=length'] * 2
     response = await model.request(ModelRequest([Message("user", "x")], tools=TOOLS))
     assert response.tool_calls == []
     assert response.meta["unparsed"] is True
+
+
+def test_bound_schema() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "to": {"type": "string"},
+            "subject": {"type": "string", "maxLength": 20},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "kind": {"type": "string", "enum": ["a", "b"]},
+        },
+    }
+    bounded = bound_schema(schema, 124)  # (124 - 24) * 2.5 = 250 chars over 1 + 4 strings
+    props = bounded["properties"]
+    assert props["to"]["maxLength"] == 50
+    assert props["subject"] == {"type": "string", "maxLength": 20}
+    assert props["tags"]["maxItems"] == llamacpp.MAX_ARRAY_ITEMS
+    assert props["tags"]["items"]["maxLength"] == 50
+    assert "maxLength" not in props["kind"]
+    assert "maxLength" not in schema["properties"]["to"]  # the original is untouched
+    tiny = bound_schema({"type": "string"}, 10)
+    assert tiny["maxLength"] == llamacpp.MIN_STRING_CHARS
 
 
 def test_missing_model_file(monkeypatch: pytest.MonkeyPatch) -> None:

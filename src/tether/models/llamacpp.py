@@ -26,10 +26,15 @@ from tether.errors import ModelError, ModelTimeout
 from tether.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 
 DEFAULT_MAX_TOKENS = 256
-# Caps applied to free strings in the grammar only (never to validation), so a rambling model
-# cannot run a string past max_tokens and leave the JSON unterminated.
-ARGUMENT_STRING_CAP = 160
-FINAL_STRING_CAP = 600
+
+# Grammar-only limits (never applied to validation) that keep a rambling model from running past
+# max_tokens and leaving its JSON unterminated: the tokens left after the JSON structure are shared
+# among the schema's free strings at a conservative number of characters a token.
+CHARS_PER_TOKEN = 2.5
+STRUCTURE_TOKENS = 24
+MAX_STRING_CHARS = 600
+MIN_STRING_CHARS = 8
+MAX_ARRAY_ITEMS = 4
 
 
 def _import_llama_cpp() -> Any:
@@ -61,23 +66,63 @@ def default_model_path() -> Path:
     return found[0]
 
 
-def _cap_strings(schema: Any, cap: int) -> Any:
-    """A copy of ``schema`` where every string without ``maxLength``/``enum``/``const``/``pattern``
-    gets ``maxLength: cap``."""
+def _is_free_string(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
+    return is_string and not any(
+        k in schema for k in ("maxLength", "enum", "const", "pattern", "format")
+    )
+
+
+def _array_items(schema: dict[str, Any]) -> int:
+    """How many items the grammar allows in an array schema."""
+    return int(schema.get("maxItems", max(int(schema.get("minItems", 0)), MAX_ARRAY_ITEMS)))
+
+
+def _free_string_weight(schema: Any) -> int:
+    """How many unbounded strings a document of ``schema`` can hold (array items multiply)."""
     if isinstance(schema, list):
-        return [_cap_strings(s, cap) for s in schema]
+        return sum(_free_string_weight(s) for s in schema)
+    if not isinstance(schema, dict):
+        return 0
+    if _is_free_string(schema):
+        return 1
+    total = 0
+    for key, value in schema.items():
+        if key == "items" and isinstance(value, dict):
+            total += _free_string_weight(value) * _array_items(schema)
+        elif key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            total += sum(_free_string_weight(v) for v in value.values())
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            total += _free_string_weight(value)
+    return total
+
+
+def _limit(schema: Any, cap: int) -> Any:
+    """A copy of ``schema`` with ``maxLength: cap`` on free strings and bounded arrays."""
+    if isinstance(schema, list):
+        return [_limit(s, cap) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _cap_strings(v, cap) for k, v in schema.items()}
-    types = out.get("type")
-    is_string = types == "string" or (isinstance(types, list) and "string" in types)
-    if (
-        is_string
-        and "maxLength" not in out
-        and not any(k in out for k in ("enum", "const", "pattern", "format"))
-    ):
+    out = {k: v if k in ("enum", "const") else _limit(v, cap) for k, v in schema.items()}
+    if _is_free_string(out):
         out["maxLength"] = cap
+    if "items" in out and "maxItems" not in out:
+        out["maxItems"] = _array_items(out)
     return out
+
+
+def bound_schema(schema: dict[str, Any], max_tokens: int, *, shrink: float = 1.0) -> dict[str, Any]:
+    """``schema`` with grammar limits so that a matching document fits in ``max_tokens``.
+
+    Validation still uses the original schema: every document of the bounded one matches it.
+    ``shrink`` divides the budget (used to retry after a truncated answer).
+    """
+    weight = max(1, _free_string_weight(schema))
+    chars = max(0, max_tokens - STRUCTURE_TOKENS) * CHARS_PER_TOKEN / shrink
+    cap = int(min(MAX_STRING_CHARS, max(MIN_STRING_CHARS, chars / weight)))
+    result: dict[str, Any] = _limit(schema, cap)
+    return result
 
 
 # llama-cpp-python's schema converter lets a JSON string contain raw control characters (a raw
@@ -288,15 +333,18 @@ class LlamaCppModel:
             self._llm = self._llama_cpp.Llama(**kwargs)
         return self._llm
 
-    def build_completion(self, request: ModelRequest) -> tuple[dict[str, Any], str]:
+    def build_completion(
+        self, request: ModelRequest, *, shrink: float = 1.0
+    ) -> tuple[dict[str, Any], str]:
         """The ``create_chat_completion`` arguments for ``request`` and the reply mode.
 
         The mode is ``"decision"`` (tool call or final answer JSON), ``"schema"`` (JSON matching
-        the response schema) or ``"text"``.
+        the response schema) or ``"text"``. ``shrink`` tightens the grammar's length limits.
         """
         params = request.params
+        max_tokens = int(params.get("max_tokens") or DEFAULT_MAX_TOKENS)
         kwargs: dict[str, Any] = {
-            "max_tokens": int(params.get("max_tokens") or DEFAULT_MAX_TOKENS),
+            "max_tokens": max_tokens,
             "temperature": float(params.get("temperature", 0.0)),
             "seed": int(params.get("seed", self.seed)),
         }
@@ -309,7 +357,7 @@ class LlamaCppModel:
                 f"{self._name}: tool_choice names unknown tool {choice!r}", provider=self._name
             )
         if request.tools:
-            grammar_schema = self._grammar_schema(request, choice)
+            grammar_schema = self._grammar_schema(request, choice, max_tokens, shrink)
             kwargs["messages"] = to_chat_messages(
                 request.messages, tools_prompt(request.tools, allow_final=choice is None)
             )
@@ -322,23 +370,23 @@ class LlamaCppModel:
             )
             kwargs["response_format"] = {
                 "type": "json_object",
-                "schema": _cap_strings(request.response_schema, FINAL_STRING_CAP),
+                "schema": bound_schema(request.response_schema, max_tokens, shrink=shrink),
             }
             return kwargs, "schema"
         kwargs["messages"] = to_chat_messages(request.messages)
         return kwargs, "text"
 
-    def _grammar_schema(self, request: ModelRequest, choice: str | None) -> dict[str, Any]:
-        capped_tools = [
-            {**t, "parameters": _cap_strings(_parameters(t), ARGUMENT_STRING_CAP)}
+    def _grammar_schema(
+        self, request: ModelRequest, choice: str | None, max_tokens: int, shrink: float
+    ) -> dict[str, Any]:
+        bounded_tools = [
+            {**t, "parameters": bound_schema(_parameters(t), max_tokens, shrink=shrink)}
             for t in request.tools
         ]
-        final = (
-            _cap_strings(request.response_schema, FINAL_STRING_CAP)
-            if request.response_schema is not None
-            else {"type": "string", "maxLength": FINAL_STRING_CAP}
+        final = bound_schema(
+            request.response_schema or {"type": "string"}, max_tokens, shrink=shrink
         )
-        return decision_schema(capped_tools, final, tool_choice=choice)
+        return decision_schema(bounded_tools, final, tool_choice=choice)
 
     def _with_grammar(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Replace a schema ``response_format`` by the corrected grammar (see :func:`json_grammar`).
@@ -369,19 +417,32 @@ class LlamaCppModel:
             result: dict[str, Any] = llm.create_chat_completion(**self._with_grammar(kwargs))
             return result
 
-    async def request(self, request: ModelRequest) -> ModelResponse:
-        kwargs, mode = self.build_completion(request)
+    async def _run(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
             work = asyncio.to_thread(self._complete, kwargs)
             if self.timeout is not None:
-                completion = await asyncio.wait_for(work, self.timeout)
-            else:
-                completion = await work
+                return await asyncio.wait_for(work, self.timeout)
+            return await work
         except TimeoutError as exc:
             raise ModelTimeout(f"{self._name}: no answer in {self.timeout}s") from exc
         except ValueError as exc:  # e.g. the prompt does not fit the context window
             raise ModelError(f"{self._name}: {exc}", provider=self._name) from exc
-        return self._response(completion, mode, len(request.messages))
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        kwargs, mode = self.build_completion(request)
+        turn = len(request.messages)
+        response = self._response(await self._run(kwargs), mode, turn)
+        if response.meta.get("unparsed") and response.meta.get("finish_reason") == "length":
+            # The JSON was cut by max_tokens: once more with tighter length limits.
+            kwargs, mode = self.build_completion(request, shrink=3.0)
+            first_usage = response.usage
+            response = self._response(await self._run(kwargs), mode, turn)
+            response.usage = Usage(
+                first_usage.input_tokens + response.usage.input_tokens,
+                first_usage.output_tokens + response.usage.output_tokens,
+            )
+            response.meta["retried_truncated"] = True
+        return response
 
     def _response(self, completion: dict[str, Any], mode: str, turn: int) -> ModelResponse:
         choice = completion["choices"][0]
@@ -391,12 +452,16 @@ class LlamaCppModel:
             int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0))
         )
         meta: dict[str, Any] = {"finish_reason": choice.get("finish_reason")}
-        if mode != "decision":
+        if mode == "text":
             return ModelResponse(text=text, usage=usage, model=self._name, meta=meta)
         try:
             decision = json.loads(text, strict=False)
         except ValueError:
             decision = None
+        if mode == "schema":
+            if decision is None:
+                meta["unparsed"] = True
+            return ModelResponse(text=text, usage=usage, model=self._name, meta=meta)
         if isinstance(decision, dict) and isinstance(decision.get("tool"), str):
             arguments = decision.get("arguments")
             call = ToolCall(
