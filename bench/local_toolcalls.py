@@ -4,7 +4,7 @@ Generates tool calls with :class:`tether.models.llamacpp.LlamaCppModel` (SmolLM2
 default) over a variety of prompts, tool sets and sampling settings, and validates every call's
 arguments against its tool's JSON schema with a pydantic model built from that schema.
 
-    python bench/local_toolcalls.py [--n 240] [--max-tokens 96] [--model-path FILE]
+    python bench/local_toolcalls.py [--n 210] [--max-tokens 96] [--model-path FILE]
 
 Ends with one line:
 
@@ -234,9 +234,11 @@ def check(response_calls: list[Any], validators: dict[str, type[BaseModel]], tal
     return "ok"
 
 
-async def run(n: int, max_tokens: int, model_path: str | None, verbose: bool) -> Tally:
+async def run(
+    n: int, max_tokens: int, model_path: str | None, threads: int | None, verbose: bool
+) -> Tally:
     console = Console(stderr=True)
-    model = LlamaCppModel(model_path, n_ctx=2048, seed=0)
+    model = LlamaCppModel(model_path, n_ctx=2048, seed=0, n_threads=threads)
     validators = {
         f"{set_name}:{t['name']}": model_from_schema(t["name"], t["parameters"])
         for set_name, tools in TOOLSETS.items()
@@ -299,12 +301,13 @@ async def run(n: int, max_tokens: int, model_path: str | None, verbose: bool) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=240, help="tool calls to generate (default 240)")
+    parser.add_argument("--n", type=int, default=210, help="tool calls to generate (default 210)")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--model-path", default=None, help="a GGUF file (default: SmolLM2-135M)")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     parser.add_argument("--verbose", action="store_true", help="print every call")
     args = parser.parse_args(argv)
-    tally = asyncio.run(run(args.n, args.max_tokens, args.model_path, args.verbose))
+    tally = asyncio.run(run(args.n, args.max_tokens, args.model_path, args.threads, args.verbose))
     rate = tally.valid / tally.generated if tally.generated else 0.0
     print(
         f"local_toolcalls: generated={tally.generated} parsed={tally.parsed} "
