@@ -198,7 +198,7 @@ window = "1d"
 
 def test_daily_dollar_limit_is_never_exceeded(store_url: str, tmp_path: Path) -> None:
     sizes = [5, 20, 35, 50, 65]
-    inputs = [
+    inputs: list[list[dict[str, Any]]] = [
         [
             {
                 "customer": f"c-{w}-{r}",
@@ -211,7 +211,7 @@ def test_daily_dollar_limit_is_never_exceeded(store_url: str, tmp_path: Path) ->
         ]
         for w in range(WORKERS)
     ]
-    asked = sum(sum(run["amounts"]) for runs in inputs for run in runs)
+    asked = sum(a for runs in inputs for run in runs for a in run["amounts"])
     assert asked > 3 * DOLLAR_LIMIT
     outcome = contend(store_url, tmp_path, DOLLAR_POLICY, inputs)
     assert_all_ran_at_once(outcome)
