@@ -232,11 +232,6 @@ def test_daily_dollar_limit_is_never_exceeded(store_url: str, tmp_path: Path) ->
     assert len({w for w, _, _ in outcome.executed}) >= 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PolicyEngine.reserve_limits keeps the reservations of the limits before the one that "
-    "refused: a denied call still counts against them",
-)
 def test_a_denied_call_consumes_no_other_limit(tmp_path: Path) -> None:
     """Limits are reserved in order; a call refused by the second must not count in the first."""
     policy = """
@@ -263,11 +258,6 @@ def test_a_denied_call_consumes_no_other_limit(tmp_path: Path) -> None:
     assert count == 2  # the refused $60 must not be counted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.loop.prepare returns straight from the approval gate, so an approved call "
-    "skips PolicyEngine.reserve_limits (and the kill switch)",
-)
 async def test_an_approved_call_still_counts_against_limits(tmp_path: Path) -> None:
     """A human approval is not a way around a hard limit: the third approved refund is denied."""
     paid: list[int] = []

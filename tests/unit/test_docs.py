@@ -53,3 +53,29 @@ def test_cli_tables_name_real_commands_and_options() -> None:
                     assert option in helps[name], f"{path.name}: {name} has no {option}"
                 checked += 1
     assert checked >= 10
+
+
+def policy_examples() -> list[tuple[str, str, str]]:
+    out = []
+    for path in DOCS:
+        for lang in ("toml", "yaml"):
+            pattern = re.compile(rf"```{lang}\n(.*?)```", re.S)
+            for i, text in enumerate(pattern.findall(path.read_text())):
+                if "[[limit]]" in text or "[[rule]]" in text or "limit:" in text or "rule:" in text:
+                    out.append((f"{path.name}#{lang}{i + 1}", lang, text))
+    return out
+
+
+@pytest.mark.parametrize(("where", "lang", "text"), policy_examples(),
+                         ids=[w for w, _, _ in policy_examples()])  # fmt: skip
+def test_policy_file_examples_load(where: str, lang: str, text: str, tmp_path: Path) -> None:
+    from tether.policy.config import load_policy
+
+    path = tmp_path / f"policy.{lang}"
+    path.write_text(text)
+    config = load_policy(path)
+    assert config.rules or config.limits, where
+
+
+def test_docs_have_policy_examples() -> None:
+    assert len(policy_examples()) >= 2

@@ -277,7 +277,10 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
             ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": call.id})
             return STOP
     if progress.decision == "approve" and not progress.approved:
-        return _approval_gate(ctx, progress, tool)
+        gate = _approval_gate(ctx, progress, tool)
+        if gate not in (EXECUTE, EXECUTE_READ):
+            return gate
+        # approved: the kill switch and the hard limits below still apply
     if progress.decision == "shadow":
         return _shadow(ctx, progress)
     if progress.started:

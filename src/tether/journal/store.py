@@ -95,6 +95,23 @@ class ApprovalRecord:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+@dataclass(slots=True, frozen=True)
+class Reservation:
+    """One counter to bump by one call and ``amount``, within optional caps."""
+
+    name: str
+    key: str
+    window_start: int
+    amount: float
+    max_count: int | None
+    max_total: float | None
+
+
+class _Refused(Exception):
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
 def args_hash(args: dict[str, Any]) -> str:
     """The hash an approval is bound to: canonical JSON of the arguments."""
     text = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
@@ -549,6 +566,46 @@ class Store:
             )
             row = conn.execute(sa.select(c.c.count, c.c.total).where(*cond)).one()
             return bool(result.rowcount == 1), int(row[0]), float(row[1])
+
+    def reserve_many(self, wanted: Sequence[Reservation]) -> int | None:
+        """Reserve several counters at once, all or nothing.
+
+        Returns ``None`` when every counter took the call, else the index of the first one that
+        refused (and nothing was counted anywhere).
+        """
+        c = self.t["counters"]
+        insert = postgresql_dialect.insert if not self.is_sqlite else sqlite_dialect.insert
+        try:
+            with self.engine.begin() as conn:
+                for i, r in enumerate(wanted):
+                    conn.execute(
+                        insert(c)
+                        .values(
+                            name=r.name, key=r.key, window_start=r.window_start, count=0, total=0.0
+                        )
+                        .on_conflict_do_nothing()
+                    )
+                    guarded = [
+                        c.c.name == r.name,
+                        c.c.key == r.key,
+                        c.c.window_start == r.window_start,
+                    ]
+                    if r.max_count is not None:
+                        guarded.append(c.c.count + 1 <= r.max_count)
+                    if r.max_total is not None:
+                        guarded.append(c.c.total + r.amount <= r.max_total + 1e-9)
+                    result = conn.execute(
+                        c.update()
+                        .where(*guarded)
+                        .values(count=c.c.count + 1, total=c.c.total + r.amount)
+                    )
+                    if result.rowcount != 1:
+                        raise _Refused(i)
+        except _Refused as refused:
+            return refused.index
+        except sa.exc.OperationalError as exc:
+            raise JournalError(f"store error: {exc.orig}") from exc
+        return None
 
     def add(self, name: str, key: str, window_start: int, amount: float) -> None:
         """Add to a counter unconditionally (e.g. dollars already spent)."""

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tether.agent import Agent, Autonomy
-from tether.journal.store import Store
+from tether.journal.store import Reservation, Store
 from tether.policy.rules import (
     Decision,
     DecisionKind,
@@ -91,26 +91,31 @@ class PolicyEngine:
         consume a limit. Each counter update is one atomic conditional UPDATE in the store.
         """
         _, limits = self._agent_rules(agent)
+        matching = [lim for lim in limits if proposal.tool in lim.tools]
+        if not matching:
+            return None
         now = self.clock()
-        for lim in limits:
-            if proposal.tool not in lim.tools:
-                continue
-            key = f"{agent.name}|{lim.key(proposal)}"
-            amount = float(lim.amount(proposal))
+        wanted = []
+        for lim in matching:
             window = int(now // lim.window_seconds) * lim.window_seconds
-            ok, count, total = self.store.reserve(
-                lim.name,
-                key,
-                window,
-                amount=amount,
-                max_count=lim.max_count,
-                max_total=lim.max_total,
-            )
-            if not ok:
-                cap = (
-                    f"{count}/{lim.max_count} calls"
-                    if lim.max_count is not None and count + 1 > lim.max_count
-                    else f"{total:g}+{amount:g} > {lim.max_total:g}"
+            wanted.append(
+                Reservation(
+                    lim.name,
+                    f"{agent.name}|{lim.key(proposal)}",
+                    window,
+                    float(lim.amount(proposal)),
+                    lim.max_count,
+                    lim.max_total,
                 )
-                return Decision(lim.decision, f"limit {lim.name} reached ({cap})", lim.name)
-        return None
+            )
+        refused = self.store.reserve_many(wanted)
+        if refused is None:
+            return None
+        lim, r = matching[refused], wanted[refused]
+        count, total = self.store.counter(r.name, r.key, r.window_start)
+        cap = (
+            f"{count}/{lim.max_count} calls"
+            if lim.max_count is not None and count + 1 > lim.max_count
+            else f"{total:g}+{r.amount:g} > {lim.max_total:g}"
+        )
+        return Decision(lim.decision, f"limit {lim.name} reached ({cap})", lim.name)
