@@ -10,7 +10,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tether.cli.common import ByOption, DbOption, JsonOption, console, open_store, print_json
+from tether.cli.common import (
+    ByOption,
+    DbOption,
+    JsonOption,
+    PolicyOption,
+    console,
+    open_runtime,
+    open_store,
+    print_json,
+)
 from tether.cli.render import short, when
 from tether.cli.runs import report
 from tether.engine.runtime import Runtime
@@ -80,6 +89,7 @@ def approve(
     db: DbOption = None,
     by: ByOption = None,
     no_resume: NoResume = False,
+    policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Approve a pending tool call (optionally with edited arguments), then resume its run."""
@@ -91,7 +101,7 @@ def approve(
             raise UsageError(f"--edit must be a JSON object: {exc}") from exc
         if not isinstance(edited, dict):
             raise UsageError("--edit must be a JSON object")
-    runtime = Runtime(open_store(db))
+    runtime = open_runtime(db, policy)
     record = runtime.approve(approval_id, by=by, edit=edited, reason=reason, four_eyes=four_eyes)
     if not as_json:
         console.print(f"approval {record.id[:12]} {record.status} by {record.decided_by}")
@@ -105,10 +115,11 @@ def reject(
     db: DbOption = None,
     by: ByOption = None,
     no_resume: NoResume = False,
+    policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reject a pending tool call; the reason goes back to the agent, which continues."""
-    runtime = Runtime(open_store(db))
+    runtime = open_runtime(db, policy)
     record = runtime.reject(approval_id, reason=reason, by=by)
     if not as_json:
         console.print(f"approval {record.id[:12]} rejected by {record.decided_by}")
@@ -122,10 +133,11 @@ def answer(
     db: DbOption = None,
     by: ByOption = None,
     no_resume: NoResume = False,
+    policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a run that is waiting for input, then resume it."""
-    runtime = Runtime(open_store(db))
+    runtime = open_runtime(db, policy)
     record = runtime.store.get_run(run_id)
     runtime.answer(record.id, text, by=by)
     if not no_resume:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from tether.engine.runtime import Runtime
 from tether.journal.store import Store
 
 console = Console(highlight=False)
@@ -28,8 +30,25 @@ ByOption = Annotated[
 ]
 
 
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option("--policy", envvar="TETHER_POLICY", help="A policy file (TOML/YAML) of rules "
+                 "and limits applied on top of the agent's own."),
+]  # fmt: skip
+
+
 def open_store(db: str | None) -> Store:
     return Store(db)
+
+
+def open_runtime(db: str | None, policy: Path | None = None) -> Runtime:
+    """A runtime on the store, with the operator's policy file when one is given."""
+    if policy is None:
+        return Runtime(open_store(db))
+    from tether.policy.config import load_policy
+
+    config = load_policy(policy)
+    return Runtime(open_store(db), rules=config.rules, limits=config.limits)
 
 
 def print_json(data: Any) -> None:

@@ -11,7 +11,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tether.cli.common import ByOption, DbOption, JsonOption, console, open_store, print_json
+from tether.cli.common import (
+    ByOption,
+    DbOption,
+    JsonOption,
+    PolicyOption,
+    console,
+    open_runtime,
+    open_store,
+    print_json,
+)
 from tether.cli.render import short, status_text, summarise, timeline_lines, when
 from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
 from tether.errors import UsageError
@@ -78,11 +87,12 @@ def run(
         str | None, typer.Option("--model", help="Model spec (e.g. local, openai:gpt-4o-mini).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print events.")] = False,
+    policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a run of an agent and drive it until it finishes or waits for a human."""
     agent = load_agent(agent_ref)
-    runtime = Runtime(open_store(db))
+    runtime = open_runtime(db, policy)
     runtime.on_event = _live_printer(quiet or as_json)
     result = asyncio.run(runtime.run(agent, _parse_input(input), agent_ref=agent_ref, model=model))
     report(result, as_json)
@@ -93,10 +103,11 @@ def resume(
     db: DbOption = None,
     model: Annotated[str | None, typer.Option("--model", help="Model spec override.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Continue a run from its journal (after a crash, an approval or an answer)."""
-    runtime = Runtime(open_store(db))
+    runtime = open_runtime(db, policy)
     runtime.on_event = _live_printer(quiet or as_json)
     result = asyncio.run(runtime.resume(run_id, model=model))
     report(result, as_json)

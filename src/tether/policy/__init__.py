@@ -1,5 +1,6 @@
 """Policy: rules, decisions and limits checked on every proposed tool call."""
 
+from tether.policy.config import PolicyConfig, load_policy
 from tether.policy.rules import (
     Decision,
     DecisionKind,
@@ -18,10 +19,12 @@ __all__ = [
     "DecisionKind",
     "Limit",
     "PastCall",
+    "PolicyConfig",
     "Proposal",
     "Rule",
     "arg_rule",
     "combine",
     "default_decision",
+    "load_policy",
     "rule",
 ]
