@@ -150,3 +150,27 @@ async def test_a_run_with_injected_faults_replays_exactly() -> None:
     report = await replay_run(journal, result.run_id, oracle_agent())
     assert report.matched, report.divergence
     journal.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="replay serves tool results from the journal, but rules read the live store, which "
+    "never sees the run's own earlier writes",
+)
+async def test_a_decision_that_depends_on_an_earlier_write_replays() -> None:
+    """Known limitation: cancel an order, then cancel it again (denied: it is cancelled).
+
+    In the replay the first cancel is served from the journal, so the store still has the order
+    pending, the order-status rule lets the second cancel through to approval, and the replay
+    reports a divergence at step 2.
+    """
+    from examples.support_desk.guardrails import run_case, task_cases
+    from examples.support_desk.oracle import task_by_id
+
+    journal = Journal(":memory:")
+    case = next(c for c in task_cases(task_by_id("88")) if c.kind == "repeat_change")
+    result = await run_case(case, journal)
+    assert result.blocked and result.rule == "order-status"
+    report = await replay_run(journal, result.run_id, oracle_agent())
+    journal.close()
+    assert report.matched, report.divergence
