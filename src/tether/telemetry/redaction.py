@@ -426,6 +426,8 @@ class Redactor:
         under a key that names a credential (``password``, ``api_key``, ``Authorization``,
         ``client_secret``...) is masked whole.
         """
+        if not self.kinds:
+            return value
         t = type(value)
         if t is str:
             return self.redact_text(value)
@@ -441,24 +443,40 @@ class Redactor:
         return value
 
     def _redact_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        # the hot path of the engine (one call per event): lookups are inlined on purpose
         out: dict[Any, Any] | None = None
         check_keys = self._credential_keys
+        short = self._short
+        min_len = self._min_len
+        verdicts = _key_verdicts
         for k, v in value.items():
             tv = type(v)
             if tv is str:
-                new: Any = self.redact_text(v)
+                n = len(v)
+                if n < min_len:
+                    new: Any = v
+                elif n <= _SHORT:
+                    new = short.get(v)
+                    if new is None:
+                        new = self.redact_text(v)
+                else:
+                    new = self._scan(v)
             elif tv is int or tv is float or tv is bool or v is None:
+                if not check_keys or tv is bool or v is None:
+                    continue
                 new = v
+            elif tv is dict:
+                new = self._redact_dict(v)
+            elif tv is list:
+                new = self._redact_list(v)
             else:
                 new = self.redact(v)
-            if (
-                check_keys
-                and (tv is str or tv is int or tv is float)
-                and v != ""
-                and type(k) is str
-                and _is_credential_key(k)
-            ):
-                new = "[REDACTED:secret]"
+            if check_keys and tv is not dict and tv is not list and type(k) is str:
+                secret = verdicts.get(k)
+                if secret is None:
+                    secret = _is_credential_key(k)
+                if secret and v != "" and tv in (str, int, float):
+                    new = "[REDACTED:secret]"
             if new is not v:
                 if out is None:
                     out = dict(value)
@@ -467,11 +485,20 @@ class Redactor:
 
     def _redact_list(self, value: list[Any]) -> list[Any]:
         out: list[Any] | None = None
+        short = self._short
         for i, v in enumerate(value):
             tv = type(v)
-            if tv is int or tv is float or tv is bool or v is None:
+            new: Any
+            if tv is str:
+                new = short.get(v) if len(v) <= _SHORT else None
+                if new is None:
+                    new = self.redact_text(v)
+            elif tv is dict:
+                new = self._redact_dict(v)
+            elif tv is int or tv is float or tv is bool or v is None:
                 continue
-            new = self.redact_text(v) if tv is str else self.redact(v)
+            else:
+                new = self.redact(v)
             if new is not v:
                 if out is None:
                     out = list(value)
