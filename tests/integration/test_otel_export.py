@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from tether.errors import ModelError
 from tether.journal import Store
 from tether.journal.events import Event
 from tether.policy import Decision, Proposal, rule
-from tether.telemetry import Redactor, export_run, maybe_export, otlp_tracer_provider
+from tether.telemetry import Redactor, export_run, maybe_export, otel, otlp_tracer_provider
 
 API_KEY = "sk-proj-Zy8xW7vU6tS5rQ4pO3nM2lK1jI0hG9fE8dC7bA6_Zx5Cv4Bn3Mm2"
 EMAIL = "amelia.ito8974@example.com"
@@ -396,3 +397,20 @@ async def test_maybe_export_never_raises(
     assert maybe_export(sqlite_store, "no-such-run") == 0
     assert "could not export run no-such-run" in caplog.text
     assert os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:9"
+
+
+async def test_without_opentelemetry_installed(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id, _ = await support_run(sqlite_store)
+    for module in ("opentelemetry", "opentelemetry.sdk", "opentelemetry.sdk.trace",
+                   "opentelemetry.exporter.otlp.proto.http.trace_exporter"):  # fmt: skip
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=r"pip install 'tether\[otel\]'"):
+        export_run(sqlite_store, run_id)
+    with pytest.raises(ImportError, match=r"pip install 'tether\[otel\]'"):
+        otlp_tracer_provider()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/never-used")
+    monkeypatch.setattr(otel, "_warned", set())  # the warning is given once per process
+    assert maybe_export(sqlite_store, run_id) == 0  # a warning, not a failed run
+    assert "tether[otel]" in caplog.text
