@@ -35,6 +35,7 @@ COMMANDS: list[Callable[..., None]] = [
     replay.replay,
     replay.diff,
     replay.verify,
+    replay.export,
 ]
 for command in COMMANDS:
     app.command()(command)

@@ -132,6 +132,36 @@ def _items(items: list[Any]) -> str:
     return "\n".join(escape(short(" ".join(str(x) for x in item), 120)) for item in items) or "-"
 
 
+def export(
+    run_id: Annotated[str, typer.Argument(help="The run to export.")],
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint", envvar="OTEL_EXPORTER_OTLP_ENDPOINT", help="OTLP/HTTP collector URL."
+        ),
+    ] = None,
+    content: Annotated[
+        bool,
+        typer.Option(
+            "--content", help="Include prompts, responses and tool arguments/results (redacted)."
+        ),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Export a run as OpenTelemetry GenAI spans over OTLP/HTTP."""
+    from tether.telemetry.otel import export_run, otlp_tracer_provider
+
+    if not endpoint:
+        raise UsageError("no collector: pass --endpoint or set OTEL_EXPORTER_OTLP_ENDPOINT")
+    store = open_store(db)
+    record = store.get_run(run_id)
+    provider = otlp_tracer_provider(endpoint)
+    spans = export_run(store, record.id, tracer_provider=provider, capture_content=content or None)
+    provider.force_flush()
+    provider.shutdown()
+    console.print(f"exported {spans} spans of run {record.id} to {endpoint}")
+
+
 def verify(
     run_id: Annotated[str | None, typer.Argument(help="A run, or --all.")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Verify every run.")] = False,

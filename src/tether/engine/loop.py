@@ -635,7 +635,8 @@ async def _invoke(
     }
     limit = ctx.agent.limits.max_tool_result_chars
     if len(content) > limit:
-        digest = ctx.store.put_blob(content)
+        full = content if ctx.redact is None else ctx.redact({"c": content})["c"]
+        digest = ctx.store.put_blob(full)
         payload["full_result_blob"] = digest
         payload["full_result_chars"] = len(content)
         content = (
@@ -674,4 +675,6 @@ def _store_result(ctx: RunContext, tool: Tool, key: str, payload: dict[str, Any]
     if tool.cache_ttl == 0:
         ctx.run_cache[key] = kept
     else:
+        if ctx.redact is not None:
+            kept = ctx.redact(kept)
         ctx.store.cache_set(key, json.dumps(kept), float(tool.cache_ttl or 0), now=ctx.clock())

@@ -204,7 +204,7 @@ class Runtime:
                 agent_version=agent.version,
                 agent_ref=agent_ref,
                 status=RunStatus.RUNNING.value,
-                input=input,
+                input=state.run_input,  # as journaled: redacted
                 output=None,
                 reason=None,
                 model=chosen.name,
@@ -232,6 +232,8 @@ class Runtime:
             estimate = cost_estimator(ctx.model.name, ESTIMATED_OUTPUT_TOKENS, self.prices)
         guard = BudgetGuard(limits, estimate_cost=estimate, agent=ctx.agent.name, spend=self.store)
         await drive(ctx, guard)
+        if ctx.state.status.terminal:
+            await asyncio.to_thread(_export, self.store, ctx.state.run_id)
         return _result(ctx.state)
 
     def load_state(self, run_id: str) -> tuple[RunRecord, RunState]:
@@ -343,6 +345,7 @@ class Runtime:
             {"status": "cancelled", "reason": f"{reason} (by {by or _whoami()})", "output": None},
         )
         ctx.flush(final=True)
+        _export(self.store, record.id)
 
     # -- sync conveniences -----------------------------------------------------------------------
 
@@ -351,6 +354,18 @@ class Runtime:
 
     def resume_sync(self, run_id: str, agent: Agent | None = None, **kwargs: Any) -> RunResult:
         return asyncio.run(self.resume(run_id, agent, **kwargs))
+
+
+def _export(store: Store, run_id: str) -> None:
+    """Export a finished run as OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    if not (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        return
+    from tether.telemetry.otel import maybe_export
+
+    maybe_export(store, run_id, flush=True)
 
 
 def _default_redactor() -> Any:
