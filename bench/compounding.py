@@ -141,6 +141,7 @@ class FaultyCall:
     tool: str
     klass: str
     executed: bool = False
+    detail: str = ""
 
 
 class Classifier:
@@ -175,7 +176,9 @@ class Classifier:
             if history is None:
                 history = past_calls(request.messages)
             klass = classify(call, history, self.run_input, self.store)
-            self.faulty[call.id] = FaultyCall(call.id, str(kind), intended, klass)
+            what = {k: v for k, v in detail.items() if k != "tool"}
+            self.faulty[call.id] = FaultyCall(call.id, str(kind), intended, klass,
+                                              detail=json.dumps(what, sort_keys=True))  # fmt: skip
         return response
 
 
@@ -462,7 +465,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     teth5 = summarise(groups[("tether", HEADLINE)], k)
     injected = ", ".join(f"{n} {kind}" for kind, n in sorted(teth5.faults.items()))
     console.print(f"faults injected at {HEADLINE:.0%} (tether runs): {injected}")
+    console.print("faulty writes that executed in tether (all rates; s=schema p=policy v=valid):")
+    for t in sorted(trials, key=lambda t: (t.rate, t.system, int(t.task_id), t.trial)):
+        for f in t.faulty:
+            if f.executed and t.system.startswith("tether"):
+                console.print(f"  {t.rate:.0%} {t.system} task {t.task_id} trial {t.trial}: "
+                              f"{f.kind} {f.tool} {f.detail} [{f.klass[0]}] passed={t.passed}",
+                              markup=False)  # fmt: skip
     console.print(f"{len(trials)} trials in {elapsed:.0f} s ({args.workers} workers)")
+    if not groups[("tether", HEADLINE)]:
+        console.print(f"compounding@{HEADLINE:.0%}: not run (rates {args.rates})")
+        return 0
     console.print(
         f"compounding@{HEADLINE:.0%}: tether_pass{k}={teth5.passk:.3f} "
         f"bare_pass{k}={bare5.passk:.3f} wrong_executed={teth5.wrong_breaking}"
