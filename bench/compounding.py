@@ -465,10 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     teth5 = summarise(groups[("tether", HEADLINE)], k)
     injected = ", ".join(f"{n} {kind}" for kind, n in sorted(teth5.faults.items()))
     console.print(f"faults injected at {HEADLINE:.0%} (tether runs): {injected}")
-    console.print("faulty writes that executed in tether (all rates; s=schema p=policy v=valid):")
+    console.print("faulty writes that executed (tether: all; bare: schema- or policy-breaking; "
+                  "s=schema p=policy v=valid):")  # fmt: skip
     for t in sorted(trials, key=lambda t: (t.rate, t.system, int(t.task_id), t.trial)):
         for f in t.faulty:
-            if f.executed and t.system.startswith("tether"):
+            if f.executed and (t.system.startswith("tether") or f.klass != "valid"):
                 console.print(f"  {t.rate:.0%} {t.system} task {t.task_id} trial {t.trial}: "
                               f"{f.kind} {f.tool} {f.detail} [{f.klass[0]}] passed={t.passed}",
                               markup=False)  # fmt: skip
