@@ -1,7 +1,20 @@
-"""A run in progress: its state, its pending journal writes, and what it runs with."""
+"""A run in progress: its state, its pending journal writes, and what it runs with.
+
+Durability (group commit). Events are buffered as they are emitted and written in one transaction
+per flush. The loop flushes at once before a side-effecting call runs (its intent), right after it
+(its result), and whenever the run waits for a human or ends. Read-only work (model turns whose
+calls only read, denials, validation failures) may be lost in a crash, since resume redoes it, so
+it is grouped: at the end of such a step :meth:`RunContext.checkpoint` flushes only when
+``FLUSH_INTERVAL`` has passed since the last flush or ``FLUSH_EVENTS`` events wait; otherwise a
+timer on the event loop writes the completed steps at most ``FLUSH_INTERVAL`` later, so a run that
+sits awaiting a slow model never holds finished work back. A crash loses at most that much
+read-only work; the journal always ends at a step boundary or a flush point of a side effect.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +26,11 @@ from tether.journal.events import Event, make_event
 from tether.journal.store import Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
+
+FLUSH_INTERVAL = 0.025
+"""Seconds read-only work may wait in memory before it is written."""
+FLUSH_EVENTS = 256
+"""Buffered events that force a flush of read-only work regardless of time."""
 
 
 @dataclass(slots=True)
@@ -36,6 +54,9 @@ class RunContext:
     _row_step: int = -1
     _switch: tuple[bool, str] = (False, "")
     _switch_checked: float = -1e9
+    _flushed_at: float = field(default_factory=time.monotonic)
+    _settled: int = 0  # leading buffered events that end at a checkpoint (complete steps)
+    _timer: asyncio.TimerHandle | None = None
 
     @property
     def run_id(self) -> str:
@@ -85,6 +106,54 @@ class RunContext:
             self._row_step = s.step
         self.store.append(self.buffer, update)
         self.buffer.clear()
+        self._settled = 0
+        self._flushed_at = time.monotonic()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def checkpoint(self) -> None:
+        """The end of a step of read-only work: flush it if due, else leave it to the timer.
+
+        A run that is no longer running (waiting or finished) always flushes here.
+        """
+        if (
+            self.state.status is not RunStatus.RUNNING
+            or len(self.buffer) >= FLUSH_EVENTS
+            or time.monotonic() - self._flushed_at >= FLUSH_INTERVAL
+        ):
+            self.flush()
+            return
+        self._settled = len(self.buffer)
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop to wake us: write now
+                self.flush()
+                return
+            self._timer = loop.call_later(FLUSH_INTERVAL, self._flush_settled)
+
+    def flush_settled(self) -> None:
+        """Write the buffered complete steps (not a step in progress); the run row is left alone.
+
+        Used by the timer, and when the loop stops on an exception, so the journal keeps what the
+        run had finished and still ends at a step boundary.
+        """
+        n = self._settled
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if n == 0:
+            return
+        self.store.append(self.buffer[:n])
+        del self.buffer[:n]
+        self._settled = 0
+        self._flushed_at = time.monotonic()
+
+    def _flush_settled(self) -> None:
+        self._timer = None
+        with contextlib.suppress(Exception):  # the events stay buffered; the next flush reports it
+            self.flush_settled()
 
     def kill_switch(self, *, fresh: bool) -> tuple[bool, str]:
         """The agent's kill switch. Side-effecting calls always read it from the store; reads

@@ -1,13 +1,15 @@
 """The step loop: model → validate → policy → execute → journal → repeat.
 
 Every change of state is an event: :meth:`RunContext.emit` folds it into the state and buffers it.
-Buffered events are flushed (made durable) before any side effect, when the run waits or ends, and
-at the end of each step, so a crash loses at most the current read-only step, which resume redoes.
+Buffered events are flushed (made durable) before and after any side effect and when the run waits
+or ends; read-only steps are grouped (see :mod:`tether.engine.context`), so a crash loses at most a
+few milliseconds of read-only work, which resume redoes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -34,6 +36,18 @@ EXECUTE, EXECUTE_READ, DONE, WAIT, STOP = "execute", "read", "done", "wait", "st
 
 async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
     """Advance the run until it finishes or waits for a human."""
+    try:
+        await _drive(ctx, budget)
+    except BaseException:
+        # keep the steps the run finished (the one in progress is redone on resume, as after
+        # a crash); a failure to write is secondary to the exception already under way
+        with contextlib.suppress(Exception):
+            ctx.flush_settled()
+        raise
+    ctx.flush(final=True)
+
+
+async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
     s = ctx.state
     while s.status is RunStatus.RUNNING:
         if s.pending_calls:
@@ -53,9 +67,8 @@ async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
             break
         if not response.tool_calls:
             finish_or_retry(ctx, response)
-            ctx.flush()
+            ctx.checkpoint()
         # with tool calls, the response is flushed together with their results
-    ctx.flush(final=True)
 
 
 def build_request(ctx: RunContext) -> ModelRequest:
@@ -205,7 +218,7 @@ async def process_calls(ctx: RunContext) -> None:
                 "(invalid calls, denials or tool errors). How should it proceed?",
             },
         )
-    ctx.flush()
+    ctx.checkpoint()  # side effects were flushed as they ran; the rest is read-only work
 
 
 def _tool(ctx: RunContext, name: str) -> Tool | None:
