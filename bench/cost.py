@@ -157,8 +157,9 @@ async def run_config(
         for ev in journal.events(result.run_id):
             if ev.type == "model_response":
                 meta = ev.payload["response"].get("meta") or {}
-                hits += meta.get("cache") == "hit"
-                escalations += bool(meta.get("escalated"))
+                hit = meta.get("cache") == "hit"
+                hits += hit
+                escalations += bool(meta.get("escalated")) and not hit
         runs.append(Run(config, task_id, repeat, ok, result.cost_usd, result.input_tokens,
                         result.output_tokens, counts.get("small", 0), counts.get("large", 0),
                         hits, escalations))  # fmt: skip
