@@ -31,7 +31,7 @@ if data.available():
         task_input,
     )
 
-    from tether.messages import Message, ToolCall
+    from tether.messages import Message, ModelRequest, ToolCall
 
 
 async def test_all_114_tasks_match_through_the_runtime() -> None:
@@ -80,3 +80,45 @@ async def test_the_oracle_reproposes_after_an_error_that_is_not_a_result() -> No
                  Message("tool", "Error: Order not found", tool_call_id="x1")]  # fmt: skip
     assert steps_done(messages, steps) == 1  # an error result is a result
     assert oracle.calls == 0
+
+
+async def test_rewind_repeats_the_last_answer_unless_the_conversation_moved_on() -> None:
+    steps = [ScriptStep("get_order_details", {"order_id": "#W1"}),
+             ScriptStep("get_user_details", {"user_id": "u1"})]  # fmt: skip
+    oracle = OracleModel(steps)
+    start = ModelRequest([Message("system", "s"), Message("user", "u")])
+    first = await oracle.request(start)
+    oracle.rewind()
+    again = await oracle.request(start)
+    assert again.tool_calls[0].to_dict() == first.tool_calls[0].to_dict()
+    oracle.rewind()  # but this time the call got its result: the next step comes
+    call = first.tool_calls[0]
+    moved = ModelRequest([*start.messages, Message("assistant", tool_calls=[call]),
+                          Message("tool", "{}", tool_call_id=call.id)])  # fmt: skip
+    nxt = await oracle.request(moved)
+    assert nxt.tool_calls[0].name == "get_user_details"
+    assert oracle.rewinds == 2 and oracle.calls == 3
+
+
+async def test_a_fresh_oracle_resumes_a_run_waiting_for_approval() -> None:
+    """The oracle keeps no state a resume needs: another instance finishes the run."""
+    from examples.support_desk.oracle import ORACLE_AGENT_REF, oracle_agent
+    from examples.support_desk.oracle_direct import compare_store
+    from examples.support_desk.store import Store
+
+    from tether.engine import Runtime
+    from tether.journal import Store as Journal
+
+    journal, store = Journal(":memory:"), Store.fresh()
+    agent = oracle_agent(store)
+    task = task_by_id("0")
+    runtime = Runtime(journal, model=OracleModel.for_task("0"))
+    first = await runtime.run(agent, task_input(task), agent_ref=ORACLE_AGENT_REF)
+    assert first.status == "waiting_approval" and first.waiting_for
+    runtime.approve(first.waiting_for["approval_id"], by="test-approver")
+    later = Runtime(journal, model=OracleModel.for_task("0"))  # e.g. another process
+    done = await later.resume(first.run_id, agent)
+    assert done.status == "succeeded", done.reason
+    assert compare_store(store, data.load_expected()["0"]["changed"]) == []
+    journal.close()
+    store.close()
