@@ -104,14 +104,17 @@ def identity_from_input(run_input: Any, store: Store | None) -> str | None:
     email = _field(run_input, "customer_email") or _field(run_input, "email")
     if isinstance(email, str) and email and store is not None:
         with store.transaction(write=False) as tx:
-            return tx.user_id_by_email(email)
+            found: str | None = tx.user_id_by_email(email)
+            return found
     return None
 
 
 def identities(p: Proposal) -> list[str]:
     """Every distinct user this run has authenticated, in order."""
     found: list[str] = []
-    from_input = identity_from_input(p.run_input, store_of(p))
+    from_input = p.observe(
+        "identity/run-input", lambda: identity_from_input(p.run_input, store_of(p))
+    )
     if from_input:
         found.append(from_input)
     for call in p.history:
@@ -133,12 +136,17 @@ def _order(p: Proposal) -> Record | None:
     order_id = p.args.get("order_id")
     if store is None or not isinstance(order_id, str):
         return None
-    return store.get("orders", order_id)
+    # read through the journal, so a replay decides on the state the run saw
+    return p.observe(f"orders/{order_id}", lambda: store.get("orders", order_id))
 
 
 def _products(p: Proposal) -> domain.ProductLookup:
     store = store_of(p)
-    return lambda product_id: None if store is None else store.get("products", product_id)
+    if store is None:
+        return lambda product_id: None
+    return lambda product_id: p.observe(
+        f"products/{product_id}", lambda: store.get("products", product_id)
+    )
 
 
 # ----------------------------------------------------------------------------- rules
@@ -293,7 +301,8 @@ def payment_method(p: Proposal) -> Decision | None:
     store = store_of(p)
     if order is None or store is None:
         return None
-    user = store.get("users", str(order.get("user_id")))
+    user_id = str(order.get("user_id"))
+    user = p.observe(f"users/{user_id}", lambda: store.get("users", user_id))
     if user is None:
         return None
     problem = _payment_problem(p, order, user)

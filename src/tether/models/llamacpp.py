@@ -107,6 +107,10 @@ def _limit(schema: Any, cap: int) -> Any:
     out = {k: v if k in ("enum", "const") else _limit(v, cap) for k, v in schema.items()}
     if _is_free_string(out):
         out["maxLength"] = cap
+    elif out.get("type") == "string" and isinstance(out.get("maxLength"), int):
+        # a long declared maximum (a 4,000-character reply) unrolls into more grammar rules than
+        # llama.cpp accepts; a tighter bound still only admits documents the schema allows
+        out["maxLength"] = min(out["maxLength"], cap)
     if "items" in out and "maxItems" not in out:
         out["maxItems"] = _array_items(out)
     return out
@@ -207,9 +211,16 @@ def decision_schema(
                 "additionalProperties": False,
             }
         )
-    if len(options) == 1:
-        return options[0]
-    return {"anyOf": options}
+    # nested schemas keep "#/$defs/..." references: hoist every $defs to the root
+    defs: dict[str, Any] = {}
+    for option in options:
+        for value in option["properties"].values():
+            if isinstance(value, dict):
+                defs.update(value.pop("$defs", {}))
+    schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
+    if defs:
+        schema = {**schema, "$defs": defs}
+    return schema
 
 
 def _describe_type(schema: dict[str, Any]) -> str:

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from tether.tools import Effect
+
+T = TypeVar("T")
 
 
 class DecisionKind(StrEnum):
@@ -99,6 +101,23 @@ class Proposal:
     history: Sequence[PastCall] = ()
     deps: Any = None
     scopes: frozenset[str] = frozenset()
+    observed: dict[str, Any] = field(default_factory=dict)
+    recorded: dict[str, Any] | None = None
+
+    def observe(self, key: str, read: Callable[[], T]) -> T:
+        """Read outside state for a rule (an order's status, a balance) through the journal.
+
+        The value is journaled with the decision, and an exact replay serves it back, so a rule
+        that reads state decides the same way on replay even though the world has moved on.
+        ``key`` names what was read, including its id (``"orders/#W123"``); the value must be
+        JSON-serialisable.
+        """
+        if self.recorded is not None and key in self.recorded:
+            value: T = self.recorded[key]
+        else:
+            value = read()
+        self.observed[key] = value
+        return value
 
     def succeeded(self, tool: str) -> list[PastCall]:
         """Earlier successful calls of ``tool`` in this run."""

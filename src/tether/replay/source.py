@@ -44,6 +44,7 @@ class Recording:
     results: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
     approvals: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
     answers: deque[str] = field(default_factory=deque)
+    observed: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_input: Any = None
 
     @classmethod
@@ -66,7 +67,9 @@ class Recording:
                 ev.type == "policy_decision" and p.get("args") is not None
             ):
                 calls[p["call_id"]] = _key(p["tool"], p["args"])
-            elif ev.type == "approval_requested":
+            if ev.type == "policy_decision" and p.get("observed"):
+                rec.observed.setdefault(p["call_id"], {}).update(p["observed"])
+            if ev.type == "approval_requested":
                 approval_keys[p["call_id"]] = _key(p["tool"], p["args"])
             elif ev.type == "approval_decided" and p["call_id"] in approval_keys:
                 rec.approvals[approval_keys[p["call_id"]]].append(p)
@@ -151,6 +154,10 @@ class ReplayTools:
         self.live_reads = live_reads
         self.simulated = 0
         self.live = 0
+
+    def observations(self, call_id: str) -> dict[str, Any] | None:
+        """What the rules read of outside state when deciding this call, as recorded."""
+        return self.recording.observed.get(call_id)
 
     def tool_result(self, tool: Tool, args: dict[str, Any]) -> dict[str, Any] | None:
         recorded = self.recording.result_for(tool.name, args)
