@@ -164,6 +164,23 @@ def show(
     width = 10_000 if full else 100
     lines = timeline_lines(events, width)
     console.print("\n".join(lines), soft_wrap=True)
+    steps = step_summary(events)
+    if steps:
+        total_ms = sum(s["ms"] for s in steps)
+        console.print(
+            f"\n[bold]{len(steps)} steps[/] · {total_ms / 1000:.2f} s · "
+            f"{sum(s['in'] for s in steps)}→{sum(s['out'] for s in steps)} tokens · "
+            f"${sum(s['cost'] for s in steps):.4f}"
+        )
+        if len(steps) <= 60:
+            table = Table(show_edge=False, pad_edge=False)
+            for col in ("step", "ms", "tokens", "cost", "calls", "decisions"):
+                table.add_column(col, justify="right" if col != "calls" else "left")
+            for s in steps:
+                table.add_row(str(s["step"]), f"{s['ms']:.0f}", f"{s['in']}→{s['out']}",
+                              f"${s['cost']:.4f}", escape(", ".join(s["calls"])),
+                              " ".join(s["decisions"]))  # fmt: skip
+            console.print(table)
     if full:
         state = rebuild_state(record.id, events)
         console.print("\n[bold]conversation as the model last saw it[/]")
@@ -171,6 +188,41 @@ def show(
             console.print(f"[bold]{m.role}[/]: {escape(m.content)}")
             for c in m.tool_calls:
                 console.print(f"  → {c.name}({escape(c.arguments_text())}) [{c.id}]")
+
+
+def step_summary(events: list[Event]) -> list[dict[str, Any]]:
+    """Per step: wall time, tokens, cost, the calls made and the decisions taken."""
+    steps: dict[int, dict[str, Any]] = {}
+    for ev in events:
+        if ev.step == 0:
+            continue
+        s = steps.setdefault(
+            ev.step,
+            {
+                "step": ev.step,
+                "start": ev.ts,
+                "end": ev.ts,
+                "in": 0,
+                "out": 0,
+                "cost": 0.0,
+                "calls": [],
+                "decisions": [],
+            },
+        )
+        s["end"] = ev.ts
+        if ev.type == "model_response":
+            p = ev.payload["response"]
+            s["in"] += p.get("usage", {}).get("input_tokens", 0)
+            s["out"] += p.get("usage", {}).get("output_tokens", 0)
+            s["cost"] += p.get("cost_usd") or 0.0
+            s["calls"] += [c["name"] for c in p.get("tool_calls", [])]
+        elif ev.type == "policy_decision":
+            s["decisions"].append(ev.payload["decision"])
+        elif ev.type == "validation_failed":
+            s["decisions"].append("invalid")
+    for s in steps.values():
+        s["ms"] = (s.pop("end") - s.pop("start")) * 1000
+    return [steps[k] for k in sorted(steps)]
 
 
 def cancel(
