@@ -152,17 +152,12 @@ async def test_a_run_with_injected_faults_replays_exactly() -> None:
     journal.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replay serves tool results from the journal, but rules read the live store, which "
-    "never sees the run's own earlier writes",
-)
 async def test_a_decision_that_depends_on_an_earlier_write_replays() -> None:
-    """Known limitation: cancel an order, then cancel it again (denied: it is cancelled).
+    """Cancel an order, then cancel it again (denied: it is cancelled).
 
-    In the replay the first cancel is served from the journal, so the store still has the order
-    pending, the order-status rule lets the second cancel through to approval, and the replay
-    reports a divergence at step 2.
+    In the replay the first cancel is served from the journal, so the live store still has the
+    order pending; the order-status rule reads it through ``Proposal.observe``, so the replay
+    sees the state the run saw and decides the same way.
     """
     from examples.support_desk.guardrails import run_case, task_cases
     from examples.support_desk.oracle import task_by_id
