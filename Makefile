@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,postgres,openai,anthropic,otel,local,server,workers
 STAMP := $(VENV)/.installed-$(shell echo '$(EXTRAS)' | tr ',' '-')
 
-.PHONY: setup demo test lint typecheck bench oracle guardrails clean
+.PHONY: setup demo test lint typecheck bench bench-local oracle guardrails clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ typecheck: setup
 
 bench: setup
 	$(PY) bench/overhead.py
+	$(PY) bench/compounding.py
+	$(PY) bench/cost.py
+
+bench-local: setup
+	$(PY) bench/local_toolcalls.py
 
 oracle: setup
 	$(PY) -m examples.support_desk.oracle
