@@ -541,31 +541,10 @@ class Store:
         and the increment happen in one conditional UPDATE, so concurrent runs in any number of
         processes can never push a counter past its limit.
         """
-        c = self.t["counters"]
-        cond = [c.c.name == name, c.c.key == key, c.c.window_start == window_start]
-        with self._tx() as conn:
-            if not self.is_sqlite:
-                conn.execute(
-                    postgresql_dialect.insert(c)
-                    .values(name=name, key=key, window_start=window_start, count=0, total=0.0)
-                    .on_conflict_do_nothing()
-                )
-            else:
-                conn.execute(
-                    sqlite_dialect.insert(c)
-                    .values(name=name, key=key, window_start=window_start, count=0, total=0.0)
-                    .on_conflict_do_nothing()
-                )
-            guarded = list(cond)
-            if max_count is not None:
-                guarded.append(c.c.count + 1 <= max_count)
-            if max_total is not None:
-                guarded.append(c.c.total + amount <= max_total + 1e-9)
-            result = conn.execute(
-                c.update().where(*guarded).values(count=c.c.count + 1, total=c.c.total + amount)
-            )
-            row = conn.execute(sa.select(c.c.count, c.c.total).where(*cond)).one()
-            return bool(result.rowcount == 1), int(row[0]), float(row[1])
+        wanted = Reservation(name, key, window_start, amount, max_count, max_total)
+        refused = self.reserve_many([wanted])
+        count, total = self.counter(name, key, window_start)
+        return refused is None, count, total
 
     def reserve_many(self, wanted: Sequence[Reservation]) -> int | None:
         """Reserve several counters at once, all or nothing.
