@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,19 @@ from tether.journal.store import Store
 
 PG_URL = os.environ.get("TETHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def tether(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `tether` CLI in a child process against the store ``db``."""
+    env = {**os.environ, "TETHER_DB": str(db), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "tether.cli.app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def pg_available() -> bool:

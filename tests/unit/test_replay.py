@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import tether
 from tests.unit.test_engine import EXECUTED, make_agent
 from tether import ScriptedModel, call
 from tether.engine import Runtime
@@ -107,18 +104,6 @@ async def test_fork_reuses_the_recorded_result_of_an_identical_call(sqlite_store
     finished = [e.payload for e in sqlite_store.events(new_id) if e.type == "tool_finished"]
     assert finished[-1]["content"] == "updated" and not finished[-1].get("simulated")
     assert EXECUTED == []
-
-
-def tether(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TETHER_DB": str(db), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "tether.cli.app", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture

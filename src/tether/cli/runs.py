@@ -210,14 +210,18 @@ def step_summary(events: list[Event]) -> list[dict[str, Any]]:
             },
         )
         s["end"] = ev.ts
+        try:
+            payload = ev.payload
+        except ValueError:  # a corrupt row: the timeline above marks it
+            continue
         if ev.type == "model_response":
-            p = ev.payload["response"]
+            p = payload["response"]
             s["in"] += p.get("usage", {}).get("input_tokens", 0)
             s["out"] += p.get("usage", {}).get("output_tokens", 0)
             s["cost"] += p.get("cost_usd") or 0.0
             s["calls"] += [c["name"] for c in p.get("tool_calls", [])]
         elif ev.type == "policy_decision":
-            s["decisions"].append(ev.payload["decision"])
+            s["decisions"].append(payload["decision"])
         elif ev.type == "validation_failed":
             s["decisions"].append("invalid")
     for s in steps.values():
