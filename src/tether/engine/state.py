@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from tether.journal.events import Event, EventType
-from tether.messages import Message, ModelResponse, ToolCall
+from tether.journal.events import Event, EventType, fast_encoder
+from tether.messages import Message, ToolCall
 from tether.policy.rules import PastCall
+
+# how a call's arguments enter its repeat key: json.dumps(args, sort_keys=True, default=str)
+_repeat_key = fast_encoder(json.JSONEncoder(sort_keys=True, default=str))
 
 
 class RunStatus(StrEnum):
@@ -140,12 +143,15 @@ def _model_request(s: RunState, ev: Event, p: dict[str, Any]) -> None:
 
 
 def _model_response(s: RunState, ev: Event, p: dict[str, Any]) -> None:
-    response = ModelResponse.from_dict(p["response"])
-    s.input_tokens += response.usage.input_tokens
-    s.output_tokens += response.usage.output_tokens
-    s.cost_usd += response.cost_usd or 0.0
-    s.messages.append(response.as_message())
-    s.calls = [CallProgress(c) for c in response.tool_calls]
+    # what ModelResponse.from_dict(...).as_message() gives, without the intermediate response
+    r = p["response"]
+    usage = r.get("usage") or {}
+    s.input_tokens += int(usage.get("input_tokens", 0))
+    s.output_tokens += int(usage.get("output_tokens", 0))
+    s.cost_usd += r.get("cost_usd") or 0.0
+    calls = [ToolCall.from_dict(c) for c in r.get("tool_calls") or ()]
+    s.messages.append(Message("assistant", r.get("text") or "", calls))
+    s.calls = [CallProgress(c) for c in calls]
 
 
 def _validation_failed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
@@ -161,7 +167,7 @@ def _tool_proposed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     c = s.call(p["call_id"])
     c.tool = p["tool"]
     c.args = p["args"]
-    key = p["tool"] + json.dumps(p["args"], sort_keys=True, default=str)
+    key = p["tool"] + _repeat_key(p["args"])
     c.repeat_key = key
     s.call_counts[key] = s.call_counts.get(key, 0) + 1
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 GENESIS = "0" * 64
 
@@ -38,9 +38,12 @@ class EventType(StrEnum):
     RUN_FINISHED = "run_finished"
 
 
-@dataclass(slots=True, frozen=True)
-class Event:
-    """One journal record. ``payload_json`` is the exact stored text the hash covers."""
+class Event(NamedTuple):
+    """One journal record. ``payload_json`` is the exact stored text the hash covers.
+
+    Immutable (a named tuple: the engine makes several per step, and tuples are the cheapest
+    immutable records to build).
+    """
 
     run_id: str
     seq: int
@@ -69,11 +72,45 @@ class Event:
         }
 
 
+def fast_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with the C encoder set up once instead of on every call.
+
+    The output is the same; only the circular-reference check is left out (a journal payload is
+    a tree of JSON data; a cycle still fails, with RecursionError instead of ValueError).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or encoder.indent is not None:
+        return encoder.encode
+    quote = (
+        json.encoder.encode_basestring_ascii
+        if encoder.ensure_ascii
+        else json.encoder.encode_basestring
+    )
+    run = make(
+        None,
+        encoder.default,
+        quote,
+        None,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(run(value, 0))
+
+    return encode
+
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_encode = fast_encoder(_ENCODER)
 
 
 def encode_payload(payload: dict[str, Any]) -> str:
-    return _ENCODER.encode(payload)
+    return _encode(payload)
 
 
 def event_hash(
@@ -86,7 +123,7 @@ def event_hash(
 def make_event(
     run_id: str, seq: int, type_: str, step: int, ts: float, payload: dict[str, Any], prev: str
 ) -> Event:
-    text = encode_payload(payload)
+    text = _encode(payload)
     return Event(
         run_id, seq, type_, step, ts, text, prev, event_hash(prev, seq, type_, step, ts, text)
     )
