@@ -14,6 +14,7 @@ part of the schema.
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Tool:
     cache_ttl: float | None = None
     scopes: tuple[str, ...] = ()
     _schema: dict[str, Any] | None = field(default=None, repr=False)
+    _fields: tuple[str, ...] | None = field(default=None, repr=False)
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -95,7 +97,12 @@ class Tool:
 
     async def invoke(self, ctx: ToolContext, args: pydantic.BaseModel) -> Any:
         """Call the function with validated arguments (sync functions run inline)."""
-        kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+        names = self._fields
+        if names is None or type(args) is not self.args_model:
+            names = tuple(type(args).model_fields)
+            if type(args) is self.args_model:
+                self._fields = names
+        kwargs = {name: getattr(args, name) for name in names}
         result = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
         if self.is_async:
             result = await result
@@ -106,13 +113,29 @@ class Tool:
         return self.fn(*args, **kwargs)
 
 
+def _result_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(",", ":"), default=str)`` with the C encoder set up once
+    (the value comes from ``to_jsonable_python``, a tree without cycles)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(separators=(",", ":"), default=str).encode
+    run = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(run(value, 0))
+
+    return encode
+
+
+_encode_result = _result_encoder()
+
+
 def result_to_text(result: Any) -> str:
     """Render a tool result as the text a model sees."""
     if isinstance(result, str):
         return result
-    import json
-
-    return json.dumps(to_jsonable_python(result), separators=(",", ":"), default=str)
+    return _encode_result(to_jsonable_python(result))
 
 
 def _build_tool(

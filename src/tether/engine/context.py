@@ -26,11 +26,14 @@ from tether.journal.events import Event, make_event
 from tether.journal.store import Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
+from tether.tools import Tool
 
 FLUSH_INTERVAL = 0.025
 """Seconds read-only work may wait in memory before it is written."""
 FLUSH_EVENTS = 256
 """Buffered events that force a flush of read-only work regardless of time."""
+
+_UNSET: Any = object()
 
 
 @dataclass(slots=True)
@@ -48,6 +51,8 @@ class RunContext:
     simulate_side_effects: bool = False
     on_event: Callable[[Event], None] | None = None
     tool_specs: list[dict[str, Any]] | None = None
+    tools_by_name: dict[str, Tool] | None = None
+    response_schema: Any = _UNSET  # the agent's output schema, built on first use
     redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     replay: Any = None  # a ReplaySource when replaying or forking (tether.replay)
     run_cache: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -20,7 +20,7 @@ import pydantic
 
 from tether.builtins import ask_human
 from tether.engine.budget import BudgetGuard
-from tether.engine.context import RunContext
+from tether.engine.context import _UNSET, RunContext
 from tether.engine.state import CallProgress, RunStatus
 from tether.errors import ModelError
 from tether.journal.events import EventType as E
@@ -72,10 +72,12 @@ async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
 
 
 def build_request(ctx: RunContext) -> ModelRequest:
+    if ctx.response_schema is _UNSET:
+        ctx.response_schema = ctx.agent.output_schema()
     return ModelRequest(
         messages=list(ctx.state.messages),
         tools=_tool_specs(ctx),
-        response_schema=ctx.agent.output_schema(),
+        response_schema=ctx.response_schema,
     )
 
 
@@ -193,7 +195,7 @@ async def process_calls(ctx: RunContext) -> None:
     s = ctx.state
     batch: list[CallProgress] = []
     for progress in list(s.pending_calls):
-        outcome = await prepare(ctx, progress)
+        outcome = prepare(ctx, progress)
         if outcome == EXECUTE_READ:
             batch.append(progress)
             continue
@@ -222,11 +224,17 @@ async def process_calls(ctx: RunContext) -> None:
 
 
 def _tool(ctx: RunContext, name: str) -> Tool | None:
-    return ctx.agent.tool(name)
+    table = ctx.tools_by_name
+    if table is None:
+        table = ctx.tools_by_name = {}
+        for t in ctx.agent.tools:
+            table.setdefault(t.name, t)
+    return table.get(name)
 
 
 def _proposal(ctx: RunContext, progress: CallProgress, tool: Tool) -> Proposal:
     s = ctx.state
+    recorded = None if ctx.replay is None else ctx.replay.observations(progress.call.id)
     return Proposal(
         tool=tool.name,
         effect=tool.effect,
@@ -236,10 +244,11 @@ def _proposal(ctx: RunContext, progress: CallProgress, tool: Tool) -> Proposal:
         run_input=s.run_input,
         history=s.history,
         deps=ctx.deps,
+        recorded=recorded,
     )
 
 
-async def prepare(ctx: RunContext, progress: CallProgress) -> str:
+def prepare(ctx: RunContext, progress: CallProgress) -> str:
     """Bring one call up to the point of execution; return what to do next."""
     call = progress.call
     if progress.tool is None:
@@ -268,11 +277,13 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
         progress.validated = validated
     tool = _tool(ctx, progress.tool or "")
     assert tool is not None and progress.args is not None
+    proposal: Proposal | None = None
     if progress.decision is None:
         loop = _loop_check(ctx, progress)
         if loop is not None:
             return loop
-        verdict = ctx.policy.decide(ctx.agent, _proposal(ctx, progress, tool))
+        proposal = _proposal(ctx, progress, tool)
+        verdict = ctx.policy.decide(ctx.agent, proposal)
         d = verdict.decision
         ctx.emit(
             E.POLICY_DECISION,
@@ -282,6 +293,7 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
                 "decision": verdict.kind,
                 "reason": d.reason,
                 "rule": d.rule,
+                **({"observed": proposal.observed} if proposal.observed else {}),
             },
         )
         if verdict.kind == "deny":
@@ -314,7 +326,10 @@ async def prepare(ctx: RunContext, progress: CallProgress) -> str:
             {"kind": "ask", "question": progress.args["question"], "call_id": call.id},
         )
         return WAIT
-    limited = ctx.policy.reserve_limits(ctx.agent, _proposal(ctx, progress, tool))
+    # the proposal the policy decided on, unless this call was decided before (a resume)
+    if proposal is None:
+        proposal = _proposal(ctx, progress, tool)
+    limited = ctx.policy.reserve_limits(ctx.agent, proposal)
     if limited is not None:
         ctx.emit(
             E.POLICY_DECISION,
@@ -497,7 +512,8 @@ def _recheck_edited(
             ctx, progress, f"edited arguments are invalid: {_short_validation_error(exc)}"
         )
     progress.args = validated
-    verdict = ctx.policy.decide(ctx.agent, _proposal(ctx, progress, tool))
+    proposal = _proposal(ctx, progress, tool)
+    verdict = ctx.policy.decide(ctx.agent, proposal)
     d = verdict.decision
     kind = verdict.kind
     if kind == "approve":  # the human has just approved these exact arguments
@@ -512,6 +528,7 @@ def _recheck_edited(
             "rule": d.rule,
             "args": validated,
             "recheck": True,
+            **({"observed": proposal.observed} if proposal.observed else {}),
         },
     )
     if kind == "deny":
@@ -663,12 +680,25 @@ async def _invoke(
         and not isinstance(result, str)
         and len(content) <= RESULT_INLINE_LIMIT
     ):
-        payload["result"] = json.loads(content) if content[:1] in ("[", "{") else content
+        payload["result"] = _parse_json(content) if content[:1] in ("[", "{") else content
     elif ok and isinstance(result, str):
         payload["result"] = content
     if cache_key is not None and ok:
         _store_result(ctx, tool, cache_key, payload)
     return payload
+
+
+_scan_json: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads(text)`` for compact JSON text, without its layers of Python around the
+    scanner (errors and unusual text go through ``json.loads`` itself)."""
+    try:
+        value, end = _scan_json(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 def _cached_result(
