@@ -242,30 +242,22 @@ class Store:
         row = record.to_dict()
         row["input"] = json.dumps(record.input, default=str)
         row["output"] = None if record.output is None else json.dumps(record.output, default=str)
-        with self._tx() as conn:
-            conn.execute(self.t["runs"].insert().values(**row))
-            if events:
-                conn.execute(
-                    self.t["events"].insert(),
-                    [
-                        {
-                            "run_id": e.run_id,
-                            "seq": e.seq,
-                            "type": e.type,
-                            "step": e.step,
-                            "ts": e.ts,
-                            "payload": e.payload_json,
-                            "prev_hash": e.prev_hash,
-                            "hash": e.hash,
-                        }
-                        for e in events
-                    ],
-                )
+        self._write(events, new_run=row)
 
     def append(self, events: Sequence[Event], run_update: dict[str, Any] | None = None) -> None:
         """Write events (and optionally update the run's row) in one transaction."""
         if not events and not run_update:
             return
+        self._write(events, run_update=run_update)
+
+    def _write(
+        self,
+        events: Sequence[Event],
+        *,
+        new_run: dict[str, Any] | None = None,
+        run_update: dict[str, Any] | None = None,
+    ) -> None:
+        """The journal's write path: one short transaction straight on the DBAPI connection."""
         ph = self._ph
         rows = [
             (e.run_id, e.seq, e.type, e.step, e.ts, e.payload_json, e.prev_hash, e.hash)
@@ -277,6 +269,12 @@ class Store:
             try:
                 if self.is_sqlite:
                     cur.execute("BEGIN IMMEDIATE")
+                if new_run is not None:
+                    cur.execute(
+                        f"INSERT INTO runs ({','.join(_RUN_COLUMNS)})"
+                        f" VALUES ({','.join([ph] * len(_RUN_COLUMNS))})",
+                        [new_run[c] for c in _RUN_COLUMNS],
+                    )
                 if rows:
                     cur.executemany(
                         "INSERT INTO events (run_id, seq, type, step, ts, payload, prev_hash, hash)"
@@ -300,7 +298,10 @@ class Store:
                     raw.rollback() if not self.is_sqlite else cur.execute("ROLLBACK")
                 except Exception:
                     self._raw = None
-                if "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc):
+                unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
+                if unique and new_run is not None and "runs" in str(exc):
+                    raise JournalError(f"run {new_run['id']} already exists") from exc
+                if unique:
                     raise JournalError(
                         f"run {rows[0][0] if rows else '?'}: another process appended to this "
                         "run's journal at the same time; stop one of them"
