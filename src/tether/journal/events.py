@@ -1,8 +1,9 @@
 """Journal events: append-only, typed, hash-chained.
 
-Each event carries the hash of the one before it in the same run, so editing, dropping or
+Each event's hash covers the hash of the one before it in the same run, so editing, dropping or
 reordering any stored event breaks the chain at that point (see :func:`verify_chain`).
 The hash covers exactly the stored text of the payload, so verification needs no canonical form.
+The store keeps only each event's own hash: the previous one is the hash of the row before.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def event_hash(
 def make_event(
     run_id: str, seq: int, type_: str, step: int, ts: float, payload: dict[str, Any], prev: str
 ) -> Event:
+    if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
+        type_ = str(type_)
     text = _encode(payload)
     return Event(
         run_id, seq, type_, step, ts, text, prev, event_hash(prev, seq, type_, step, ts, text)

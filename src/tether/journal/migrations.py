@@ -47,7 +47,7 @@ def _m001_core(conn: sa.Connection) -> None:
         sa.Column("step", sa.Integer, nullable=False),
         sa.Column("ts", sa.Float, nullable=False),
         sa.Column("payload", sa.Text, nullable=False),
-        sa.Column("prev_hash", sa.String(64), nullable=False),
+        # the previous event's hash is not stored: it is the hash of the row before (seq - 1)
         sa.Column("hash", sa.String(64), nullable=False),
         sqlite_with_rowid=False,  # one B-tree clustered by (run_id, seq): one page per append
     )

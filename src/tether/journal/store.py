@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,12 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tether.errors import JournalCorrupted, JournalError, NotFound, UsageError
-from tether.journal.events import Event
+from tether.journal.events import GENESIS, Event
 from tether.journal.migrations import migrate
 
 DEFAULT_DB = "tether.db"
+_INSERT_EVENTS = "INSERT INTO events (run_id, seq, type, step, ts, payload, hash) VALUES "
+_INSERT_GROUP = 32
 
 
 def normalise_url(url: str | None) -> str:
@@ -259,10 +262,8 @@ class Store:
     ) -> None:
         """The journal's write path: one short transaction straight on the DBAPI connection."""
         ph = self._ph
-        rows = [
-            (e.run_id, e.seq, e.type, e.step, e.ts, e.payload_json, e.prev_hash, e.hash)
-            for e in events
-        ]
+        # the previous hash is not stored: the row before holds it (see events())
+        rows = [(e.run_id, e.seq, e.type, e.step, e.ts, e.payload_json, e.hash) for e in events]
         with self._lock:
             raw = self._raw_conn()
             cur = raw.cursor()
@@ -276,11 +277,16 @@ class Store:
                         [new_run[c] for c in _RUN_COLUMNS],
                     )
                 if rows:
-                    cur.executemany(
-                        "INSERT INTO events (run_id, seq, type, step, ts, payload, prev_hash, hash)"
-                        f" VALUES ({ph},{ph},{ph},{ph},{ph},{ph},{ph},{ph})",
-                        rows,
-                    )
+                    # whole groups of rows as one multi-row INSERT (one statement step instead
+                    # of one per row), the rest one by one
+                    n = len(rows)
+                    grouped = n - n % _INSERT_GROUP
+                    if grouped:
+                        sql = _INSERT_EVENTS + ",".join([f"({','.join([ph] * 7)})"] * _INSERT_GROUP)
+                        for k in range(0, grouped, _INSERT_GROUP):
+                            cur.execute(sql, list(chain.from_iterable(rows[k : k + _INSERT_GROUP])))
+                    if grouped < n:
+                        cur.executemany(f"{_INSERT_EVENTS}({','.join([ph] * 7)})", rows[grouped:])
                 if run_update:
                     cols = sorted(run_update)
                     values = [
@@ -320,26 +326,33 @@ class Store:
             )
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
-        """All events of a run, in order. Rows that cannot be decoded raise JournalCorrupted."""
+        """All events of a run, in order. Rows that cannot be decoded raise JournalCorrupted.
+
+        Each event's ``prev_hash`` is the stored hash of the row before it (``GENESIS`` before
+        the first): the chain is checked by recomputing every hash over it (verify_chain).
+        """
         ev = self.t["events"]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(ev).where(ev.c.run_id == run_id, ev.c.seq > after_seq).order_by(ev.c.seq)
+                sa.select(
+                    ev.c.run_id, ev.c.seq, ev.c.type, ev.c.step, ev.c.ts, ev.c.payload, ev.c.hash
+                )
+                .where(ev.c.run_id == run_id, ev.c.seq > after_seq)
+                .order_by(ev.c.seq)
             ).all()
+            prev = GENESIS
+            if after_seq > 0:
+                before = conn.execute(
+                    sa.select(ev.c.hash).where(ev.c.run_id == run_id, ev.c.seq == after_seq)
+                ).first()
+                prev = "" if before is None else str(before[0])
         out: list[Event] = []
         for r in rows:
+            digest = str(r[6])
             out.append(
-                Event(
-                    r.run_id,
-                    int(r.seq),
-                    str(r.type),
-                    int(r.step),
-                    float(r.ts),
-                    str(r.payload),
-                    str(r.prev_hash),
-                    str(r.hash),
-                )
+                Event(r[0], int(r[1]), str(r[2]), int(r[3]), float(r[4]), str(r[5]), prev, digest)
             )
+            prev = digest
         return out
 
     def count_events(self, run_id: str) -> int:
