@@ -57,6 +57,7 @@ class RunContext:
     replay: Any = None  # a ReplaySource when replaying or forking (tether.replay)
     run_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _row_step: int = -1
+    _row_seq: int = -1  # the event the run row was last brought up to
     _switch: tuple[bool, str] = (False, "")
     _switch_checked: float = -1e9
     _flushed_at: float = field(default_factory=time.monotonic)
@@ -94,6 +95,8 @@ class RunContext:
     def flush(self, *, final: bool = False) -> None:
         """Make buffered events durable; also refresh the run row on state changes."""
         s = self.state
+        if not self.buffer and self._row_seq == s.last_seq:
+            return  # nothing happened since the run row was last written
         update: dict[str, Any] | None = None
         if final or s.status is not RunStatus.RUNNING or self._row_stale():
             update = {
@@ -109,6 +112,7 @@ class RunContext:
             if not self.buffer:
                 update["id"] = s.run_id
             self._row_step = s.step
+            self._row_seq = s.last_seq
         self.store.append(self.buffer, update)
         self.buffer.clear()
         self._settled = 0
