@@ -78,30 +78,42 @@ def fast_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
 
     The output is the same; only the circular-reference check is left out (a journal payload is
     a tree of JSON data; a cycle still fails, with RecursionError instead of ValueError).
+
+    Without ``ensure_ascii``, text is first encoded the ASCII way, which CPython does about twice
+    as fast: when that escaped nothing with ``\\u`` (the text was printable ASCII), both ways
+    give the same characters; otherwise it is encoded again the requested way.
     """
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None or encoder.indent is not None:
         return encoder.encode
-    quote = (
-        json.encoder.encode_basestring_ascii
-        if encoder.ensure_ascii
-        else json.encoder.encode_basestring
-    )
-    run = make(
-        None,
-        encoder.default,
-        quote,
-        None,
-        encoder.key_separator,
-        encoder.item_separator,
-        encoder.sort_keys,
-        encoder.skipkeys,
-        encoder.allow_nan,
-    )
+
+    def build(quote: Callable[[str], str]) -> Callable[[Any, int], Any]:
+        run: Callable[[Any, int], Any] = make(
+            None,
+            encoder.default,
+            quote,
+            None,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+        return run
+
+    ascii_run = build(json.encoder.encode_basestring_ascii)
     join = "".join
+    if encoder.ensure_ascii:
+
+        def encode_ascii(value: Any) -> str:
+            return join(ascii_run(value, 0))
+
+        return encode_ascii
+    unicode_run = build(json.encoder.encode_basestring)
 
     def encode(value: Any) -> str:
-        return join(run(value, 0))
+        text = join(ascii_run(value, 0))
+        return text if "\\u" not in text else join(unicode_run(value, 0))
 
     return encode
 
