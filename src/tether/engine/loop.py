@@ -33,6 +33,16 @@ RESULT_INLINE_LIMIT = 8_000
 
 EXECUTE, EXECUTE_READ, DONE, WAIT, STOP = "execute", "read", "done", "wait", "stop"
 
+_EFFECT_TEXT = {e: e.value for e in Effect}
+
+
+def _elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a perf_counter reading), to the microsecond.
+
+    Rounded through an integer: ``round(x, 3)`` converts to decimal digits, at several times the
+    cost."""
+    return round((time.perf_counter() - started) * 1e6) / 1000
+
 
 async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
     """Advance the run until it finishes or waits for a human."""
@@ -112,7 +122,7 @@ async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | 
         return None
     if not response.model:
         response.model = ctx.model.name
-    ms = round((time.perf_counter() - started) * 1000, 3)
+    ms = _elapsed_ms(started)
     ctx.emit(E.MODEL_RESPONSE, {"response": response.to_dict(), "duration_ms": ms})
     return response
 
@@ -194,7 +204,7 @@ async def process_calls(ctx: RunContext) -> None:
     """
     s = ctx.state
     batch: list[CallProgress] = []
-    for progress in list(s.pending_calls):
+    for progress in s.pending_calls:  # a new list: the state changes as calls proceed
         outcome = prepare(ctx, progress)
         if outcome == EXECUTE_READ:
             batch.append(progress)
@@ -270,7 +280,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
             {
                 "call_id": call.id,
                 "tool": tool.name,
-                "effect": tool.effect.value,
+                "effect": _EFFECT_TEXT[tool.effect],
                 "args": validated.model_dump(mode="json"),
             },
         )
@@ -285,20 +295,21 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         proposal = _proposal(ctx, progress, tool)
         verdict = ctx.policy.decide(ctx.agent, proposal)
         d = verdict.decision
+        kind = verdict.kind
         ctx.emit(
             E.POLICY_DECISION,
             {
                 "call_id": call.id,
                 "tool": tool.name,
-                "decision": verdict.kind,
+                "decision": kind,
                 "reason": d.reason,
                 "rule": d.rule,
                 **({"observed": proposal.observed} if proposal.observed else {}),
             },
         )
-        if verdict.kind == "deny":
+        if kind == "deny":
             return DONE
-        if verdict.kind == "escalate":
+        if kind == "escalate":
             ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": call.id})
             return STOP
     if progress.decision == "approve" and not progress.approved:
@@ -661,7 +672,7 @@ async def _invoke(
     payload: dict[str, Any] = {
         "call_id": progress.call.id,
         "ok": ok,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "duration_ms": _elapsed_ms(started),
     }
     limit = ctx.agent.limits.max_tool_result_chars
     if len(content) > limit:

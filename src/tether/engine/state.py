@@ -222,7 +222,16 @@ def _tool_finished(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     else:
         s.consecutive_failures += 1
     s.history.append(PastCall(c.tool or "", c.args or {}, ok, p.get("result")))
-    s._tool_message(c.call.id, c.tool or "", content if ok else f"Error: {content}")
+    # as _tool_message, with the call already in hand
+    s.messages.append(
+        Message(
+            "tool",
+            content if ok else f"Error: {content}",
+            tool_call_id=c.call.id,
+            name=c.tool or "",
+        )
+    )
+    c.done = True
 
 
 def _feedback(s: RunState, ev: Event, p: dict[str, Any]) -> None:
