@@ -30,8 +30,9 @@ from tether.tools import Tool
 
 FLUSH_INTERVAL = 0.025
 """Seconds read-only work may wait in memory before it is written."""
-FLUSH_EVENTS = 256
-"""Buffered events that force a flush of read-only work regardless of time."""
+FLUSH_EVENTS = 1024
+"""Buffered events that force a flush of read-only work regardless of time (this bounds the
+memory held and the size of one transaction: about half a megabyte, a few milliseconds)."""
 
 _UNSET: Any = object()
 
