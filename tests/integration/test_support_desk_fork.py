@@ -6,6 +6,7 @@ from pathlib import Path
 
 from examples.support_desk.oracle import oracle_agent, run_task
 from examples.support_desk.store import Store as DeskStore
+
 from tether import ScriptedModel, call
 from tether.journal import Store as Journal
 from tether.replay import diff_runs, fork_run
