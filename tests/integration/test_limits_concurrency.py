@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import ROOT
 from tests.integration.limits_agent import AGENT_NAME
 from tether import Agent, ScriptedModel, call, tool
