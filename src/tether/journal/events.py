@@ -118,6 +118,8 @@ def fast_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
     return encode
 
 
+_new_event = tuple.__new__  # Event(...) without the generated __new__ in between
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 _encode = fast_encoder(_ENCODER)
 
@@ -139,9 +141,8 @@ def make_event(
     if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
         type_ = str(type_)
     text = _encode(payload)
-    return Event(
-        run_id, seq, type_, step, ts, text, prev, event_hash(prev, seq, type_, step, ts, text)
-    )
+    digest = event_hash(prev, seq, type_, step, ts, text)
+    return _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
 
 
 @dataclass(slots=True, frozen=True)
