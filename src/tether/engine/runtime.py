@@ -232,7 +232,7 @@ class Runtime:
             estimate = cost_estimator(ctx.model.name, ESTIMATED_OUTPUT_TOKENS, self.prices)
         guard = BudgetGuard(limits, estimate_cost=estimate, agent=ctx.agent.name, spend=self.store)
         await drive(ctx, guard)
-        if ctx.state.status.terminal:
+        if ctx.state.status.terminal and _exporting():
             await asyncio.to_thread(_export, self.store, ctx.state.run_id)
         return _result(ctx.state)
 
@@ -356,12 +356,16 @@ class Runtime:
         return asyncio.run(self.resume(run_id, agent, **kwargs))
 
 
-def _export(store: Store, run_id: str) -> None:
-    """Export a finished run as OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    if not (
+def _exporting() -> bool:
+    return bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    ):
+    )
+
+
+def _export(store: Store, run_id: str) -> None:
+    """Export a finished run as OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    if not _exporting():
         return
     from tether.telemetry.otel import maybe_export
 
