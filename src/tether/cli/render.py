@@ -6,8 +6,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from rich.markup import escape
-
 from tether.journal.events import Event
 
 STATUS_STYLE = {
@@ -116,20 +114,31 @@ def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
     return short(p, width)
 
 
-def timeline_lines(events: list[Event], width: int = 100) -> list[str]:
-    """Rich-markup lines: seq, step, elapsed, type, summary."""
+_ANSI = {"blue": "34", "cyan": "36", "magenta": "35", "green": "32", "red": "31",
+         "yellow": "33", "bold": "1"}  # fmt: skip
+
+
+def timeline_block(events: list[Event], width: int = 100, *, color: bool = False) -> str:
+    """The timeline as one block of text, colored with plain ANSI codes when asked.
+
+    Written straight to the terminal rather than through Rich's renderer, so a run of 10,000
+    events shows in a fraction of a second.
+    """
     if not events:
-        return []
+        return ""
     t0 = events[0].ts
-    lines = []
+    out = []
     for ev in events:
         try:
-            p = ev.payload
-            text = escape(summarise(ev, p, width))
+            summary = summarise(ev, ev.payload, width)
+            bad = False
         except (ValueError, KeyError, TypeError) as exc:
-            text = f"[red]cannot decode: {escape(str(exc))}[/]"
-        style = TYPE_STYLE.get(ev.type, "white")
-        lines.append(
-            f"{ev.seq:>5} {ev.step:>4} {ev.ts - t0:>9.3f}s [{style}]{ev.type:<18}[/] {text}"
-        )
-    return lines
+            summary, bad = f"cannot decode: {exc}", True
+        kind = f"{ev.type:<18}"
+        code = _ANSI.get(TYPE_STYLE.get(ev.type, ""))
+        if color and code:
+            kind = f"\x1b[{code}m{kind}\x1b[0m"
+        if color and bad:
+            summary = f"\x1b[31m{summary}\x1b[0m"
+        out.append(f"{ev.seq:>5} {ev.step:>4} {ev.ts - t0:>9.3f}s {kind} {summary}")
+    return "\n".join(out) + "\n"

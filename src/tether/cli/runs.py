@@ -21,7 +21,7 @@ from tether.cli.common import (
     open_store,
     print_json,
 )
-from tether.cli.render import short, status_text, summarise, timeline_lines, when
+from tether.cli.render import short, status_text, summarise, timeline_block, when
 from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
 from tether.errors import UsageError
 from tether.journal.events import Event
@@ -162,8 +162,9 @@ def show(
     if record.reason:
         console.print(f"reason: {escape(record.reason)}")
     width = 10_000 if full else 100
-    lines = timeline_lines(events, width)
-    console.print("\n".join(lines), soft_wrap=True)
+    color = console.is_terminal and not console.no_color
+    console.file.write(timeline_block(events, width, color=color))
+    console.file.flush()
     steps = step_summary(events)
     if steps:
         total_ms = sum(s["ms"] for s in steps)
