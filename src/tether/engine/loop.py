@@ -26,7 +26,7 @@ from tether.errors import ModelError
 from tether.journal.events import EventType as E
 from tether.journal.store import ApprovalRecord, args_hash
 from tether.messages import ModelRequest, ModelResponse
-from tether.policy.rules import Proposal
+from tether.policy.rules import Decision, Proposal
 from tether.tools import Effect, Tool, ToolContext, ToolError, result_to_text
 
 RESULT_INLINE_LIMIT = 8_000
@@ -294,24 +294,9 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
             return loop
         proposal = _proposal(ctx, progress, tool)
         verdict = ctx.policy.decide(ctx.agent, proposal)
-        d = verdict.decision
-        kind = verdict.kind
-        ctx.emit(
-            E.POLICY_DECISION,
-            {
-                "call_id": call.id,
-                "tool": tool.name,
-                "decision": kind,
-                "reason": d.reason,
-                "rule": d.rule,
-                **({"observed": proposal.observed} if proposal.observed else {}),
-            },
-        )
-        if kind == "deny":
-            return DONE
-        if kind == "escalate":
-            ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": call.id})
-            return STOP
+        settled = _journal_decision(ctx, progress, tool, proposal, verdict.kind, verdict.decision)
+        if settled is not None:
+            return settled
     if progress.decision == "approve" and not progress.approved:
         gate = _approval_gate(ctx, progress, tool)
         if gate not in (EXECUTE, EXECUTE_READ):
@@ -359,6 +344,35 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
             return STOP
         return DONE
     return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
+
+
+def _journal_decision(
+    ctx: RunContext,
+    progress: CallProgress,
+    tool: Tool,
+    proposal: Proposal,
+    kind: str,
+    d: Decision,
+    extra: dict[str, Any] | None = None,
+) -> str | None:
+    """Journal a policy decision (with what its rules read); DONE/STOP when it settles the call."""
+    payload: dict[str, Any] = {
+        "call_id": progress.call.id,
+        "tool": tool.name,
+        "decision": kind,
+        "reason": d.reason,
+        "rule": d.rule,
+        **(extra or {}),
+    }
+    if proposal.observed:
+        payload["observed"] = proposal.observed
+    ctx.emit(E.POLICY_DECISION, payload)
+    if kind == "deny":
+        return DONE
+    if kind == "escalate":
+        ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": progress.call.id})
+        return STOP
+    return None
 
 
 def _invalid(ctx: RunContext, progress: CallProgress, error: str) -> str:
@@ -515,7 +529,6 @@ def _recheck_edited(
     ctx: RunContext, progress: CallProgress, tool: Tool, edited: dict[str, Any]
 ) -> str:
     """Edited arguments are validated and checked by policy again (a human can't bypass rules)."""
-    call = progress.call
     try:
         validated = tool.validate(edited).model_dump(mode="json")
     except pydantic.ValidationError as exc:
@@ -525,28 +538,14 @@ def _recheck_edited(
     progress.args = validated
     proposal = _proposal(ctx, progress, tool)
     verdict = ctx.policy.decide(ctx.agent, proposal)
-    d = verdict.decision
     kind = verdict.kind
     if kind == "approve":  # the human has just approved these exact arguments
         kind = "allow"
-    ctx.emit(
-        E.POLICY_DECISION,
-        {
-            "call_id": call.id,
-            "tool": tool.name,
-            "decision": kind,
-            "reason": d.reason,
-            "rule": d.rule,
-            "args": validated,
-            "recheck": True,
-            **({"observed": proposal.observed} if proposal.observed else {}),
-        },
+    settled = _journal_decision(
+        ctx, progress, tool, proposal, kind, verdict.decision, {"args": validated, "recheck": True}
     )
-    if kind == "deny":
-        return DONE
-    if kind == "escalate":
-        ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": call.id})
-        return STOP
+    if settled is not None:
+        return settled
     progress.approved = True
     if kind == "shadow":
         return _shadow(ctx, progress)
