@@ -437,6 +437,16 @@ def _loop_check(ctx: RunContext, progress: CallProgress) -> str | None:
     return DONE
 
 
+def _approval_requested(record: ApprovalRecord) -> dict[str, Any]:
+    return {
+        "approval_id": record.id,
+        "call_id": record.call_id,
+        "tool": record.tool,
+        "args": record.args,
+        "args_hash": record.args_hash,
+    }
+
+
 def _approval_gate(ctx: RunContext, progress: CallProgress, tool: Tool) -> str:
     s = ctx.state
     call = progress.call
@@ -464,31 +474,12 @@ def _approval_gate(ctx: RunContext, progress: CallProgress, tool: Tool) -> str:
                 created_at=ctx.clock(),
             )
         )
-        ctx.emit(
-            E.APPROVAL_REQUESTED,
-            {
-                "approval_id": record.id,
-                "call_id": call.id,
-                "tool": tool.name,
-                "args": progress.args,
-                "args_hash": record.args_hash,
-            },
-        )
+        ctx.emit(E.APPROVAL_REQUESTED, _approval_requested(record))
         return WAIT
     record = ctx.store.get_approval(progress.approval_id)
     if record.status == "pending":
         if s.status is RunStatus.RUNNING:
-            ctx.emit(
-                E.APPROVAL_REQUESTED,
-                {
-                    "approval_id": record.id,
-                    "call_id": call.id,
-                    "tool": tool.name,
-                    "args": progress.args,
-                    "args_hash": record.args_hash,
-                    "again": True,
-                },
-            )
+            ctx.emit(E.APPROVAL_REQUESTED, {**_approval_requested(record), "again": True})
         return WAIT
     if record.args_hash != args_hash(progress.args):
         ctx.emit(

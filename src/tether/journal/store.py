@@ -373,18 +373,26 @@ class Store:
                     raise JournalCorrupted(data["id"], 0, f"run row {key} is not JSON") from exc
         return RunRecord(**{c: data[c] for c in _RUN_COLUMNS})
 
-    def get_run(self, run_id: str) -> RunRecord:
-        runs_t = self.t["runs"]
+    def _by_id_or_prefix(self, table: str, ident: str) -> tuple[Any, str]:
+        """The row whose id is ``ident``, else the one row whose id starts with it.
+
+        Returns ``(row, "")``, or ``(None, why)`` with why = "no such id" / "ambiguous prefix".
+        """
+        t = self.t[table]
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(runs_t).where(runs_t.c.id == run_id)).first()
-            if row is None:
-                rows = conn.execute(
-                    sa.select(runs_t).where(runs_t.c.id.like(f"{run_id}%")).limit(2)
-                ).all()
-                if len(rows) != 1:
-                    hint = "ambiguous prefix" if rows else "no such run"
-                    raise NotFound(f"run {run_id!r}: {hint} (see `tether runs`)")
-                row = rows[0]
+            row = conn.execute(sa.select(t).where(t.c.id == ident)).first()
+            if row is not None:
+                return row, ""
+            rows = conn.execute(sa.select(t).where(t.c.id.like(f"{ident}%")).limit(2)).all()
+        if len(rows) == 1:
+            return rows[0], ""
+        return None, "ambiguous prefix" if rows else "no such id"
+
+    def get_run(self, run_id: str) -> RunRecord:
+        row, why = self._by_id_or_prefix("runs", run_id)
+        if row is None:
+            hint = "no such run" if why == "no such id" else why
+            raise NotFound(f"run {run_id!r}: {hint} (see `tether runs`)")
         return self._run_from_row(row)
 
     def list_runs(
@@ -459,16 +467,9 @@ class Store:
         return ApprovalRecord(**{c: data[c] for c in _APPROVAL_COLUMNS})
 
     def get_approval(self, approval_id: str) -> ApprovalRecord:
-        ap = self.t["approvals"]
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(ap).where(ap.c.id == approval_id)).first()
-            if row is None:
-                rows = conn.execute(
-                    sa.select(ap).where(ap.c.id.like(f"{approval_id}%")).limit(2)
-                ).all()
-                if len(rows) != 1:
-                    raise NotFound(f"approval {approval_id!r} not found (see `tether approvals`)")
-                row = rows[0]
+        row, _ = self._by_id_or_prefix("approvals", approval_id)
+        if row is None:
+            raise NotFound(f"approval {approval_id!r} not found (see `tether approvals`)")
         return self._approval_from_row(row)
 
     def approval_for_call(self, run_id: str, call_id: str) -> ApprovalRecord | None:
