@@ -121,7 +121,11 @@ class Agent:
             "autonomy": {k: Autonomy(v).value for k, v in sorted(self.autonomy.items())},
         }
 
-    def fingerprint(self) -> str:
-        """A hash of :meth:`snapshot`: equal fingerprints mean the same prompt and tools."""
-        text = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
+    def fingerprint(self, snapshot: dict[str, Any] | None = None) -> str:
+        """A hash of :meth:`snapshot`: equal fingerprints mean the same prompt and tools.
+
+        Pass a snapshot just taken to hash that instead of taking another.
+        """
+        data = self.snapshot() if snapshot is None else snapshot
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, overload
 
+import orjson
 import pydantic
 from pydantic_core import to_jsonable_python
 
@@ -131,11 +132,22 @@ def _result_encoder() -> Callable[[Any], str]:
 _encode_result = _result_encoder()
 
 
+_dumps = orjson.dumps
+_RESULT_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
 def result_to_text(result: Any) -> str:
-    """Render a tool result as the text a model sees."""
+    """Render a tool result as the text a model sees: the string itself, or compact JSON.
+
+    Types JSON lacks (pydantic models, sets, bytes...) are converted the way pydantic does
+    (``to_jsonable_python``); text is UTF-8, not ``\\u`` escapes (fewer tokens for the model).
+    """
     if isinstance(result, str):
         return result
-    return _encode_result(to_jsonable_python(result))
+    try:
+        return _dumps(result, default=to_jsonable_python, option=_RESULT_OPTIONS).decode()
+    except (TypeError, ValueError):  # what orjson refuses (e.g. integers beyond 64 bits)
+        return _encode_result(to_jsonable_python(result))
 
 
 def _build_tool(

@@ -330,3 +330,57 @@ def test_a_typical_payload_is_cheap(r: Redactor) -> None:
             redactor.redact(json.loads(json.dumps(payload)))
         per_payload = (time.perf_counter() - started) / 1000
         assert per_payload < 0.002  # generous: measured in tens of microseconds on slow machines
+
+
+# -- the engine's pre-check on encoded payloads ------------------------------------------------
+
+MASKED_VALUES: list[Any] = [
+    {"content": f"use {OPENAI_KEY} for prod"},
+    {"result": {"config": {"key": GITHUB_TOKEN}}},
+    {"args": {"password": "hunter2"}},
+    {"args": {"X-Api-Key": 12345678}},
+    {"nested": [{"Authorization": "Basic dXNlcjpwYXNz"}]},
+    {"content": json.dumps({"password": "correct horse battery"})},  # quotes escaped in JSON
+    {"content": "api_key=abc123xyz&user=bob"},
+    {"content": "client_secret:\n'Zx9-Qw8_Er7'"},  # whitespace written as an escape
+    {"content": "db passphrase\t= swordfish-42"},
+    {"content": "authorization: Basic dXNlcjpwYXNz"},
+    {"content": f"aws_secret_access_key = {AWS_SECRET}"},
+    {"content": f"key file:\n{PEM}\nend"},
+    {"content": f"session {JWT} expires"},
+    {"content": "GET /\nAuthorization: Bearer 9f8e7d6c5b4a3f2e1d0c"},
+    {"response": {"text": f"here: {SLACK_TOKEN}", "usage": {"input_tokens": 3}}},
+    {"accessToken": "abc", "authtoken": "def", "credentials": "ghi", "pwd": "jkl"},
+]
+
+
+@pytest.mark.parametrize("value", MASKED_VALUES)
+def test_json_precheck_never_misses_what_redact_masks(value: dict[str, Any]) -> None:
+    """json_may_change may say yes needlessly, never no when redact would change something."""
+    for redactor in (Redactor(), Redactor(emails=True), Redactor(extra_literals=["swordfish"])):
+        assert redactor.redact(value) is not value
+        for text in (
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False),
+            json.dumps(value),
+        ):
+            assert redactor.json_may_change(text), text
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_json_precheck_lets_ordinary_payloads_through(text: str) -> None:
+    """The point of the pre-check: typical payloads skip the walk (no literal, no credential)."""
+    redactor = Redactor()
+    payload = {"call_id": "call_1", "ok": True, "content": text,
+               "usage": {"input_tokens": 12, "output_tokens": 3}}  # fmt: skip
+    encoded = json.dumps(payload, separators=(",", ":"))
+    if any(lit in text for lit in ("AKIA", "sk-", "eyJ", "earer", "gh", "token:", "password:")):
+        return  # these lines name a trigger on purpose; redact itself leaves them alone
+    assert not redactor.json_may_change(encoded)
+    assert redactor.redact(payload) is payload
+
+
+def test_json_precheck_is_always_yes_for_kinds_without_literals() -> None:
+    assert Redactor(phones=True).json_may_change('{"a":1}')
+    assert Redactor({"ticket": r"TCK-\d{6}"}).json_may_change('{"a":1}')
+    assert Redactor(extra_literals=['say "hi"']).json_may_change('{"a":1}')  # JSON escapes it
+    assert not Redactor(secrets=False).json_may_change('{"password":"x"}')

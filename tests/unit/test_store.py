@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import time
 
 import pytest
@@ -63,6 +66,33 @@ def test_events_round_trip_and_chain_verifies(store: Store) -> None:
     assert verify_chain("r1", loaded) is None
     run = store.get_run("r1")
     assert run.status == "succeeded" and run.output == {"x": 1} and run.input == {"q": "hi"}
+
+
+def test_payloads_json_cannot_speak_natively_still_round_trip(store: Store) -> None:
+    """The fast encoder refuses some values; they go through the standard library instead, and
+    every event still stores, verifies and reads back."""
+    store.create_run(_run())
+    payloads = [
+        {"big": 2**70, "neg": -(2**80)},  # beyond 64 bits
+        {"text": "lone \udc80 surrogate"},
+        {"deep": functools.reduce(lambda acc, _: [acc], range(300), [])},  # deeper than 254
+        {"nan": float("nan"), "inf": float("inf")},
+        {1: "int key", "t": (1, 2), "obj": object.__name__},
+    ]
+    events, prev = [], GENESIS
+    for i, payload in enumerate(payloads, start=1):
+        ev = make_event("r1", i, "feedback", i, time.time(), payload, prev)
+        events.append(ev)
+        prev = ev.hash
+    assert json.loads(events[0].payload_json)["big"] == 2**70
+    assert events[3].payload["nan"] is None or math.isnan(events[3].payload["nan"])
+    assert events[4].payload == {"1": "int key", "t": [1, 2], "obj": "object"}
+    assert events[1].payload_json.isascii()  # the surrogate is escaped, so any store takes it
+    store.append(events)
+    loaded = store.events("r1")
+    assert verify_chain("r1", loaded) is None
+    assert [e.payload_json for e in loaded] == [e.payload_json for e in events]
+    assert loaded[1].payload == {"text": "lone \udc80 surrogate"}
 
 
 def test_duplicate_append_is_refused(store: Store) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
-from tether.journal.events import Event, make_event
+from tether.journal.events import Event, encode_payload_bytes, encoded_event
 from tether.journal.store import Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
@@ -55,6 +55,8 @@ class RunContext:
     tools_by_name: dict[str, Tool] | None = None
     response_schema: Any = _UNSET  # the agent's output schema, built on first use
     redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # given a payload's JSON text, whether ``redact`` might change it (None: always redact)
+    redact_check: Callable[[str], bool] | None = None
     replay: Any = None  # a ReplaySource when replaying or forking (tether.replay)
     run_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _row_step: int = -1
@@ -73,18 +75,30 @@ class RunContext:
         """Journal one event: redact it, fold it into the state, buffer it for the next flush.
 
         Redaction comes first, so the state (and therefore what the model sees next) matches
-        the journal exactly, and an unmasked secret never reaches the disk.
+        the journal exactly, and an unmasked secret never reaches the disk. The payload is
+        encoded once; it is walked and encoded again only when its text shows something that
+        might need masking.
         """
-        if self.redact is not None:
-            payload = self.redact(payload)
+        raw = encode_payload_bytes(payload)
+        text = raw.decode()
+        redact = self.redact
+        if redact is not None:
+            check = self.redact_check
+            if check is None or check(text):
+                masked = redact(payload)
+                if masked is not payload:
+                    payload = masked
+                    raw = encode_payload_bytes(payload)
+                    text = raw.decode()
         s = self.state
-        ev = make_event(
+        ev = encoded_event(
             s.run_id,
             s.last_seq + 1,
             type_,
             s.step if step is None else step,
             self.clock(),
-            payload,
+            raw,
+            text,
             s.last_hash,
         )
         s.apply(ev, payload)

@@ -157,6 +157,7 @@ class Runtime:
             clock=self.clock,
             on_event=self.on_event,
             redact=None if self.redactor is None else self.redactor.redact,
+            redact_check=getattr(self.redactor, "json_may_change", None),
             replay=self.replay,
             simulate_side_effects=self.replay is not None,
         )
@@ -189,7 +190,7 @@ class Runtime:
             EventType.RUN_STARTED,
             {
                 "agent": snapshot,
-                "fingerprint": agent.fingerprint(),
+                "fingerprint": agent.fingerprint(snapshot),
                 "instructions": agent.instructions,
                 "input": input,
                 "model": chosen.name,
@@ -372,13 +373,23 @@ def _export(store: Store, run_id: str) -> None:
     maybe_export(store, run_id, flush=True)
 
 
+_redactors: dict[tuple[str, str], Any] = {}
+
+
 def _default_redactor() -> Any:
-    """Secrets are always masked; PII kinds come from ``TETHER_REDACT``."""
-    try:
-        from tether.telemetry.redaction import Redactor
-    except ImportError:
-        return None
-    return Redactor.from_env()
+    """Secrets are always masked; PII kinds come from ``TETHER_REDACT``.
+
+    One redactor per configuration is kept for the process (building one compiles its patterns;
+    a redactor is safe to share)."""
+    config = (os.environ.get("TETHER_REDACT", ""), os.environ.get("TETHER_REDACT_PATTERNS", ""))
+    redactor = _redactors.get(config)
+    if redactor is None:
+        try:
+            from tether.telemetry.redaction import Redactor
+        except ImportError:
+            return None
+        redactor = _redactors[config] = Redactor.from_env()
+    return redactor
 
 
 def state_fingerprint(store: Store, run_id: str) -> str:
@@ -400,11 +411,20 @@ def _result(state: RunState) -> RunResult:
     )
 
 
+_users: dict[tuple[str | None, ...], str] = {}
+
+
 def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
+    """The operating-system user (``getpass.getuser``), looked up once per environment."""
+    key = tuple(os.environ.get(name) for name in ("LOGNAME", "USER", "LNAME", "USERNAME"))
+    user = _users.get(key)
+    if user is None:
+        try:
+            user = getpass.getuser()
+        except Exception:
+            user = "unknown"
+        _users[key] = user
+    return user
 
 
 def _placeholder_agent(record: RunRecord) -> Agent:

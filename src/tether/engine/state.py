@@ -13,12 +13,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from tether.journal.events import Event, EventType, fast_encoder
 from tether.messages import Message, ToolCall
 from tether.policy.rules import PastCall
 
-# how a call's arguments enter its repeat key: json.dumps(args, sort_keys=True, default=str)
-_repeat_key = fast_encoder(json.JSONEncoder(sort_keys=True, default=str))
+_repeat_key_slow = fast_encoder(json.JSONEncoder(sort_keys=True, default=str))
+_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _repeat_key(args: Any) -> str:
+    """How a call's arguments enter its repeat key: canonical JSON (sorted keys)."""
+    try:
+        return orjson.dumps(args, default=str, option=_SORTED).decode()
+    except (TypeError, ValueError):
+        return _repeat_key_slow(args)
 
 
 class RunStatus(StrEnum):

@@ -79,6 +79,20 @@ _CREDENTIAL_WORDS = (
 )
 _CREDENTIAL_NAME = r"(?:[A-Za-z0-9]+[_-])*" + _CREDENTIAL_WORDS
 _CREDENTIAL_KEY = re.compile(_CREDENTIAL_NAME, re.IGNORECASE)
+# The credential gate of the ``secret`` kind as it can appear in JSON text (lowercased), one regex
+# per literal it needs: the literal, what may follow it to the end of a credential word, then the
+# separator (a quote may be escaped, and whitespace may be written as an escape).
+_JSON_SEPARATOR = r"(?:\\?[\"'])?(?:\s|\\[nrtfb]|\\u00[01][0-9a-f]){0,3}[:=]"
+_JSON_WORD_ENDS = {
+    "key": "",
+    "secret": r"(?:[_-]?key)?",
+    "pass": r"(?:word|wd|phrase)",
+    "pwd": "",
+    "token": "",
+    "auth": r"(?:orization|token)",
+    "credential": "s?",
+}
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # characters JSON writes escaped
 _key_verdicts: dict[str, bool] = {}
 
 
@@ -299,6 +313,20 @@ class Redactor:
         self._lower = list(lower.items())
         self._compiled: dict[int, re.Pattern[str]] = {}
         self._short: dict[str, str] = {}
+        # what :meth:`json_may_change` looks for in compact JSON text
+        self._json_needs = tuple(needs)
+        self._json_lower = tuple(
+            (lit, re.compile(re.escape(lit) + _JSON_WORD_ENDS[lit] + _JSON_SEPARATOR))
+            for lit in lower
+            if lit in _JSON_WORD_ENDS
+        )
+        # text escaped beyond ASCII (rare: see tether.journal.events) hides non-ASCII literals
+        self._json_non_ascii = any(not lit.isascii() for lit in needs)
+        self._json_exact = (
+            self._always == 0
+            and len(self._json_lower) == len(lower)
+            and not any(_JSON_ESCAPED.search(s) for s in needs)
+        )
         # no built-in kind matches fewer than 6 characters; custom patterns might
         shortest = [6, *(len(s) for s in literals)] + ([1] if patterns else [])
         self._min_len = min(shortest) if chosen else 1 << 62
@@ -399,6 +427,29 @@ class Redactor:
             return text
         out = self._regex(bits).sub(self._replace, text)
         return text if out == text else out
+
+    def json_may_change(self, text: str) -> bool:
+        """Whether :meth:`redact` could change a value whose compact JSON text is ``text``.
+
+        ``False`` means surely not, so the engine can skip walking the value: almost every event
+        payload has nothing to mask, and one scan of its JSON text is cheaper than visiting each
+        string. It errs only towards ``True``: every literal a kind needs appears unchanged in the
+        JSON text (literals JSON would escape turn this check off), and a credential name is
+        looked for before ``:`` or ``=`` allowing for the escaped quotes and whitespace of JSON
+        strings; a dict key that names a credential is written ``name":`` and is found the same
+        way. Kinds that need no literal (custom patterns, cards, phones) always answer ``True``.
+        """
+        if not self._json_exact or (self._json_non_ascii and "\\u" in text):
+            return bool(self.kinds)
+        for lit in self._json_needs:
+            if lit in text:
+                return True
+        if self._json_lower:
+            low = text.lower()
+            for lit, gate in self._json_lower:
+                if lit in low and gate.search(low) is not None:
+                    return True
+        return False
 
     def redact_text(self, text: str) -> str:
         """``text`` with every match masked (the same string when nothing matches)."""
