@@ -682,17 +682,12 @@ async def _invoke(
         and not isinstance(result, str)
         and len(content) <= RESULT_INLINE_LIMIT
     ):
-        payload["result"] = _parse_json(content) if content[:1] in ("[", "{") else content
+        payload["result"] = decode_json(content) if content[:1] in ("[", "{") else content
     elif ok and isinstance(result, str):
         payload["result"] = content
     if cache_key is not None and ok:
         _store_result(ctx, tool, cache_key, payload)
     return payload
-
-
-def _parse_json(text: str) -> Any:
-    """``json.loads(text)``, fast (see :func:`tether.journal.events.decode_json`)."""
-    return decode_json(text)
 
 
 def _cached_result(

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from tether.journal.events import Event, EventType, fast_encoder
+from tether.journal.events import Event, EventType
 from tether.messages import Message, ToolCall
 from tether.policy.rules import PastCall
 
-_repeat_key_slow = fast_encoder(json.JSONEncoder(sort_keys=True, default=str))
+_repeat_key_slow = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -75,55 +75,8 @@ class Event(NamedTuple):
         }
 
 
-def fast_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
-    """``encoder.encode``, with the C encoder set up once instead of on every call.
-
-    The output is the same; only the circular-reference check is left out (a journal payload is
-    a tree of JSON data; a cycle still fails, with RecursionError instead of ValueError).
-
-    Without ``ensure_ascii``, text is first encoded the ASCII way, which CPython does about twice
-    as fast: when that escaped nothing with ``\\u`` (the text was printable ASCII), both ways
-    give the same characters; otherwise it is encoded again the requested way.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None or encoder.indent is not None:
-        return encoder.encode
-
-    def build(quote: Callable[[str], str]) -> Callable[[Any, int], Any]:
-        run: Callable[[Any, int], Any] = make(
-            None,
-            encoder.default,
-            quote,
-            None,
-            encoder.key_separator,
-            encoder.item_separator,
-            encoder.sort_keys,
-            encoder.skipkeys,
-            encoder.allow_nan,
-        )
-        return run
-
-    ascii_run = build(json.encoder.encode_basestring_ascii)
-    join = "".join
-    if encoder.ensure_ascii:
-
-        def encode_ascii(value: Any) -> str:
-            return join(ascii_run(value, 0))
-
-        return encode_ascii
-    unicode_run = build(json.encoder.encode_basestring)
-
-    def encode(value: Any) -> str:
-        text = join(ascii_run(value, 0))
-        return text if "\\u" not in text else join(unicode_run(value, 0))
-
-    return encode
-
-
 _new_event = tuple.__new__  # Event(...) without the generated __new__ in between
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
-_encode = fast_encoder(_ENCODER)
 _encode_escaped = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str).encode
 _dumps = orjson.dumps
 _OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -161,8 +114,13 @@ def decode_json(text: str | bytes) -> Any:
 def event_hash(
     prev_hash: str, seq: int, type_: str, step: int, ts: float, payload_json: str
 ) -> str:
-    text = f"{prev_hash}|{seq}|{type_}|{step}|{ts!r}|{payload_json}"
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    """SHA-256 of ``prev_hash|seq|type|step|repr(ts)|payload_json`` as UTF-8, in hex."""
+    return _digest(prev_hash, seq, type_, step, ts, payload_json.encode("utf-8", "surrogatepass"))
+
+
+def _digest(prev_hash: str, seq: int, type_: str, step: int, ts: float, raw: bytes) -> str:
+    # the joined text is never built: its head and the payload's bytes are hashed together
+    return _sha256(f"{prev_hash}|{seq}|{type_}|{step}|{ts!r}|".encode() + raw).hexdigest()
 
 
 def make_event(
@@ -178,8 +136,7 @@ def encoded_event(
     """An event whose payload is already encoded (``raw`` is ``text`` as UTF-8)."""
     if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
         type_ = str(type_)
-    # event_hash(...) over the same bytes, without building the joined text first
-    digest = _sha256(f"{prev}|{seq}|{type_}|{step}|{ts!r}|".encode() + raw).hexdigest()
+    digest = _digest(prev, seq, type_, step, ts, raw)
     return _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
 
 

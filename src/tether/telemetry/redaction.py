@@ -153,7 +153,7 @@ _SECRET_PATTERNS = (
     _Pattern(
         "github_token",
         _lead("g") + r"(?:h[pousr]_[A-Za-z0-9]{30,255}|ithub_pat_[A-Za-z0-9_]{22,255})" + _END,
-        needs=("gh", "github_pat_"),
+        needs=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
     _Pattern("slack_token", _lead("xox") + r"[abposr]-[A-Za-z0-9-]{10,}" + _END, needs=("xox",)),
     _Pattern("google_key", _lead("AIza") + r"[0-9A-Za-z_-]{35}" + _END, needs=("AIza",)),
@@ -510,6 +510,8 @@ class Redactor:
                     new = short.get(v)
                     if new is None:
                         new = self.redact_text(v)
+                    elif new is not v and new == v:  # remembered from an equal string
+                        new = v
                 else:
                     new = self._scan(v)
             elif tv is int or tv is float or tv is bool or v is None:
@@ -544,6 +546,8 @@ class Redactor:
                 new = short.get(v) if len(v) <= _SHORT else None
                 if new is None:
                     new = self.redact_text(v)
+                elif new is not v and new == v:  # remembered from an equal string
+                    new = v
             elif tv is dict:
                 new = self._redact_dict(v)
             elif tv is int or tv is float or tv is bool or v is None:
