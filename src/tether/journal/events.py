@@ -98,10 +98,6 @@ def encode_payload_bytes(payload: dict[str, Any]) -> bytes:
         return _encode_escaped(payload).encode()
 
 
-def encode_payload(payload: dict[str, Any]) -> str:
-    return encode_payload_bytes(payload).decode()
-
-
 def decode_json(text: str | bytes) -> Any:
     """``json.loads``, fast (orjson), with the standard library for what orjson rejects
     (``NaN``, integers beyond 64 bits, lone surrogates written by older versions)."""
