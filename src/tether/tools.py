@@ -114,24 +114,8 @@ class Tool:
         return self.fn(*args, **kwargs)
 
 
-def _result_encoder() -> Callable[[Any], str]:
-    """``json.dumps(value, separators=(",", ":"), default=str)`` with the C encoder set up once
-    (the value comes from ``to_jsonable_python``, a tree without cycles)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return json.JSONEncoder(separators=(",", ":"), default=str).encode
-    run = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
-    join = "".join
-
-    def encode(value: Any) -> str:
-        return join(run(value, 0))
-
-    return encode
-
-
-_encode_result = _result_encoder()
-
-
+# for what orjson refuses: the standard library, on pydantic's JSON-able form of the value
+_encode_result = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _dumps = orjson.dumps
 _RESULT_OPTIONS = orjson.OPT_NON_STR_KEYS
 
