@@ -31,7 +31,7 @@ from examples.support_desk.store import Store as DeskStore
 from examples.support_desk.tickets import TICKETS, Ticket, TicketResult
 from tether import Agent, ModelRequest, ScriptedModel, ToolCall
 from tether.engine import Runtime
-from tether.journal import Store
+from tether.journal import Store, decision_in
 from tether.models.scripted import ScriptItem
 
 HOME = Path(os.environ.get("TETHER_DEMO_DIR", ".tether"))
@@ -129,8 +129,9 @@ def desk_db_url() -> str:
 def _counts(store: Store, run_id: str) -> Counter[str]:
     c: Counter[str] = Counter()
     for ev in store.events(run_id):
-        if ev.type == "policy_decision":
-            c[ev.payload["decision"]] += 1
+        decision = decision_in(ev.type, ev.payload)
+        if decision is not None:
+            c[decision["decision"]] += 1
         elif ev.type == "validation_failed":
             c["invalid"] += 1
         elif ev.type == "approval_requested":

@@ -179,11 +179,11 @@ async def test_span_tree_attributes_and_timeline(
 
     # one chat span per model call, tokens as journaled
     chats = sorted((s for s in spans if s.name.startswith("chat ")), key=lambda s: s.start_ns)
-    requests = by_type(events, "model_request")
     responses = by_type(events, "model_response")
-    assert len(chats) == len(requests) == len(responses) == 3
-    for span, req, resp in zip(chats, requests, responses, strict=True):
+    assert len(chats) == len(responses) == 3
+    for span, resp in zip(chats, responses, strict=True):
         usage = resp.payload["response"]["usage"]
+        asked = resp.payload["request"]  # the request is journaled with its response
         assert span.name == "chat scripted" and span.kind == PbSpan.SPAN_KIND_CLIENT
         assert span.attributes["gen_ai.operation.name"] == "chat"
         assert span.attributes["gen_ai.request.model"] == "scripted"
@@ -191,8 +191,10 @@ async def test_span_tree_attributes_and_timeline(
         assert span.attributes["gen_ai.usage.input_tokens"] == usage["input_tokens"]
         assert span.attributes["gen_ai.usage.output_tokens"] == usage["output_tokens"]
         assert span.attributes["gen_ai.conversation.id"] == run_id
-        assert span.attributes["tether.step"] == req.step
-        assert close(span.start_ns, ns(req.ts)) and close(span.end_ns, ns(resp.ts))
+        assert span.attributes["tether.step"] == resp.step
+        assert span.attributes["tether.request.messages"] == asked["messages"]
+        sent = resp.ts - resp.payload["duration_ms"] / 1000  # back-dated by the call's duration
+        assert close(span.start_ns, ns(sent)) and close(span.end_ns, ns(resp.ts))
     assert [c.attributes["gen_ai.response.finish_reasons"] for c in chats] == [
         ["tool_calls"], ["tool_calls"], ["stop"]
     ]

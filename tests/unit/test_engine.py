@@ -13,7 +13,7 @@ import pytest
 from tether import Agent, Limits, ScriptedModel, ToolContext, ToolError, call, tool
 from tether.builtins import ask_human
 from tether.engine import Runtime, rebuild_state
-from tether.journal import Store, verify_chain
+from tether.journal import Store, decision_in, request_in, verify_chain
 from tether.models.scripted import raw_call
 from tether.policy import Decision, Limit, Proposal, rule
 
@@ -103,17 +103,85 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     assert verify_chain(result.run_id, events) is None
     assert types(sqlite_store, result.run_id) == [
         "run_started",
-        "model_request",
         "model_response",
         "tool_proposed",
-        "policy_decision",
         "tool_finished",
-        "model_request",
         "model_response",
         "run_finished",
     ]
+    # each response records what was asked and opens its step
+    responses = [e for e in events if e.type == "model_response"]
+    assert [e.step for e in responses] == [1, 2]
+    assert [e.payload["request"]["messages"] for e in responses] == [2, 4]
+    assert responses[0].payload["request"]["tools"] == len(make_agent().tools)
+    # the plain allow travels with the proposal
+    (proposed,) = payloads(sqlite_store, result.run_id, "tool_proposed")
+    assert proposed["decision"] == "allow" and proposed["rule"] and proposed["reason"]
+    assert rebuild_state(result.run_id, events[:3]).calls[0].decision == "allow"
     run = sqlite_store.get_run(result.run_id)
     assert run.status == "succeeded" and run.steps == 2 and run.input_tokens > 0
+
+
+async def test_decisions_other_than_allow_are_events_of_their_own(sqlite_store: Store) -> None:
+    rt = runtime(
+        sqlite_store,
+        [call("lookup", order_id="A"), call("refund", order_id="A", amount=5000), "ok"],
+    )
+    result = await rt.run(make_agent(), "refund A")
+    events = sqlite_store.events(result.run_id)
+    decided = [decision_in(e.type, e.payload) for e in events]
+    kinds = [d["decision"] for d in decided if d is not None]
+    assert kinds[0] == "allow" and len(kinds) == 2 and kinds[1] != "allow"
+    assert [e.type for e in events if e.type == "policy_decision"] == ["policy_decision"]
+
+
+def test_older_journals_with_a_request_event_and_a_decision_per_call_still_fold() -> None:
+    """Journals written before requests and allows were folded into other events."""
+    from tether.journal.events import GENESIS, make_event
+
+    run_id = "r" * 32
+    bodies: list[tuple[str, int, dict[str, Any]]] = [
+        ("run_started", 0, {"agent": {}, "instructions": "be brief", "input": "hi"}),
+        ("model_request", 1, {"model": "m", "messages": 2, "tools": 1}),
+        (
+            "model_response",
+            1,
+            {
+                "response": {
+                    "text": "",
+                    "tool_calls": [{"id": "c1", "name": "lookup", "arguments": {"order_id": "A"}}],
+                    "usage": {"input_tokens": 3},
+                }
+            },
+        ),
+        (
+            "tool_proposed",
+            1,
+            {"call_id": "c1", "tool": "lookup", "effect": "read", "args": {"order_id": "A"}},
+        ),
+        (
+            "policy_decision",
+            1,
+            {
+                "call_id": "c1",
+                "tool": "lookup",
+                "decision": "allow",
+                "rule": "effect-default",
+                "reason": "reads are allowed",
+            },
+        ),
+        ("tool_finished", 1, {"call_id": "c1", "ok": True, "content": "pending"}),
+    ]
+    events, prev = [], GENESIS
+    for seq, (type_, step, body) in enumerate(bodies, start=1):
+        ev = make_event(run_id, seq, type_, step, 1.0 + seq, body, prev)
+        events.append(ev)
+        prev = ev.hash
+    state = rebuild_state(run_id, events)
+    assert state.step == 1 and state.model_requests == 1 and state.input_tokens == 3
+    assert state.calls[0].decision == "allow" and state.calls[0].done
+    assert [request_in(e.type, e.payload) is not None for e in events].count(True) == 1
+    assert [decision_in(e.type, e.payload) is not None for e in events].count(True) == 1
 
 
 async def test_read_calls_in_one_turn_run_in_parallel(sqlite_store: Store) -> None:

@@ -52,6 +52,13 @@ def status_text(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
 
 
+def _asked(request: dict[str, Any] | None) -> str:
+    """What a model call was sent, as recorded with its response (or error)."""
+    if not request:
+        return ""
+    return f" · sent {request.get('messages')} messages, {request.get('tools')} tools"
+
+
 def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
     """One line saying what an event means."""
     t = ev.type
@@ -72,9 +79,13 @@ def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
         what = f"calls {calls}" if calls else f"says {short(r.get('text', ''), width)}"
         cost = f" · ${r['cost_usd']:.5f}" if r.get("cost_usd") else ""
         tokens = f"{u.get('input_tokens', 0)}→{u.get('output_tokens', 0)} tok"
-        return f"{what} · {tokens}{cost} · {p.get('duration_ms', 0):.1f} ms"
+        asked = _asked(p.get("request"))
+        return f"{what} · {tokens}{cost} · {p.get('duration_ms', 0):.1f} ms{asked}"
     if t == "tool_proposed":
-        return f"{p['tool']} [{p['effect']}] {short(p['args'], width)}"
+        head = f"{p['tool']} [{p['effect']}] {short(p['args'], width)}"
+        if "decision" in p:  # a plain allow, journaled with the proposal
+            return f"{head} · {p['decision'].upper()} by rule {p.get('rule')}: {p.get('reason')}"
+        return head
     if t == "policy_decision":
         extra = " (edited args re-checked)" if p.get("recheck") else ""
         head = f"{p['decision'].upper()} {p.get('tool')} by rule {p.get('rule')}"
@@ -102,7 +113,7 @@ def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
     if t == "input_received":
         return f"{p.get('by', '')}: {short(p.get('answer', ''), width)}"
     if t == "model_error":
-        return short(p["error"], width)
+        return short(p["error"], width) + _asked(p.get("request"))
     if t in ("escalated", "budget"):
         return short(p.get("reason"), width)
     if t == "run_finished":

@@ -24,7 +24,7 @@ from tether.cli.common import (
 from tether.cli.render import short, status_text, summarise, timeline_block, when
 from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
 from tether.errors import UsageError
-from tether.journal.events import Event
+from tether.journal.events import Event, decision_in
 
 
 def _parse_input(text: str) -> Any:
@@ -221,7 +221,7 @@ def step_summary(events: list[Event]) -> list[dict[str, Any]]:
             s["out"] += p.get("usage", {}).get("output_tokens", 0)
             s["cost"] += p.get("cost_usd") or 0.0
             s["calls"] += [c["name"] for c in p.get("tool_calls", [])]
-        elif ev.type == "policy_decision":
+        elif decision_in(ev.type, payload) is not None:
             s["decisions"].append(payload["decision"])
         elif ev.type == "validation_failed":
             s["decisions"].append("invalid")

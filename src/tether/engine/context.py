@@ -107,6 +107,17 @@ class RunContext:
             self.on_event(ev)
         return ev
 
+    def masked(self, value: dict[str, Any]) -> dict[str, Any]:
+        """``value`` as the journal would hold it: masked by the redactor (the same object when
+        nothing needs masking)."""
+        redact = self.redact
+        if redact is None:
+            return value
+        check = self.redact_check
+        if check is not None and not check(encode_payload_bytes(value).decode()):
+            return value
+        return redact(value)
+
     def flush(self, *, final: bool = False) -> None:
         """Make buffered events durable; also refresh the run row on state changes."""
         s = self.state

@@ -21,12 +21,13 @@ import pydantic
 from tether.builtins import ask_human
 from tether.engine.budget import BudgetGuard
 from tether.engine.context import _UNSET, RunContext
-from tether.engine.state import CallProgress, RunStatus
+from tether.engine.state import CallProgress, RunStatus, repeat_key
 from tether.errors import ModelError
 from tether.journal.events import EventType as E
 from tether.journal.events import decode_json
 from tether.journal.store import ApprovalRecord, args_hash
 from tether.messages import ModelRequest, ModelResponse
+from tether.policy.pipeline import Verdict
 from tether.policy.rules import Decision, Proposal
 from tether.tools import Effect, Tool, ToolContext, ToolError, result_to_text
 
@@ -99,32 +100,58 @@ def _tool_specs(ctx: RunContext) -> list[dict[str, Any]]:
 
 
 async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | None:
-    s = ctx.state
-    step = s.step + 1
-    ctx.emit(
-        E.MODEL_REQUEST,
-        {"model": ctx.model.name, "messages": len(request.messages), "tools": len(request.tools)},
-        step=step,
-    )
+    """One model call, journaled as one event: its response (or error) with what was asked.
+
+    The request is not an event of its own: nothing durable happens between asking and
+    answering (a crash in between redoes the call), so ``model_response`` and ``model_error``
+    carry the model, the number of messages and tools sent, and the step they open.
+    """
+    step = ctx.state.step + 1
+    asked = {
+        "model": ctx.model.name,
+        "messages": len(request.messages),
+        "tools": len(request.tools),
+    }
     started = time.perf_counter()
     try:
         response = await ctx.model.request(request)
     except ModelError as exc:
         ctx.emit(
-            E.MODEL_ERROR, {"error": str(exc), "retryable": exc.retryable, "status": exc.status}
+            E.MODEL_ERROR,
+            {
+                "error": str(exc),
+                "retryable": exc.retryable,
+                "status": exc.status,
+                "request": asked,
+                "duration_ms": _elapsed_ms(started),
+            },
+            step=step,
         )
         finish(ctx, RunStatus.FAILED, reason=f"model error: {exc}")
         return None
     except Exception as exc:
         if getattr(exc, "propagate", False):  # e.g. a replay divergence: not the run's failure
             raise
-        ctx.emit(E.MODEL_ERROR, {"error": f"{type(exc).__name__}: {exc}", "retryable": False})
+        ctx.emit(
+            E.MODEL_ERROR,
+            {
+                "error": f"{type(exc).__name__}: {exc}",
+                "retryable": False,
+                "request": asked,
+                "duration_ms": _elapsed_ms(started),
+            },
+            step=step,
+        )
         finish(ctx, RunStatus.FAILED, reason=f"model error: {type(exc).__name__}: {exc}")
         return None
     if not response.model:
         response.model = ctx.model.name
     ms = _elapsed_ms(started)
-    ctx.emit(E.MODEL_RESPONSE, {"response": response.to_dict(), "duration_ms": ms})
+    ctx.emit(
+        E.MODEL_RESPONSE,
+        {"response": response.to_dict(), "duration_ms": ms, "request": asked},
+        step=step,
+    )
     return response
 
 
@@ -243,13 +270,15 @@ def _tool(ctx: RunContext, name: str) -> Tool | None:
     return table.get(name)
 
 
-def _proposal(ctx: RunContext, progress: CallProgress, tool: Tool) -> Proposal:
+def _proposal(
+    ctx: RunContext, progress: CallProgress, tool: Tool, args: dict[str, Any] | None = None
+) -> Proposal:
     s = ctx.state
     recorded = None if ctx.replay is None else ctx.replay.observations(progress.call.id)
     return Proposal(
         tool=tool.name,
         effect=tool.effect,
-        args=progress.args or {},
+        args=(progress.args or {}) if args is None else args,
         agent=ctx.agent.name,
         run_id=s.run_id,
         run_input=s.run_input,
@@ -276,25 +305,22 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
             return _invalid(
                 ctx, progress, f"invalid arguments for {tool.name}: {_short_validation_error(exc)}"
             )
-        ctx.emit(
-            E.TOOL_PROPOSED,
-            {
-                "call_id": call.id,
-                "tool": tool.name,
-                "effect": _EFFECT_TEXT[tool.effect],
-                "args": validated.model_dump(mode="json"),
-            },
-        )
+        decided = _propose(ctx, progress, tool, validated.model_dump(mode="json"))
         progress.validated = validated
-    tool = _tool(ctx, progress.tool or "")
+    else:
+        tool = _tool(ctx, progress.tool)
+        decided = None
     assert tool is not None and progress.args is not None
-    proposal: Proposal | None = None
+    proposal = None if decided is None else decided[0]
     if progress.decision is None:
-        loop = _loop_check(ctx, progress)
-        if loop is not None:
-            return loop
-        proposal = _proposal(ctx, progress, tool)
-        verdict = ctx.policy.decide(ctx.agent, proposal)
+        if decided is None:
+            loop = _loop_check(ctx, progress)
+            if loop is not None:
+                return loop
+            proposal = _proposal(ctx, progress, tool)
+            verdict = ctx.policy.decide(ctx.agent, proposal)
+        else:
+            proposal, verdict = decided
         settled = _journal_decision(ctx, progress, tool, proposal, verdict.kind, verdict.decision)
         if settled is not None:
             return settled
@@ -345,6 +371,41 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
             return STOP
         return DONE
     return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
+
+
+def _propose(
+    ctx: RunContext, progress: CallProgress, tool: Tool, args: dict[str, Any]
+) -> tuple[Proposal, Verdict] | None:
+    """Journal a proposed call and decide it; a plain "allow" goes into the same event.
+
+    The policy decides on the arguments as the journal holds them (masked), as it would on
+    resume. Any other decision (deny, approve, escalate, shadow, or one whose rules read outside
+    state) is returned for the caller to journal as an event of its own, which approvals,
+    shadow mode and audits look for. ``None``: not decided, because the call repeats too often
+    and the loop detector speaks first.
+    """
+    call = progress.call
+    payload: dict[str, Any] = {
+        "call_id": call.id,
+        "tool": tool.name,
+        "effect": _EFFECT_TEXT[tool.effect],
+        "args": args,
+    }
+    # what the journal will hold, so the repeat key and the policy see what resume sees
+    args = payload["args"] = ctx.masked(args)
+    key = progress.repeat_key = tool.name + repeat_key(args)
+    decided: tuple[Proposal, Verdict] | None = None
+    if ctx.state.call_counts.get(key, 0) < ctx.agent.limits.max_repeats:
+        proposal = _proposal(ctx, progress, tool, args)
+        verdict = ctx.policy.decide(ctx.agent, proposal)
+        decided = (proposal, verdict)
+        if verdict.kind == "allow" and not proposal.observed:
+            d = verdict.decision
+            payload["decision"] = "allow"
+            payload["rule"] = d.rule
+            payload["reason"] = d.reason
+    ctx.emit(E.TOOL_PROPOSED, payload)
+    return decided
 
 
 def _journal_decision(

@@ -23,7 +23,7 @@ _repeat_key_slow = json.JSONEncoder(separators=(",", ":"), sort_keys=True, defau
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-def _repeat_key(args: Any) -> str:
+def repeat_key(args: Any) -> str:
     """How a call's arguments enter its repeat key: canonical JSON (sorted keys)."""
     try:
         return orjson.dumps(args, default=str, option=_SORTED).decode()
@@ -152,7 +152,15 @@ def _model_request(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.model_requests += 1
 
 
+def _model_error(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    if "request" in p:
+        _model_request(s, ev, p)
+
+
 def _model_response(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    if "request" in p:  # the request journaled with its answer (older journals: an event before)
+        s.step = ev.step
+        s.model_requests += 1
     # what ModelResponse.from_dict(...).as_message() gives, without the intermediate response
     r = p["response"]
     usage = r.get("usage") or {}
@@ -177,9 +185,14 @@ def _tool_proposed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     c = s.call(p["call_id"])
     c.tool = p["tool"]
     c.args = p["args"]
-    key = p["tool"] + _repeat_key(p["args"])
+    # the engine computed the key already when it proposed the call; resume computes it here
+    key = c.repeat_key or p["tool"] + repeat_key(p["args"])
     c.repeat_key = key
     s.call_counts[key] = s.call_counts.get(key, 0) + 1
+    decision = p.get("decision")
+    if decision is not None:  # a plain allow, journaled with the proposal
+        c.decision = decision
+        c.decision_rule = p.get("rule", "")
 
 
 def _policy_decision(s: RunState, ev: Event, p: dict[str, Any]) -> None:
@@ -285,6 +298,7 @@ _HANDLERS: dict[str, Callable[[RunState, Event, dict[str, Any]], None]] = {
     EventType.RUN_RESUMED: _run_resumed,
     EventType.MODEL_REQUEST: _model_request,
     EventType.MODEL_RESPONSE: _model_response,
+    EventType.MODEL_ERROR: _model_error,
     EventType.VALIDATION_FAILED: _validation_failed,
     EventType.TOOL_PROPOSED: _tool_proposed,
     EventType.POLICY_DECISION: _policy_decision,

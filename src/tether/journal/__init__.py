@@ -1,6 +1,15 @@
 """The journal: hash-chained events and the store that keeps them."""
 
-from tether.journal.events import GENESIS, ChainProblem, Event, EventType, make_event, verify_chain
+from tether.journal.events import (
+    GENESIS,
+    ChainProblem,
+    Event,
+    EventType,
+    decision_in,
+    make_event,
+    request_in,
+    verify_chain,
+)
 from tether.journal.store import ApprovalRecord, RunRecord, Store, args_hash, normalise_url
 
 __all__ = [
@@ -12,7 +21,9 @@ __all__ = [
     "RunRecord",
     "Store",
     "args_hash",
+    "decision_in",
     "make_event",
     "normalise_url",
+    "request_in",
     "verify_chain",
 ]

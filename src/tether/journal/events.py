@@ -136,6 +136,28 @@ def encoded_event(
     return _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
 
 
+def decision_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The policy decision an event records, if any: a ``policy_decision`` payload, or the
+    plain allow a ``tool_proposed`` event carries (``decision``, ``rule``, ``reason`` keys)."""
+    if type_ == EventType.POLICY_DECISION or (
+        type_ == EventType.TOOL_PROPOSED and "decision" in payload
+    ):
+        return payload
+    return None
+
+
+def request_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """What a model call was sent (``model``, ``messages``, ``tools``), if the event records it:
+    a ``model_request`` (older journals), or the ``request`` of a ``model_response`` or
+    ``model_error``."""
+    if type_ == EventType.MODEL_REQUEST:
+        return payload
+    if type_ in (EventType.MODEL_RESPONSE, EventType.MODEL_ERROR):
+        asked: dict[str, Any] | None = payload.get("request")
+        return asked
+    return None
+
+
 @dataclass(slots=True, frozen=True)
 class ChainProblem:
     """The first event where a run's chain does not verify."""

@@ -18,7 +18,7 @@ from typing import Any
 from tether.agent import Agent
 from tether.engine.runtime import Runtime, load_agent
 from tether.errors import UsageError
-from tether.journal.events import Event
+from tether.journal.events import Event, decision_in
 from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
 from tether.policy.rules import Limit, Rule
@@ -72,7 +72,7 @@ def decisions(events: list[Event]) -> list[Step]:
             item = ("model", r.get("text", ""), json.dumps(calls, sort_keys=True))
         elif ev.type == "validation_failed":
             item = ("invalid", p.get("tool"), p["error"])
-        elif ev.type == "policy_decision":
+        elif decision_in(ev.type, p) is not None:
             item = ("decision", p["tool"], p["decision"], p.get("rule"))
         elif ev.type == "approval_decided":
             item = ("approval", p["status"], json.dumps(p.get("edited_args"), sort_keys=True))

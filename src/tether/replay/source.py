@@ -9,7 +9,7 @@ from typing import Any
 
 from tether.engine.state import RunState
 from tether.errors import TetherError
-from tether.journal.events import GENESIS, Event
+from tether.journal.events import GENESIS, Event, request_in
 from tether.messages import ModelRequest, ModelResponse
 from tether.models.base import Model
 from tether.tools import Tool
@@ -55,7 +55,7 @@ class Recording:
         approval_keys: dict[str, str] = {}
         for ev in events:
             p = ev.payload
-            if ev.type == "model_request":
+            if request_in(ev.type, p) is not None:  # what the model was sent: the state so far
                 rec.prompts.append([m.to_dict() for m in state.messages])
                 rec.steps.append(ev.step)
             state.apply(ev, p)
@@ -67,7 +67,7 @@ class Recording:
                 ev.type == "policy_decision" and p.get("args") is not None
             ):
                 calls[p["call_id"]] = _key(p["tool"], p["args"])
-            if ev.type == "policy_decision" and p.get("observed"):
+            if ev.type == "policy_decision" and p.get("observed"):  # never a folded allow
                 rec.observed.setdefault(p["call_id"], {}).update(p["observed"])
             if ev.type == "approval_requested":
                 approval_keys[p["call_id"]] = _key(p["tool"], p["args"])

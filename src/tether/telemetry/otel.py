@@ -12,12 +12,14 @@ One trace per run:
   of a run that has not ended). Span events: ``tether.run.resumed``, ``tether.input.requested``,
   ``tether.input.received``, ``tether.escalated``, ``tether.budget.exceeded``,
   ``tether.validation.failed``, ``tether.feedback``.
-* ``chat {model}``, a child per model call: ``model_request`` → ``model_response`` (or
-  ``model_error``), with the model names, token usage and finish reasons.
+* ``chat {model}``, a child per model call, ending at its ``model_response`` (or
+  ``model_error``) and starting the recorded duration before (older journals: at the
+  ``model_request`` event), with the model names, token usage and finish reasons.
 * ``execute_tool {tool}``, a child per proposed tool call: from ``tool_proposed`` to the event
   that settled it (``tool_finished``, a denial, a rejection, an escalation). Span events:
   ``tether.policy.decision``, ``tether.approval.requested``, ``tether.approval.decided`` (at the
-  time of the human's decision), ``tether.tool.started``, ``tether.escalated``.
+  time of the human's decision), ``tether.tool.started``, ``tether.escalated``. A plain allow
+  journaled with the proposal gives the same ``tether.policy.decision`` span event.
 
 Timestamps are the journal's, so a run exported hours later still shows its true timeline (an
 approval wait is as long as the human took).
@@ -341,15 +343,25 @@ class _Planner:
     # -- model calls --
 
     def _on_model_request(self, ev: Event, p: dict[str, Any], root: _Span) -> None:
+        self._open_chat(ev, p, ev.ts)
+
+    def _asked_with(self, ev: Event, p: dict[str, Any]) -> None:
+        """A response or error that records its request opens its span, back-dated by the
+        call's recorded duration."""
+        asked = p.get("request")
+        if asked is not None:
+            self._open_chat(ev, asked, ev.ts - float(p.get("duration_ms") or 0.0) / 1000)
+
+    def _open_chat(self, ev: Event, p: dict[str, Any], start: float) -> None:
         if self.open_chat is not None:
-            self.open_chat.end = ev.ts
+            self.open_chat.end = start
             self.open_chat.error = ("no_response", "no response was recorded for this request")
         provider, model = _split_model(str(p.get("model") or ""))
         span = _Span(
             name=f"chat {model}",
             kind="client",
-            start=ev.ts,
-            end=ev.ts,
+            start=start,
+            end=start,
             attributes={
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": provider,
@@ -374,6 +386,7 @@ class _Planner:
         self.open_chat = span
 
     def _on_model_response(self, ev: Event, p: dict[str, Any], root: _Span) -> None:
+        self._asked_with(ev, p)
         span = self.open_chat
         if span is None:
             return
@@ -422,6 +435,7 @@ class _Planner:
             )
 
     def _on_model_error(self, ev: Event, p: dict[str, Any], root: _Span) -> None:
+        self._asked_with(ev, p)
         span = self.open_chat
         if span is None:
             return
@@ -438,6 +452,8 @@ class _Planner:
         span.attributes["tether.tool.effect"] = p.get("effect")
         if self.capture:
             span.attributes["gen_ai.tool.call.arguments"] = self._content(p.get("args"))
+        if "decision" in p:  # a plain allow, journaled with the proposal
+            self._on_policy_decision(ev, p, root)
 
     def _on_validation_failed(self, ev: Event, p: dict[str, Any], root: _Span) -> None:
         if not p.get("call_id"):  # the final output was rejected; the model tries again
