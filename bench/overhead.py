@@ -2,9 +2,10 @@
 
 Every figure comes from the same process in the same run (machines are noisy; ratios matter).
 tether runs with a zero-latency scripted model, one read tool call per step, SQLite journaling on
-(WAL, synchronous=NORMAL). Runs go through one long-lived event loop, as in a worker or a server
-(starting and closing a fresh loop per run with ``asyncio.run`` costs about 0.3 ms, which belongs
-to the harness, not to the runtime). Also times `tether show` on a 10,000-event run.
+(WAL, synchronous=NORMAL). Runs are awaited on one long-lived event loop, as in a worker or a
+server: starting and closing a fresh loop per run with ``asyncio.run`` costs about 0.3 ms, and
+even ``asyncio.Runner.run`` installs and removes a SIGINT handler per call (about 30 µs); both
+belong to the harness, not to the runtime. Also times `tether show` on a 10,000-event run.
 
     .venv/bin/python bench/overhead.py [--repeats N]
 """
@@ -57,14 +58,14 @@ def make_agent(steps: int) -> Agent:
     )
 
 
-_loop = asyncio.Runner()
+_loop = asyncio.new_event_loop()
 
 
 def tether_run(store: Store, steps: int) -> float:
     agent = make_agent(steps)
     runtime = Runtime(store)
     started = time.perf_counter()
-    result = _loop.run(runtime.run(agent, "go"))
+    result = _loop.run_until_complete(runtime.run(agent, "go"))
     elapsed = time.perf_counter() - started
     assert result.ok and result.steps == steps + 1, result
     return elapsed / steps
@@ -109,7 +110,7 @@ def time_show(store: Store, events: int) -> tuple[float, int]:
     from tether.cli import runs as runs_cli
     from tether.cli.common import console
 
-    steps = events // 6
+    steps = events // 3  # a read step journals three events
     agent = make_agent(steps)
     result = asyncio.run(Runtime(store).run(agent, "go"))
     n = store.count_events(result.run_id)
@@ -146,9 +147,10 @@ def main() -> None:
                     samples["tether"].append(tether_run(store, n))
                     progress.advance(task)
                 results[n] = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
-        show_seconds, show_events = time_show(store, 12_000)
+        show_seconds, show_events = time_show(store, 10_200)
         store.close()
         bare.close()
+        _loop.close()
 
     table = Table(title="per-step cost, µs (median of runs)")
     for col in ("steps", "bare loop", "bare SQLite", "tether", "tether / bare SQLite"):

@@ -426,6 +426,24 @@ async def test_kill_switch_stops_tool_execution(sqlite_store: Store) -> None:
     assert result.ok and EXECUTED == [("update_address", "x")]
 
 
+async def test_kill_switch_is_shared_by_reads_but_every_write_reads_the_store(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    original = sqlite_store.paused
+    monkeypatch.setattr(sqlite_store, "paused", lambda a: reads.append(a) or original(a))
+    agent = make_agent()
+    rt = runtime(sqlite_store, [call("lookup", order_id="A"), "ok"])
+    assert (await rt.run(agent, "go")).ok and reads == ["t"]
+    rt.model = ScriptedModel([call("lookup", order_id="B"), "ok"])
+    assert (await rt.run(agent, "go")).ok and reads == ["t"]  # a read reuses the recent value
+    sqlite_store.set_paused("t", True, by="ops", reason="incident")
+    rt.model = ScriptedModel([call("update_address", order_id="A", address="x"), "done"])
+    result = await rt.run(agent, "go")
+    assert reads == ["t", "t"]  # a write always asks the store, and sees the pause at once
+    assert result.status == "waiting_input" and EXECUTED == []
+
+
 async def test_counter_limit_denies_past_the_cap(sqlite_store: Store) -> None:
     limit = Limit(
         "addr-changes",

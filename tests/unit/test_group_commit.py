@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tether import (
     Agent,
     Limits,
@@ -17,7 +19,7 @@ from tether import (
     call,
     tool,
 )
-from tether.engine import Runtime
+from tether.engine import Runtime, context
 from tether.journal import Store
 
 SEEN: dict[str, Any] = {}
@@ -83,3 +85,56 @@ async def test_a_side_effect_runs_only_after_its_intent_is_durable(tmp_path: Pat
     assert result.ok
     during = SEEN["during_write"]
     assert during[-1] == "tool_started" and during.count("tool_finished") == 1  # the read's
+
+
+class FirstCallSlowModel:
+    """Its first answer takes a while; meanwhile it records whether the run is on record."""
+
+    name = "slow-first"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        await asyncio.sleep(0.2)
+        other = Store(str(self.path))
+        try:
+            runs = other.list_runs()
+            SEEN["first_call"] = [(r.status, [e.type for e in other.events(r.id)]) for r in runs]
+        finally:
+            other.close()
+        return ModelResponse(text="done")
+
+
+async def test_a_run_is_on_record_within_the_interval_even_during_a_slow_first_call(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.db"
+    result = await Runtime(Store(str(path)), model=FirstCallSlowModel(path)).run(
+        Agent(name="s", instructions="x"), "go"
+    )
+    assert result.ok
+    assert SEEN["first_call"] == [("running", ["run_started"])]
+
+
+async def test_a_run_that_ends_within_the_interval_is_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(context, "FLUSH_INTERVAL", 30.0)  # however slow this machine is
+    store = Store(str(tmp_path / "j.db"))
+    writes: list[tuple[int, bool]] = []
+    original = store._write
+
+    def counted(events: Any, *, new_run: Any = None, run_update: Any = None) -> None:
+        writes.append((len(events), new_run is not None))
+        original(events, new_run=new_run, run_update=run_update)
+
+    store._write = counted  # type: ignore[method-assign]
+    script = [call("look", key="a"), call("look", key="b"), "done"]
+    agent = Agent(name="q", instructions="x", tools=[look])
+    result = await Runtime(store, model=ScriptedModel(script)).run(agent, "go")
+    assert result.ok
+    events = store.events(result.run_id)
+    assert writes == [(len(events), True)]  # the row and every event, written once
+    record = store.get_run(result.run_id)
+    assert record.status == "succeeded" and record.steps == 3 and record.output == "done"

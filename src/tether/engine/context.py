@@ -23,7 +23,7 @@ from typing import Any
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
 from tether.journal.events import Event, encode_payload_bytes, encoded_event
-from tether.journal.store import Store
+from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
 from tether.tools import Tool
@@ -34,7 +34,31 @@ FLUSH_EVENTS = 1024
 """Buffered events that force a flush of read-only work regardless of time (this bounds the
 memory held and the size of one transaction: about half a megabyte, a few milliseconds)."""
 
+SWITCH_MAX_AGE = 1.0
+"""Seconds a read-only call may rely on a kill switch read earlier (by any run of the runtime)."""
+
 _UNSET: Any = object()
+
+
+@dataclass(slots=True)
+class KillSwitches:
+    """The agents' kill switches as last read from the store, shared by a runtime's runs.
+
+    Side-effecting calls always read the store; a read-only call may use a value up to
+    ``SWITCH_MAX_AGE`` old (a read cannot do harm), so short runs do not each pay a query.
+    """
+
+    store: Store
+    seen: dict[str, tuple[float, tuple[bool, str]]] = field(default_factory=dict)
+
+    def read(self, agent: str, *, fresh: bool) -> tuple[bool, str]:
+        now = time.monotonic()
+        hit = self.seen.get(agent)
+        if fresh or hit is None or now - hit[0] > SWITCH_MAX_AGE:
+            value = self.store.paused(agent)
+            self.seen[agent] = (now, value)
+            return value
+        return hit[1]
 
 
 @dataclass(slots=True)
@@ -61,11 +85,30 @@ class RunContext:
     run_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _row_step: int = -1
     _row_seq: int = -1  # the event the run row was last brought up to
-    _switch: tuple[bool, str] = (False, "")
-    _switch_checked: float = -1e9
+    switches: KillSwitches | None = None  # shared by the runtime's runs; one per run if None
     _flushed_at: float = field(default_factory=time.monotonic)
     _settled: int = 0  # leading buffered events that end at a checkpoint (complete steps)
     _timer: asyncio.TimerHandle | None = None
+    _new_run: RunRecord | None = None  # the run's row, until the first flush inserts it
+
+    def start(self, record: RunRecord) -> None:
+        """Begin a new run whose ``run_started`` event is buffered: its row and that event are
+        written by the first flush, in one transaction, so a run never exists without its start.
+
+        That flush comes at the run's first side effect, wait or end, or ``FLUSH_INTERVAL``
+        after now, whichever is first: a run that finishes sooner costs one transaction in all,
+        and a run awaiting a slow first model call is on record within the interval.
+        """
+        self._new_run = record
+        self._row_step = self.state.step
+        self._row_seq = self.state.last_seq
+        self._settled = len(self.buffer)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._timer = loop.call_later(FLUSH_INTERVAL, self._flush_settled)
 
     @property
     def run_id(self) -> str:
@@ -124,7 +167,8 @@ class RunContext:
         if not self.buffer and self._row_seq == s.last_seq:
             return  # nothing happened since the run row was last written
         update: dict[str, Any] | None = None
-        if final or s.status is not RunStatus.RUNNING or self._row_stale():
+        new_run = self._new_run
+        if final or new_run is not None or s.status is not RunStatus.RUNNING or self._row_stale():
             update = {
                 "status": s.status.value,
                 "steps": s.step,
@@ -139,7 +183,13 @@ class RunContext:
                 update["id"] = s.run_id
             self._row_step = s.step
             self._row_seq = s.last_seq
-        self.store.append(self.buffer, update)
+        if new_run is not None:
+            assert update is not None
+            update.pop("id", None)
+            self.store.create_run(new_run, self.buffer, update)
+            self._new_run = None
+        else:
+            self.store.append(self.buffer, update)
         self.buffer.clear()
         self._settled = 0
         self._flushed_at = time.monotonic()
@@ -180,7 +230,11 @@ class RunContext:
             self._timer = None
         if n == 0:
             return
-        self.store.append(self.buffer[:n])
+        if self._new_run is not None:
+            self.store.create_run(self._new_run, self.buffer[:n])
+            self._new_run = None
+        else:
+            self.store.append(self.buffer[:n])
         del self.buffer[:n]
         self._settled = 0
         self._flushed_at = time.monotonic()
@@ -191,13 +245,10 @@ class RunContext:
             self.flush_settled()
 
     def kill_switch(self, *, fresh: bool) -> tuple[bool, str]:
-        """The agent's kill switch. Side-effecting calls always read it from the store; reads
-        may use a value up to a second old (a read cannot do harm)."""
-        now = time.monotonic()
-        if fresh or now - self._switch_checked > 1.0:
-            self._switch = self.store.paused(self.agent.name)
-            self._switch_checked = now
-        return self._switch
+        """The agent's kill switch (see :class:`KillSwitches`)."""
+        if self.switches is None:
+            self.switches = KillSwitches(self.store)
+        return self.switches.read(self.agent.name, fresh=fresh)
 
     def _row_stale(self) -> bool:
         # keep the runs table roughly current (every 25 steps) without a write per step

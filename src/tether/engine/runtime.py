@@ -24,7 +24,7 @@ from typing import Any
 
 from tether.agent import Agent
 from tether.engine.budget import BudgetGuard, CostEstimator
-from tether.engine.context import RunContext
+from tether.engine.context import KillSwitches, RunContext
 from tether.engine.loop import drive
 from tether.engine.state import RunState, RunStatus
 from tether.errors import JournalCorrupted, UsageError
@@ -123,6 +123,7 @@ class Runtime:
         self.redactor = redactor if redactor is not None else _default_redactor()
         self.replay: Any = None  # set by tether.replay to serve tools from a journal
         self.prices = prices  # a tether.models.pricing.PriceTable: cost of every call journaled
+        self.switches = KillSwitches(self.store)
 
     # -- model and deps ------------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class Runtime:
             redact_check=getattr(self.redactor, "json_may_change", None),
             replay=self.replay,
             simulate_side_effects=self.replay is not None,
+            switches=self.switches,
         )
 
     # -- runs ------------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ class Runtime:
             },
         )
         # the row and the first event land together: a run never exists without its start
-        self.store.create_run(
+        ctx.start(
             RunRecord(
                 id=run_id,
                 agent=agent.name,
@@ -218,10 +220,8 @@ class Runtime:
                 requested_by=self.requested_by or _whoami(),
                 created_at=now,
                 updated_at=now,
-            ),
-            ctx.buffer,
+            )
         )
-        ctx.buffer.clear()
         return await self._drive(ctx)
 
     async def _drive(self, ctx: RunContext) -> RunResult:

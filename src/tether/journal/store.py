@@ -240,11 +240,21 @@ class Store:
 
     # -- runs and events -----------------------------------------------------------------------
 
-    def create_run(self, record: RunRecord, events: Sequence[Event] = ()) -> None:
-        """Insert a run's row together with its first events, in one transaction."""
+    def create_run(
+        self,
+        record: RunRecord,
+        events: Sequence[Event] = (),
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        """Insert a run's row together with its first events, in one transaction.
+
+        ``values`` (column → value) override the record's, as :meth:`append`'s ``run_update``
+        would, so a run that ends before its first write is written once, as it ended."""
         row = record.to_dict()
-        row["input"] = json.dumps(record.input, default=str)
-        row["output"] = None if record.output is None else json.dumps(record.output, default=str)
+        if values:
+            row.update(values)
+        row["input"] = json.dumps(row["input"], default=str)
+        row["output"] = None if row["output"] is None else json.dumps(row["output"], default=str)
         self._write(events, new_run=row)
 
     def append(self, events: Sequence[Event], run_update: dict[str, Any] | None = None) -> None:
