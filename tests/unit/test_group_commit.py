@@ -138,3 +138,22 @@ async def test_a_run_that_ends_within_the_interval_is_one_transaction(
     assert writes == [(len(events), True)]  # the row and every event, written once
     record = store.get_run(result.run_id)
     assert record.status == "succeeded" and record.steps == 3 and record.output == "done"
+
+
+class SleepyModel:
+    """Takes 50 ms to answer."""
+
+    name = "sleepy"
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        await asyncio.sleep(0.05)
+        return ModelResponse(text="done")
+
+
+async def test_a_step_summary_counts_the_model_time_before_the_response(tmp_path: Path) -> None:
+    from tether.cli.runs import step_summary
+
+    store = Store(str(tmp_path / "j.db"))
+    result = await Runtime(store, model=SleepyModel()).run(Agent(name="z", instructions="x"), "go")
+    (step,) = step_summary(store.events(result.run_id))
+    assert step["step"] == 1 and step["ms"] >= 45  # the response is journaled after the wait
