@@ -23,7 +23,7 @@ GENESIS = "0" * 64
 class EventType(StrEnum):
     RUN_STARTED = "run_started"
     RUN_RESUMED = "run_resumed"
-    MODEL_REQUEST = "model_request"
+    MODEL_REQUEST = "model_request"  # written by older versions; requests now travel with answers
     MODEL_RESPONSE = "model_response"
     MODEL_ERROR = "model_error"
     TOOL_PROPOSED = "tool_proposed"
