@@ -18,28 +18,30 @@ from tether.journal import Store, verify_chain
 TRIALS = 24
 
 
-def _spawn(db: Path, ledger: Path, *args: str) -> subprocess.Popen[str]:
+def _spawn(db: Path, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # unbuffered bytes: reading the READY line must not swallow what the child prints next
+    # (on a loaded machine a quick resume prints its RESULT before the parent reads READY)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.crash_agent", str(db), str(ledger), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,
     )
 
 
-def _wait_ready(proc: subprocess.Popen[str]) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes]) -> None:
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = proc.stdout.readline().decode()
     assert line.strip() == "READY", (line, proc.stderr.read() if proc.stderr else "")
 
 
-def _finish(proc: subprocess.Popen[str]) -> str:
+def _finish(proc: subprocess.Popen[bytes]) -> str:
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    return out
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
 
 
 def _run_id(db: Path) -> str | None:
