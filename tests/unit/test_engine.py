@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import pytest
@@ -468,3 +470,24 @@ async def test_empty_input_is_a_usage_error(sqlite_store: Store) -> None:
 
     with pytest.raises(UsageError):
         await runtime(sqlite_store, ["x"]).run(make_agent(), "   ")
+
+
+@tool
+def book(
+    n: int,
+    when: datetime.date,
+    amount: decimal.Decimal,
+    tags: list[str],
+    kind: Literal["a", "b"] = "a",
+    note: str | None = None,
+) -> str:
+    """Book something."""
+    return "ok"
+
+
+def test_journaled_arguments_are_the_models_json_dump() -> None:
+    from tether.engine.loop import _json_args
+
+    validated = book.validate({"n": "3", "when": "2026-01-02", "amount": "1.50", "tags": ["x"]})
+    assert _json_args(validated) == validated.model_dump(mode="json")
+    assert _json_args(validated)["n"] == 3 and _json_args(validated)["when"] == "2026-01-02"

@@ -206,9 +206,15 @@ class Limit:
 
 def default_decision(effect: Effect) -> Decision:
     """The decision when no rule speaks: irreversible calls wait for a human."""
-    if effect is Effect.IRREVERSIBLE:
-        return Decision(DecisionKind.APPROVE, "irreversible actions need a human", "effect-default")
-    return Decision(DecisionKind.ALLOW, f"{effect.value} tool", "effect-default")
+    return _DEFAULTS[effect]
+
+
+_DEFAULTS = {
+    effect: Decision(DecisionKind.APPROVE, "irreversible actions need a human", "effect-default")
+    if effect is Effect.IRREVERSIBLE
+    else Decision(DecisionKind.ALLOW, f"{effect.value} tool", "effect-default")
+    for effect in Effect
+}
 
 
 def combine(decisions: Sequence[Decision]) -> Decision:
