@@ -24,7 +24,7 @@ from tether.cli.common import (
 from tether.cli.render import short, status_text, summarise, timeline_block, when
 from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
 from tether.errors import UsageError
-from tether.journal.events import Event, decision_in, request_in
+from tether.journal.events import Event, asked_at, decision_in, request_in
 
 
 def _parse_input(text: str) -> Any:
@@ -215,10 +215,8 @@ def step_summary(events: list[Event]) -> list[dict[str, Any]]:
             payload = ev.payload
         except ValueError:  # a corrupt row: the timeline above marks it
             continue
-        if request_in(ev.type, payload) is not None and ev.type != "model_request":
-            # the step began when the model was asked: the call's duration before its answer
-            sent = ev.ts - float(payload.get("duration_ms") or 0.0) / 1000
-            s["start"] = min(s["start"], sent)
+        if request_in(ev.type, payload) is not None:  # the step began when the model was asked
+            s["start"] = min(s["start"], asked_at(ev.ts, payload))
         if ev.type == "model_response":
             p = payload["response"]
             s["in"] += p.get("usage", {}).get("input_tokens", 0)

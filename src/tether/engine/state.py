@@ -159,8 +159,7 @@ def _model_error(s: RunState, ev: Event, p: dict[str, Any]) -> None:
 
 def _model_response(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     if "request" in p:  # the request journaled with its answer (older journals: an event before)
-        s.step = ev.step
-        s.model_requests += 1
+        _model_request(s, ev, p)
     # what ModelResponse.from_dict(...).as_message() gives, without the intermediate response
     r = p["response"]
     usage = r.get("usage") or {}

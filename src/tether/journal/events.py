@@ -158,6 +158,13 @@ def request_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def asked_at(ts: float, payload: dict[str, Any]) -> float:
+    """When the model call an event records was sent, given the event's time and payload: a
+    response's (or error's) time less the call's ``duration_ms``; a ``model_request``, which
+    has no duration, was sent at its own time."""
+    return ts - float(payload.get("duration_ms") or 0.0) / 1000
+
+
 @dataclass(slots=True, frozen=True)
 class ChainProblem:
     """The first event where a run's chain does not verify."""

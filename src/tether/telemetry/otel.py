@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tether.journal.events import Event, EventType
+from tether.journal.events import Event, EventType, asked_at
 from tether.journal.store import RunRecord, Store
 from tether.telemetry.redaction import Redactor
 
@@ -350,7 +350,7 @@ class _Planner:
         call's recorded duration."""
         asked = p.get("request")
         if asked is not None:
-            self._open_chat(ev, asked, ev.ts - float(p.get("duration_ms") or 0.0) / 1000)
+            self._open_chat(ev, asked, asked_at(ev.ts, p))
 
     def _open_chat(self, ev: Event, p: dict[str, Any], start: float) -> None:
         if self.open_chat is not None:
