@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import tether
+from tests.conftest import edit_stored_payload, tether
 
 REF = "examples.quickstart.agent:agent"
 
@@ -84,12 +83,7 @@ def test_bad_input_gives_a_clear_error(db: Path, args: list[str], message: str) 
 
 def test_corrupt_journal_row_is_reported_not_crashed(db: Path) -> None:
     run_id, approval_id = start_waiting_run(db)
-    conn = sqlite3.connect(db)
-    conn.execute(
-        "UPDATE events SET payload = substr(payload, 1, 20) WHERE run_id = ? AND seq = 3", (run_id,)
-    )
-    conn.commit()
-    conn.close()
+    assert edit_stored_payload(db, run_id, 3, lambda payload: payload[:20])
     tether(db, "approve", approval_id, "--no-resume")
     resumed = tether(db, "resume", run_id)
     assert resumed.returncode == 2

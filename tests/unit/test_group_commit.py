@@ -125,9 +125,9 @@ async def test_a_run_that_ends_within_the_interval_is_one_transaction(
     writes: list[tuple[int, bool]] = []
     original = store._write
 
-    def counted(events: Any, *, new_run: Any = None, run_update: Any = None) -> None:
+    def counted(events: Any, *, new_run: Any = None, **kwargs: Any) -> None:
         writes.append((len(events), new_run is not None))
-        original(events, new_run=new_run, run_update=run_update)
+        original(events, new_run=new_run, **kwargs)
 
     store._write = counted  # type: ignore[method-assign]
     script = [call("look", key="a"), call("look", key="b"), "done"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import tether
+from tests.conftest import edit_stored_payload, stored_event_types, tether
 from tests.unit.test_engine import EXECUTED, make_agent
 from tether import ScriptedModel, call
 from tether.engine import Runtime
@@ -137,17 +136,9 @@ def test_cli_replay_fork_diff(cli_run: tuple[Path, str], tmp_path: Path) -> None
 def test_tampering_is_named_by_verify(cli_run: tuple[Path, str]) -> None:
     db, run_id = cli_run
     assert tether(db, "verify", "--all").returncode == 0
-    conn = sqlite3.connect(db)
-    (seq,) = conn.execute(
-        "SELECT min(seq) FROM events WHERE run_id = ? AND type = 'tool_finished'", (run_id,)
-    ).fetchone()
-    changed = conn.execute(
-        "UPDATE events SET payload = replace(payload, '42.5', '4.25') WHERE run_id = ? AND seq = ?",
-        (run_id, seq),
-    ).rowcount
-    conn.commit()
-    conn.close()
-    assert changed == 1
+    types = stored_event_types(db, run_id)
+    seq = min(s for s, t in types.items() if t == "tool_finished")
+    assert edit_stored_payload(db, run_id, seq, lambda payload: payload.replace("42.5", "4.25"))
     out = tether(db, "verify", run_id)
     assert out.returncode == 1
     assert f"run {run_id} event #{seq}" in out.stdout and "edited" in out.stdout

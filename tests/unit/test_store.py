@@ -8,6 +8,7 @@ import math
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from tether.errors import NotFound, UsageError
 from tether.journal import GENESIS, ApprovalRecord, RunRecord, Store, make_event, verify_chain
@@ -50,7 +51,7 @@ def _events(run_id: str, n: int) -> list:
 def test_migrations_are_idempotent(store_url: str) -> None:
     first = Store(store_url)
     second = Store(store_url)
-    assert first.schema_version == second.schema_version == 1
+    assert first.schema_version == second.schema_version == 2
     first.close()
     second.close()
 
@@ -102,6 +103,115 @@ def test_duplicate_append_is_refused(store: Store) -> None:
     with pytest.raises(Exception, match="another process appended"):
         store.append(events[2:])
     assert len(store.events("r1")) == 3  # nothing half-written
+
+
+def test_an_append_that_skips_or_overlaps_stored_events_is_refused(store: Store) -> None:
+    """Every append must continue the stored journal exactly (as a second writer would not)."""
+    store.create_run(_run())
+    events = _events("r1", 6)
+    store.append(events[:4])
+    for wrong in (events[1:3], events[3:], events[5:]):  # inside, overlapping, leaving a gap
+        with pytest.raises(Exception, match="another process appended"):
+            store.append(wrong)
+    store.append(events[4:])
+    assert store.events("r1") == events
+    assert store.count_events("r1") == 6
+
+
+def test_events_after_a_sequence_number_link_to_the_stored_chain(store: Store) -> None:
+    store.create_run(_run())
+    events = _events("r1", 9)
+    store.append(events[:3])
+    store.append(events[3:7])
+    store.append(events[7:])
+    for after in (0, 2, 3, 5, 8, 9):
+        assert store.events("r1", after_seq=after) == events[after:]
+
+
+def test_unreadable_stored_text_is_named_and_the_rest_still_reads(store: Store) -> None:
+    """Damage to a batch's text (a cut line, or events lost from its end) never raises on read:
+    the damaged events come back as ``unreadable`` and the chain check names the first."""
+    store.create_run(_run())
+    events = _events("r1", 8)
+    store.append(events[:4])
+    store.append(events[4:])
+    batches = store.t["event_batches"]
+    with store.engine.begin() as conn:
+        _first, second = conn.execute(
+            sa.select(batches.c.id, batches.c.events).order_by(batches.c.first_seq)
+        ).all()
+        lines = second[1].split("\n")
+        conn.execute(  # event 6 loses its tail (and its tabs); event 8 is gone
+            batches.update()
+            .where(batches.c.id == second[0])
+            .values(events="\n".join([lines[0], "6\tfeedb", lines[2]]))
+        )
+    loaded = store.events("r1")
+    assert [e.seq for e in loaded] == list(range(1, 9))
+    assert loaded[:5] == events[:5]
+    assert loaded[6]._replace(prev_hash="") == events[6]._replace(prev_hash="")
+    assert loaded[5].type == loaded[7].type == "unreadable"
+    problem = verify_chain("r1", loaded)
+    assert problem is not None and problem.seq == 6
+
+
+def test_a_version_1_journal_moves_to_batches_intact(store_url: str) -> None:
+    """A store written by version 1 of the schema (a row per event) is migrated on open: every
+    event reads back exactly, the chain verifies, and new events continue it."""
+    from tether.journal import migrations
+    from tether.journal.store import normalise_url
+
+    engine = sa.create_engine(normalise_url(store_url))
+    first_only = migrations.MIGRATIONS[:1]
+    saved = migrations.MIGRATIONS
+    migrations.MIGRATIONS = first_only
+    try:
+        assert migrations.migrate(engine) == 1
+    finally:
+        migrations.MIGRATIONS = saved
+    runs = {"old1": _events("old1", 5), "old2": _events("old2", 1200)}
+    with engine.begin() as conn:
+        for run_id, events in runs.items():
+            row = _run(run_id).to_dict()
+            row["input"] = json.dumps(row["input"])
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO runs ({','.join(row)}) VALUES ({','.join(':' + k for k in row)})"
+                ),
+                row,
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (run_id, seq, type, step, ts, payload, hash) "
+                    "VALUES (:r, :s, :t, :st, :ts, :p, :h)"
+                ),
+                [
+                    {
+                        "r": e.run_id,
+                        "s": e.seq,
+                        "t": e.type,
+                        "st": e.step,
+                        "ts": e.ts,
+                        "p": e.payload_json,
+                        "h": e.hash,
+                    }
+                    for e in events
+                ],
+            )
+    engine.dispose()
+    store = Store(store_url)
+    try:
+        assert store.schema_version == 2
+        for run_id, events in runs.items():
+            assert store.events(run_id) == events
+            assert verify_chain(run_id, store.events(run_id)) is None
+        last = store.events("old1")[-1]
+        store.append([make_event("old1", 6, "feedback", 6, time.time(), {"m": 6}, last.hash)])
+        assert verify_chain("old1", store.events("old1")) is None
+        assert store.count_events("old2") == 1200
+        assert not sa.inspect(store.engine).has_table("events")
+    finally:
+        store.close()
 
 
 def test_run_prefix_lookup_and_not_found(store: Store) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
-from tether.journal.events import Event, encode_payload_bytes, encoded_event
+from tether.journal.events import Event, encode_payload_bytes, stored_event
 from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
@@ -73,6 +73,7 @@ class RunContext:
     deps: Any = None
     clock: Callable[[], float] = time.time
     buffer: list[Event] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # the buffered events' stored text
     simulate_side_effects: bool = False
     on_event: Callable[[Event], None] | None = None
     tool_specs: list[dict[str, Any]] | None = None
@@ -134,7 +135,7 @@ class RunContext:
                     raw = encode_payload_bytes(payload)
                     text = raw.decode()
         s = self.state
-        ev = encoded_event(
+        ev, line = stored_event(
             s.run_id,
             s.last_seq + 1,
             type_,
@@ -146,6 +147,7 @@ class RunContext:
         )
         s.apply(ev, payload)
         self.buffer.append(ev)
+        self.lines.append(line)
         if self.on_event is not None:
             self.on_event(ev)
         return ev
@@ -186,11 +188,12 @@ class RunContext:
         if new_run is not None:
             assert update is not None
             update.pop("id", None)
-            self.store.create_run(new_run, self.buffer, update)
+            self.store.create_run(new_run, self.buffer, update, lines=self.lines)
             self._new_run = None
         else:
-            self.store.append(self.buffer, update)
+            self.store.append(self.buffer, update, lines=self.lines)
         self.buffer.clear()
+        self.lines.clear()
         self._settled = 0
         self._flushed_at = time.monotonic()
         if self._timer is not None:
@@ -231,11 +234,12 @@ class RunContext:
         if n == 0:
             return
         if self._new_run is not None:
-            self.store.create_run(self._new_run, self.buffer[:n])
+            self.store.create_run(self._new_run, self.buffer[:n], lines=self.lines[:n])
             self._new_run = None
         else:
-            self.store.append(self.buffer[:n])
+            self.store.append(self.buffer[:n], lines=self.lines[:n])
         del self.buffer[:n]
+        del self.lines[:n]
         self._settled = 0
         self._flushed_at = time.monotonic()
 

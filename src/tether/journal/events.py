@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -130,10 +130,73 @@ def encoded_event(
     run_id: str, seq: int, type_: str, step: int, ts: float, raw: bytes, text: str, prev: str
 ) -> Event:
     """An event whose payload is already encoded (``raw`` is ``text`` as UTF-8)."""
+    return stored_event(run_id, seq, type_, step, ts, raw, text, prev)[0]
+
+
+def stored_event(
+    run_id: str, seq: int, type_: str, step: int, ts: float, raw: bytes, text: str, prev: str
+) -> tuple[Event, str]:
+    """:func:`encoded_event`, and the event's line of stored text (see :func:`encode_batch`).
+
+    The engine keeps the line for the next flush: the time's ``repr``, which the hash needs
+    too, is then taken once per event.
+    """
     if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
         type_ = str(type_)
-    digest = _digest(prev, seq, type_, step, ts, raw)
-    return _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
+    when = repr(ts)
+    digest = _sha256(f"{prev}|{seq}|{type_}|{step}|{when}|".encode() + raw).hexdigest()
+    event = _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
+    return event, f"{seq}\t{type_}\t{step}\t{when}\t{digest}\t{text}"
+
+
+UNREADABLE = "unreadable"
+"""The type given to a stored event whose line cannot be parsed (its hash never verifies)."""
+
+
+def encode_batch(events: Sequence[Event], lines: Sequence[str] | None = None) -> str:
+    """Events as the stored text of one journal batch: one line per event,
+    ``seq<TAB>type<TAB>step<TAB>repr(ts)<TAB>hash<TAB>payload``.
+
+    The payload comes last and, being compact JSON, holds no raw line break; ``repr`` of the
+    time reads back as the identical float, so every hash verifies after the round trip. The
+    previous hash is not stored: it is the hash on the line before (or the batch before).
+    ``lines``, when given, are the events' lines already made (by :func:`stored_event`).
+    """
+    if lines is None:
+        lines = [
+            f"{e.seq}\t{e.type}\t{e.step}\t{e.ts!r}\t{e.hash}\t{e.payload_json}" for e in events
+        ]
+    body = "\n".join(lines)
+    if body.count("\n") != len(events) - 1:
+        raise ValueError("an event payload contains a raw line break (not compact JSON)")
+    return body
+
+
+def decode_batch(
+    run_id: str, first_seq: int, last_seq: int, body: str, prev: str
+) -> list[Event]:
+    """The events of one stored batch, chained from ``prev`` (the hash before the batch).
+
+    A line that cannot be parsed, or events missing from the end of the text (the batch held
+    ``first_seq`` to ``last_seq``), come back as ``UNREADABLE`` events whose hash is empty, so
+    :func:`verify_chain` names the first of them and the rest of the run stays readable.
+    """
+    out: list[Event] = []
+    expected = first_seq
+    for line in body.split("\n"):
+        try:
+            seq, type_, step, ts, digest, payload = line.split("\t", 5)
+            ev = _new_event(
+                Event, (run_id, int(seq), type_, int(step), float(ts), payload, prev, digest)
+            )
+        except ValueError:
+            ev = _new_event(Event, (run_id, expected, UNREADABLE, 0, 0.0, line, prev, ""))
+        out.append(ev)
+        prev = ev.hash
+        expected = ev.seq + 1
+    if out and expected <= last_seq:
+        out.append(_new_event(Event, (run_id, expected, UNREADABLE, 0, 0.0, "", prev, "")))
+    return out
 
 
 def decision_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:

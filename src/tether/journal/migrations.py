@@ -108,8 +108,59 @@ def _m001_core(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+_MOVE_CHUNK = 1000  # events per batch when moving a version-1 journal
+
+
+def _m002_event_batches(conn: sa.Connection) -> None:
+    """The journal as one row per flushed batch of events instead of one row per event.
+
+    A flush writes one row (an append at the end of the table, plus one small index entry)
+    where it wrote a clustered row per event at the run's place in the key order; the events,
+    their hash chain and its definition are unchanged. Events already stored move over, in
+    batches of up to ``_MOVE_CHUNK`` per run, and the old table is dropped.
+    """
+    from tether.journal.events import Event, encode_batch
+
+    md = sa.MetaData()
+    batches = sa.Table(
+        "event_batches",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("first_seq", sa.Integer, nullable=False),
+        sa.Column("last_seq", sa.Integer, nullable=False),
+        sa.Column("events", sa.Text, nullable=False),
+        # two writers continuing a run from the same point collide here
+        sa.UniqueConstraint("run_id", "first_seq", name="uq_event_batch_start"),
+    )
+    md.create_all(conn)
+    old = sa.Table("events", sa.MetaData(), autoload_with=conn)
+    run_ids = [r[0] for r in conn.execute(sa.select(old.c.run_id).distinct())]
+    for run_id in run_ids:  # one run at a time, so memory is bounded by the longest run
+        rows = conn.execute(
+            sa.select(old.c.seq, old.c.type, old.c.step, old.c.ts, old.c.payload, old.c.hash)
+            .where(old.c.run_id == run_id)
+            .order_by(old.c.seq)
+        ).all()
+        for k in range(0, len(rows), _MOVE_CHUNK):
+            chunk = [
+                Event(run_id, int(r[0]), r[1], int(r[2]), float(r[3]), r[4], "", r[5])
+                for r in rows[k : k + _MOVE_CHUNK]
+            ]
+            conn.execute(
+                batches.insert().values(
+                    run_id=run_id,
+                    first_seq=chunk[0].seq,
+                    last_seq=chunk[-1].seq,
+                    events=encode_batch(chunk),
+                )
+            )
+    old.drop(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "runs, events, blobs, approvals, counters, controls, cache", _m001_core),
+    (2, "the journal in batches: one row per flush", _m002_event_batches),
 ]
 
 

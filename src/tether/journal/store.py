@@ -1,7 +1,8 @@
 """The store: runs, the event journal, approvals, counters, controls and caches.
 
 SQLAlchemy 2 over SQLite (a WAL file, the default) or PostgreSQL (by URL). Appending events is the
-hot path: it goes straight to the DBAPI cursor with ``executemany`` inside one short transaction.
+hot path: it goes straight to the DBAPI cursor inside one short transaction, and the events of one
+flush are one row of ``event_batches`` (see :func:`tether.journal.events.encode_batch`).
 On SQLite every write transaction is ``BEGIN IMMEDIATE`` so concurrent processes serialise cleanly.
 """
 
@@ -15,7 +16,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,12 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tether.errors import JournalCorrupted, JournalError, NotFound, UsageError
-from tether.journal.events import GENESIS, Event
+from tether.journal.events import GENESIS, Event, decode_batch, encode_batch
 from tether.journal.migrations import migrate
 
 DEFAULT_DB = "tether.db"
-_INSERT_EVENTS = "INSERT INTO events (run_id, seq, type, step, ts, payload, hash) VALUES "
-_INSERT_GROUP = 32
+_INSERT_BATCH = "INSERT INTO event_batches (run_id, first_seq, last_seq, events) VALUES "
+_LAST_BATCH = "SELECT last_seq FROM event_batches WHERE run_id={ph} ORDER BY first_seq DESC LIMIT 1"
 
 
 def normalise_url(url: str | None) -> str:
@@ -108,6 +108,10 @@ class Reservation:
     amount: float
     max_count: int | None
     max_total: float | None
+
+
+class _Conflict(Exception):
+    """An append that does not continue the stored journal (another writer got there first)."""
 
 
 class _Refused(Exception):
@@ -192,7 +196,7 @@ class Store:
         md = sa.MetaData()
         md.reflect(
             self.engine,
-            only=["runs", "events", "blobs", "approvals", "counters", "controls", "cache"],
+            only=["runs", "event_batches", "blobs", "approvals", "counters", "controls", "cache"],
         )
         self.t = md.tables
 
@@ -245,23 +249,35 @@ class Store:
         record: RunRecord,
         events: Sequence[Event] = (),
         values: dict[str, Any] | None = None,
+        *,
+        lines: Sequence[str] | None = None,
     ) -> None:
         """Insert a run's row together with its first events, in one transaction.
 
         ``values`` (column → value) override the record's, as :meth:`append`'s ``run_update``
-        would, so a run that ends before its first write is written once, as it ended."""
+        would, so a run that ends before its first write is written once, as it ended.
+        ``lines``: the events' stored lines if already made (see :meth:`append`)."""
         row = record.to_dict()
         if values:
             row.update(values)
         row["input"] = json.dumps(row["input"], default=str)
         row["output"] = None if row["output"] is None else json.dumps(row["output"], default=str)
-        self._write(events, new_run=row)
+        self._write(events, new_run=row, lines=lines)
 
-    def append(self, events: Sequence[Event], run_update: dict[str, Any] | None = None) -> None:
-        """Write events (and optionally update the run's row) in one transaction."""
+    def append(
+        self,
+        events: Sequence[Event],
+        run_update: dict[str, Any] | None = None,
+        *,
+        lines: Sequence[str] | None = None,
+    ) -> None:
+        """Write events (and optionally update the run's row) in one transaction.
+
+        ``lines``, if given, are the events' stored lines as :func:`~tether.journal.events.
+        stored_event` made them (the engine keeps them, so nothing is formatted twice)."""
         if not events and not run_update:
             return
-        self._write(events, run_update=run_update)
+        self._write(events, run_update=run_update, lines=lines)
 
     def _write(
         self,
@@ -269,11 +285,16 @@ class Store:
         *,
         new_run: dict[str, Any] | None = None,
         run_update: dict[str, Any] | None = None,
+        lines: Sequence[str] | None = None,
     ) -> None:
-        """The journal's write path: one short transaction straight on the DBAPI connection."""
+        """The journal's write path: one short transaction straight on the DBAPI connection.
+
+        The events (all of one run, in order) become one batch row. An append must continue the
+        stored journal exactly: a batch that does not start right after the last stored event
+        means another writer got there first, and nothing is written.
+        """
         ph = self._ph
-        # the previous hash is not stored: the row before holds it (see events())
-        rows = [(e.run_id, e.seq, e.type, e.step, e.ts, e.payload_json, e.hash) for e in events]
+        body = encode_batch(events, lines) if events else None
         with self._lock:
             raw = self._raw_conn()
             cur = raw.cursor()
@@ -286,17 +307,17 @@ class Store:
                         f" VALUES ({','.join([ph] * len(_RUN_COLUMNS))})",
                         [new_run[c] for c in _RUN_COLUMNS],
                     )
-                if rows:
-                    # whole groups of rows as one multi-row INSERT (one statement step instead
-                    # of one per row), the rest one by one
-                    n = len(rows)
-                    grouped = n - n % _INSERT_GROUP
-                    if grouped:
-                        sql = _INSERT_EVENTS + ",".join([f"({','.join([ph] * 7)})"] * _INSERT_GROUP)
-                        for k in range(0, grouped, _INSERT_GROUP):
-                            cur.execute(sql, list(chain.from_iterable(rows[k : k + _INSERT_GROUP])))
-                    if grouped < n:
-                        cur.executemany(f"{_INSERT_EVENTS}({','.join([ph] * 7)})", rows[grouped:])
+                if events:
+                    first = events[0]
+                    if new_run is None:
+                        cur.execute(_LAST_BATCH.format(ph=ph), (first.run_id,))
+                        row = cur.fetchone()
+                        if (0 if row is None else int(row[0])) != first.seq - 1:
+                            raise _Conflict(first.run_id)
+                    cur.execute(
+                        f"{_INSERT_BATCH}({ph},{ph},{ph},{ph})",
+                        (first.run_id, first.seq, events[-1].seq, body),
+                    )
                 if run_update:
                     cols = sorted(run_update)
                     values = [
@@ -317,10 +338,10 @@ class Store:
                 unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
                 if unique and new_run is not None and "runs" in str(exc):
                     raise JournalError(f"run {new_run['id']} already exists") from exc
-                if unique:
+                if unique or isinstance(exc, _Conflict):
                     raise JournalError(
-                        f"run {rows[0][0] if rows else '?'}: another process appended to this "
-                        "run's journal at the same time; stop one of them"
+                        f"run {events[0].run_id if events else '?'}: another process appended "
+                        "to this run's journal at the same time; stop one of them"
                     ) from exc
                 raise JournalError(f"cannot append to the journal: {exc}") from exc
             finally:
@@ -336,40 +357,38 @@ class Store:
             )
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
-        """All events of a run, in order. Rows that cannot be decoded raise JournalCorrupted.
+        """All events of a run (those after ``after_seq``), in order.
 
-        Each event's ``prev_hash`` is the stored hash of the row before it (``GENESIS`` before
-        the first): the chain is checked by recomputing every hash over it (verify_chain).
+        Each event's ``prev_hash`` is the stored hash of the event before it (``GENESIS`` before
+        the first): the chain is checked by recomputing every hash over it (verify_chain). Stored
+        text that cannot be parsed comes back as ``unreadable`` events, which never verify.
         """
-        ev = self.t["events"]
+        b = self.t["event_batches"]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(
-                    ev.c.run_id, ev.c.seq, ev.c.type, ev.c.step, ev.c.ts, ev.c.payload, ev.c.hash
-                )
-                .where(ev.c.run_id == run_id, ev.c.seq > after_seq)
-                .order_by(ev.c.seq)
+                sa.select(b.c.first_seq, b.c.last_seq, b.c.events)
+                .where(b.c.run_id == run_id, b.c.last_seq >= after_seq)
+                .order_by(b.c.first_seq)
             ).all()
-            prev = GENESIS
-            if after_seq > 0:
-                before = conn.execute(
-                    sa.select(ev.c.hash).where(ev.c.run_id == run_id, ev.c.seq == after_seq)
-                ).first()
-                prev = "" if before is None else str(before[0])
         out: list[Event] = []
-        for r in rows:
-            digest = str(r[6])
-            out.append(
-                Event(r[0], int(r[1]), str(r[2]), int(r[3]), float(r[4]), str(r[5]), prev, digest)
-            )
-            prev = digest
+        prev = GENESIS
+        for first_seq, last_seq, body in rows:
+            out += decode_batch(run_id, int(first_seq), int(last_seq), str(body), prev)
+            prev = out[-1].hash
+        if after_seq > 0:
+            before = [e for e in out if e.seq == after_seq]
+            out = [e for e in out if e.seq > after_seq]
+            if out:  # the first event's link is the stored hash of event ``after_seq``
+                out[0] = out[0]._replace(prev_hash=before[0].hash if before else "")
         return out
 
     def count_events(self, run_id: str) -> int:
-        ev = self.t["events"]
+        b = self.t["event_batches"]
         with self.engine.connect() as conn:
             n = conn.execute(
-                sa.select(sa.func.count()).select_from(ev).where(ev.c.run_id == run_id)
+                sa.select(sa.func.coalesce(sa.func.sum(b.c.last_seq - b.c.first_seq + 1), 0)).where(
+                    b.c.run_id == run_id
+                )
             ).scalar_one()
         return int(n)
 
@@ -688,6 +707,7 @@ class Store:
             for name in (
                 "runs",
                 "events",
+                "event_batches",
                 "blobs",
                 "approvals",
                 "counters",
