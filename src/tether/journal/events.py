@@ -172,9 +172,7 @@ def encode_batch(events: Sequence[Event], lines: Sequence[str] | None = None) ->
     return body
 
 
-def decode_batch(
-    run_id: str, first_seq: int, last_seq: int, body: str, prev: str
-) -> list[Event]:
+def decode_batch(run_id: str, first_seq: int, last_seq: int, body: str, prev: str) -> list[Event]:
     """The events of one stored batch, chained from ``prev`` (the hash before the batch).
 
     A line that cannot be parsed, or events missing from the end of the text (the batch held
