@@ -35,30 +35,9 @@ FLUSH_EVENTS = 1024
 memory held and the size of one transaction: about half a megabyte, a few milliseconds)."""
 
 SWITCH_MAX_AGE = 1.0
-"""Seconds a read-only call may rely on a kill switch read earlier (by any run of the runtime)."""
+"""Seconds a read-only call may rely on a kill switch read earlier (by any run on the store)."""
 
 _UNSET: Any = object()
-
-
-@dataclass(slots=True)
-class KillSwitches:
-    """The agents' kill switches as last read from the store, shared by a runtime's runs.
-
-    Side-effecting calls always read the store; a read-only call may use a value up to
-    ``SWITCH_MAX_AGE`` old (a read cannot do harm), so short runs do not each pay a query.
-    """
-
-    store: Store
-    seen: dict[str, tuple[float, tuple[bool, str]]] = field(default_factory=dict)
-
-    def read(self, agent: str, *, fresh: bool) -> tuple[bool, str]:
-        now = time.monotonic()
-        hit = self.seen.get(agent)
-        if fresh or hit is None or now - hit[0] > SWITCH_MAX_AGE:
-            value = self.store.paused(agent)
-            self.seen[agent] = (now, value)
-            return value
-        return hit[1]
 
 
 @dataclass(slots=True)
@@ -86,7 +65,6 @@ class RunContext:
     run_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _row_step: int = -1
     _row_seq: int = -1  # the event the run row was last brought up to
-    switches: KillSwitches | None = None  # shared by the runtime's runs; one per run if None
     _flushed_at: float = field(default_factory=time.monotonic)
     _settled: int = 0  # leading buffered events that end at a checkpoint (complete steps)
     _timer: asyncio.TimerHandle | None = None
@@ -249,10 +227,10 @@ class RunContext:
             self.flush_settled()
 
     def kill_switch(self, *, fresh: bool) -> tuple[bool, str]:
-        """The agent's kill switch (see :class:`KillSwitches`)."""
-        if self.switches is None:
-            self.switches = KillSwitches(self.store)
-        return self.switches.read(self.agent.name, fresh=fresh)
+        """The agent's kill switch. Side-effecting calls (``fresh``) always read the store; a
+        read-only call may rely on a reading up to ``SWITCH_MAX_AGE`` old (a read cannot do
+        harm), so short runs do not each pay a query."""
+        return self.store.paused(self.agent.name, max_age=0.0 if fresh else SWITCH_MAX_AGE)
 
     def _row_stale(self) -> bool:
         # keep the runs table roughly current (every 25 steps) without a write per step

@@ -189,6 +189,7 @@ class Store:
         self._ph = "?" if self.is_sqlite else "%s"
         self._lock = threading.RLock()
         self._raw: Any = None
+        self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
         try:
             self.schema_version = migrate(self.engine)
         except sa.exc.OperationalError as exc:
@@ -647,6 +648,7 @@ class Store:
     # -- controls (kill switch) ------------------------------------------------------------------
 
     def set_paused(self, agent: str, paused: bool, *, by: str, reason: str = "") -> None:
+        self._switches.pop(agent, None)
         ctl = self.t["controls"]
         with self._tx() as conn:
             conn.execute(ctl.delete().where(ctl.c.agent == agent))
@@ -656,8 +658,22 @@ class Store:
                 )
             )
 
-    def paused(self, agent: str) -> tuple[bool, str]:
-        """Whether the agent's kill switch is on, and why."""
+    def paused(self, agent: str, *, max_age: float = 0.0) -> tuple[bool, str]:
+        """Whether the agent's kill switch is on, and why.
+
+        ``max_age`` > 0 accepts a reading of this store that old (seconds) instead of a query:
+        the engine allows that for read-only calls, which cannot do harm. Switching in this
+        process is seen at once; in another, within ``max_age``.
+        """
+        if max_age > 0:
+            seen = self._switches.get(agent)
+            if seen is not None and time.monotonic() - seen[0] <= max_age:
+                return seen[1]
+        value = self._read_paused(agent)
+        self._switches[agent] = (time.monotonic(), value)
+        return value
+
+    def _read_paused(self, agent: str) -> tuple[bool, str]:
         ph = self._ph
         with self._lock:
             raw = self._raw_conn()
