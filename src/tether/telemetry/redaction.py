@@ -92,8 +92,30 @@ _JSON_WORD_ENDS = {
     "auth": r"(?:orization|token)",
     "credential": "s?",
 }
+# a longer word each credential word may begin, which is then no credential: when every
+# occurrence of the word is the start of this one, its gate cannot match (``input_tokens``)
+_JSON_HARMLESS = {"token": "tokens"}
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # characters JSON writes escaped
 _key_verdicts: dict[str, bool] = {}
+
+
+def _has_upper(text: str) -> bool:
+    return any(ch.isupper() for ch in text)
+
+
+def _probe_groups(literals: Iterable[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Literals as (probe, members): a literal alone is its own probe (no members); literals
+    sharing their first two characters are looked for only when those two are present."""
+    by_prefix: dict[str, list[str]] = {}
+    for lit in literals:
+        by_prefix.setdefault(lit[:2], []).append(lit)
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    for prefix, members in by_prefix.items():
+        if len(members) > 1 and len(prefix) == 2:
+            groups.append((prefix, tuple(members)))
+        else:
+            groups.extend((lit, ()) for lit in members)
+    return tuple(groups)
 
 
 def _is_credential_key(key: str) -> bool:
@@ -313,10 +335,18 @@ class Redactor:
         self._lower = list(lower.items())
         self._compiled: dict[int, re.Pattern[str]] = {}
         self._short: dict[str, str] = {}
-        # what :meth:`json_may_change` looks for in compact JSON text
+        # what :meth:`json_may_change` looks for in compact JSON text: the needed literals
+        # without capitals, then those with (absent from text that has none), each list grouped
+        # by shared two-letter prefixes; the credential words, each with its gate
         self._json_needs = tuple(needs)
+        self._json_plain = _probe_groups(n for n in needs if not _has_upper(n))
+        self._json_capital = _probe_groups(n for n in needs if _has_upper(n))
         self._json_lower = tuple(
-            (lit, re.compile(re.escape(lit) + _JSON_WORD_ENDS[lit] + _JSON_SEPARATOR))
+            (
+                lit,
+                re.compile(re.escape(lit) + _JSON_WORD_ENDS[lit] + _JSON_SEPARATOR),
+                _JSON_HARMLESS.get(lit, ""),
+            )
             for lit in lower
             if lit in _JSON_WORD_ENDS
         )
@@ -441,14 +471,21 @@ class Redactor:
         """
         if not self._json_exact or (self._json_non_ascii and "\\u" in text):
             return bool(self.kinds)
-        for lit in self._json_needs:
-            if lit in text:
+        for probe, members in self._json_plain:
+            if probe in text and (not members or any(m in text for m in members)):
                 return True
-        if self._json_lower:
-            low = text.lower()
-            for lit, gate in self._json_lower:
-                if lit in low and gate.search(low) is not None:
+        low = text.lower()
+        if low != text:  # else the text has no capitals, so no literal with one is in it
+            for probe, members in self._json_capital:
+                if probe in text and (not members or any(m in text for m in members)):
                     return True
+        if self._json_lower:
+            for lit, gate, harmless in self._json_lower:
+                if lit in low:
+                    if harmless and low.count(lit) == low.count(harmless):
+                        continue  # every occurrence continues into a word that is no credential
+                    if gate.search(low) is not None:
+                        return True
         return False
 
     def redact_text(self, text: str) -> str:
