@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import pydantic
 
 from tether.tools import Tool
@@ -124,8 +125,23 @@ class Agent:
     def fingerprint(self, snapshot: dict[str, Any] | None = None) -> str:
         """A hash of :meth:`snapshot`: equal fingerprints mean the same prompt and tools.
 
-        Pass a snapshot just taken to hash that instead of taking another.
+        Pass a snapshot just taken to hash that instead of taking another. The hash is taken
+        over the snapshot as compact JSON with sorted keys (UTF-8).
         """
         data = self.snapshot() if snapshot is None else snapshot
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        try:
+            text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # what orjson refuses (integers beyond 64 bits)
+            text = json.dumps(
+                data, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+        return hashlib.sha256(text).hexdigest()
+
+    def has_fingerprint(self, fingerprint: str) -> bool:
+        """Whether this agent is the one a run recorded with ``fingerprint`` (also as older
+        versions wrote it: the standard library's ASCII-escaped JSON)."""
+        snapshot = self.snapshot()
+        if self.fingerprint(snapshot) == fingerprint:
+            return True
+        legacy = json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(legacy.encode()).hexdigest() == fingerprint

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
 import json
 import threading
 import time
@@ -294,6 +295,28 @@ async def test_approve_then_resume_executes_once(sqlite_store: Store) -> None:
     # resuming a finished run does nothing more
     await rt.resume(result.run_id, agent)
     assert EXECUTED == [("refund", 20.0)]
+
+
+async def test_resume_records_whether_the_agent_is_the_one_that_started(
+    sqlite_store: Store,
+) -> None:
+    script = [call("refund", order_id="A", amount=20), "done"]
+    agent = make_agent(instructions="Résumé: be kind ☃")  # non-ASCII, as UTF-8 in the hash
+    first = await runtime(sqlite_store, script).run(agent, "go")
+    second = await runtime(sqlite_store, script).run(agent, "go again")
+    rt = runtime(sqlite_store, ["done", "done"])
+    for approval in sqlite_store.list_approvals():
+        rt.approve(approval.id, by="alice")
+    await rt.resume(first.run_id, agent)
+    changed = make_agent(instructions="Résumé: be brief")
+    await rt.resume(second.run_id, changed)
+    assert payloads(sqlite_store, first.run_id, "run_resumed")[0]["same_agent"] is True
+    assert payloads(sqlite_store, second.run_id, "run_resumed")[0]["same_agent"] is False
+    # a run started by an older version recorded the hash of ASCII-escaped JSON
+    legacy_text = json.dumps(agent.snapshot(), sort_keys=True, separators=(",", ":"))
+    legacy = hashlib.sha256(legacy_text.encode()).hexdigest()
+    assert legacy != agent.fingerprint() and agent.has_fingerprint(legacy)
+    assert not changed.has_fingerprint(legacy)
 
 
 async def test_edit_then_policy_denies(sqlite_store: Store) -> None:

@@ -274,7 +274,7 @@ class Runtime:
             EventType.RUN_RESUMED,
             {
                 "fingerprint": agent.fingerprint(),
-                "same_agent": agent.fingerprint() == state_fingerprint(self.store, record.id),
+                "same_agent": agent.has_fingerprint(state_fingerprint(self.store, record.id)),
             },
         )
         return await self._drive(ctx)

@@ -83,7 +83,7 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS
 _sha256 = hashlib.sha256
 
 
-def encode_payload_bytes(payload: dict[str, Any]) -> bytes:
+def encode_payload_bytes(payload: Any) -> bytes:
     """A payload as compact UTF-8 JSON: the stored text an event's hash covers.
 
     orjson does the work (an order of magnitude faster than the standard library, and the engine

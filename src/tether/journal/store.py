@@ -24,7 +24,13 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tether.errors import JournalCorrupted, JournalError, NotFound, UsageError
-from tether.journal.events import GENESIS, Event, decode_batch, encode_batch
+from tether.journal.events import (
+    GENESIS,
+    Event,
+    decode_batch,
+    encode_batch,
+    encode_payload_bytes,
+)
 from tether.journal.migrations import migrate
 
 DEFAULT_DB = "tether.db"
@@ -261,8 +267,9 @@ class Store:
         row = record.to_dict()
         if values:
             row.update(values)
-        row["input"] = json.dumps(row["input"], default=str)
-        row["output"] = None if row["output"] is None else json.dumps(row["output"], default=str)
+        row["input"] = encode_payload_bytes(row["input"]).decode()
+        if row["output"] is not None:
+            row["output"] = encode_payload_bytes(row["output"]).decode()
         self._write(events, new_run=row, lines=lines)
 
     def append(
