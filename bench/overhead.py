@@ -110,7 +110,7 @@ def time_show(store: Store, events: int) -> tuple[float, int]:
     from tether.cli import runs as runs_cli
     from tether.cli.common import console
 
-    steps = events // 3  # a read step journals three events
+    steps = events // 2  # a read step journals two events
     agent = make_agent(steps)
     result = asyncio.run(Runtime(store).run(agent, "go"))
     n = store.count_events(result.run_id)

@@ -19,8 +19,8 @@ from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tether import Agent, ScriptedModel, ToolError, call, tool
 from tether.engine import Runtime
 from tether.errors import ModelError
-from tether.journal import Store
-from tether.journal.events import Event
+from tether.journal import Store, proposal_in
+from tether.journal.events import Event, asked_at
 from tether.policy import Decision, Proposal, rule
 from tether.telemetry import Redactor, export_run, maybe_export, otel, otlp_tracer_provider
 
@@ -196,14 +196,18 @@ async def test_span_tree_attributes_and_timeline(
         sent = resp.ts - resp.payload["duration_ms"] / 1000  # back-dated by the call's duration
         assert close(span.start_ns, ns(sent)) and close(span.end_ns, ns(resp.ts))
     assert [c.attributes["gen_ai.response.finish_reasons"] for c in chats] == [
-        ["tool_calls"], ["tool_calls"], ["stop"]
+        ["tool_calls"],
+        ["tool_calls"],
+        ["stop"],
     ]
     assert sum(c.attributes["gen_ai.usage.input_tokens"] for c in chats) == record.input_tokens
 
     # one execute_tool span per proposed call
     tools = {s.attributes["gen_ai.tool.call.id"]: s for s in spans
              if s.name.startswith("execute_tool ")}  # fmt: skip
-    proposed = by_type(events, "tool_proposed")
+    # a plainly allowed read is journaled whole in its tool_finished
+    proposed = [e for e in events if proposal_in(e.type, e.payload) is not None]
+    assert [e.type for e in proposed] == ["tool_finished", "tool_proposed", "tool_proposed"]
     assert set(tools) == {e.payload["call_id"] for e in proposed}
     lookup, approved, denied = (tools[e.payload["call_id"]] for e in proposed)
     for span, ev in zip((lookup, approved, denied), proposed, strict=True):
@@ -212,7 +216,8 @@ async def test_span_tree_attributes_and_timeline(
         assert span.attributes["gen_ai.tool.name"] == ev.payload["tool"]
         assert span.attributes["gen_ai.tool.type"] == "function"
         assert span.attributes["tether.tool.effect"] == ev.payload["effect"]
-        assert close(span.start_ns, ns(ev.ts))
+        began = asked_at(ev.ts, ev.payload) if ev.type == "tool_finished" else ev.ts
+        assert close(span.start_ns, ns(began))
     assert lookup.attributes["gen_ai.tool.description"] == "Look up an order."
 
     assert lookup.attributes["tether.tool.outcome"] == "ok" and not lookup.is_error
@@ -231,8 +236,9 @@ async def test_span_tree_attributes_and_timeline(
     assert approved.event("tether.policy.decision")[0]["tether.policy.decision"] == "approve"
     decided_ev = by_type(events, "approval_decided")[0]
     requested_ev = by_type(events, "approval_requested")[0]
-    assert approved.event("tether.approval.requested")[0]["tether.approval.id"] == (
-        requested_ev.payload["approval_id"]
+    assert (
+        approved.event("tether.approval.requested")[0]["tether.approval.id"]
+        == (requested_ev.payload["approval_id"])
     )
     decided = approved.event("tether.approval.decided")[0]
     assert decided["tether.approval.status"] == "approved"

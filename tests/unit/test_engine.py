@@ -16,7 +16,7 @@ import pytest
 from tether import Agent, Limits, ScriptedModel, ToolContext, ToolError, call, tool
 from tether.builtins import ask_human
 from tether.engine import Runtime, rebuild_state
-from tether.journal import Store, decision_in, request_in, verify_chain
+from tether.journal import Store, decision_in, proposal_in, request_in, verify_chain
 from tether.models.scripted import raw_call
 from tether.policy import Decision, Limit, Proposal, rule
 
@@ -107,7 +107,6 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     assert types(sqlite_store, result.run_id) == [
         "run_started",
         "model_response",
-        "tool_proposed",
         "tool_finished",
         "model_response",
         "run_finished",
@@ -117,10 +116,44 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     assert [e.step for e in responses] == [1, 2]
     assert [e.payload["request"]["messages"] for e in responses] == [2, 4]
     assert responses[0].payload["request"]["tools"] == len(make_agent().tools)
-    # the plain allow travels with the proposal
-    (proposed,) = payloads(sqlite_store, result.run_id, "tool_proposed")
+    # a plainly allowed read is one event: its proposal and allow travel with its result
+    (finished,) = payloads(sqlite_store, result.run_id, "tool_finished")
+    proposed = proposal_in("tool_finished", finished)
+    assert proposed is not None and proposed["args"] == {"order_id": "A"}
     assert proposed["decision"] == "allow" and proposed["rule"] and proposed["reason"]
-    assert rebuild_state(result.run_id, events[:3]).calls[0].decision == "allow"
+    assert finished["ok"] is True and "pending" in finished["content"]
+    folded = rebuild_state(result.run_id, events[:3])
+    assert folded.calls[0].decision == "allow" and folded.calls[0].done
+    assert folded.call_counts == {"lookup" + '{"order_id":"A"}': 1}
+
+
+async def test_a_read_that_will_not_simply_run_journals_its_proposal_first(
+    sqlite_store: Store,
+) -> None:
+    """Paused (or refused by a limit), a read's proposal is an event of its own, before the
+    event that stops it; resuming then runs it once and counts it once."""
+    sqlite_store.set_paused("t", True, by="ops", reason="incident")
+    rt = runtime(sqlite_store, [call("lookup", order_id="A"), call("lookup", order_id="A"), "ok"])
+    result = await rt.run(make_agent(), "go")
+    assert result.status == "waiting_input"
+    assert types(sqlite_store, result.run_id)[-2:] == ["tool_proposed", "input_requested"]
+    sqlite_store.set_paused("t", False, by="ops")
+    result = await rt.resume(result.run_id, make_agent())
+    assert result.ok
+    events = sqlite_store.events(result.run_id)
+    assert verify_chain(result.run_id, events) is None
+    finished = [e.payload for e in events if e.type == "tool_finished"]
+    assert ["args" in p for p in finished] == [False, True]  # proposed earlier; then whole
+    state = rebuild_state(result.run_id, events)
+    assert state.call_counts == {"lookup" + '{"order_id":"A"}': 2}
+
+
+async def test_identical_reads_in_one_turn_each_count_once(sqlite_store: Store) -> None:
+    turn = [call("lookup", order_id="A"), call("lookup", order_id="A")]
+    result = await runtime(sqlite_store, [turn, "ok"]).run(make_agent(), "go")
+    events = sqlite_store.events(result.run_id)
+    assert [e.type for e in events].count("tool_finished") == 2
+    assert rebuild_state(result.run_id, events).call_counts == {"lookup" + '{"order_id":"A"}': 2}
     run = sqlite_store.get_run(result.run_id)
     assert run.status == "succeeded" and run.steps == 2 and run.input_tokens > 0
 

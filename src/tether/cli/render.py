@@ -103,7 +103,11 @@ def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
     if t == "tool_finished":
         mark = "ok" if p["ok"] else "ERROR"
         shadow = " (shadow: not executed)" if p.get("shadow") else ""
-        return f"{mark}{shadow} · {p.get('duration_ms', 0):.1f} ms · {short(p['content'], width)}"
+        done = f"{mark}{shadow} · {p.get('duration_ms', 0):.1f} ms · {short(p['content'], width)}"
+        if "args" in p:  # a read journaled whole: its proposal and plain allow come first
+            head = f"{p['tool']} [{p['effect']}] {short(p['args'], 60)}"
+            return f"{head} · {p['decision'].upper()} by rule {p.get('rule')} · {done}"
+        return done
     if t == "validation_failed":
         return f"{p.get('tool') or 'final output'}: {short(p['error'], width)}"
     if t in ("feedback",):

@@ -335,6 +335,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         return EXECUTE_READ if tool.effect is Effect.READ and tool is not ask_human else EXECUTE
     paused, why = ctx.kill_switch(fresh=tool.effect.has_side_effect)
     if paused:
+        _journal_deferred(ctx, progress)
         ctx.emit(
             E.INPUT_REQUESTED,
             {
@@ -354,6 +355,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         proposal = _proposal(ctx, progress, tool)
     limited = ctx.policy.reserve_limits(ctx.agent, proposal)
     if limited is not None:
+        _journal_deferred(ctx, progress)
         ctx.emit(
             E.POLICY_DECISION,
             {
@@ -413,8 +415,22 @@ def _propose(
             payload["decision"] = "allow"
             payload["rule"] = d.rule
             payload["reason"] = d.reason
+            if tool.effect is Effect.READ and tool is not ask_human:
+                # journaled with the result (see execute_batch); nothing durable happens
+                # between, and a crash redoes both
+                ctx.state.propose(payload)
+                progress.deferred = payload
+                return decided
     ctx.emit(E.TOOL_PROPOSED, payload)
     return decided
+
+
+def _journal_deferred(ctx: RunContext, progress: CallProgress) -> None:
+    """Journal a read's proposal on its own after all: the call will not simply run (paused,
+    or refused by a limit), so its result will not carry it."""
+    if progress.deferred is not None:
+        ctx.emit(E.TOOL_PROPOSED, progress.deferred)
+        progress.deferred = None
 
 
 def _journal_decision(
@@ -693,7 +709,11 @@ async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
         payloads = await asyncio.gather(
             *(_invoke(ctx, p, t, threaded=True) for p, t in zip(batch, tools, strict=True))  # type: ignore[arg-type]
         )
-    for payload in payloads:
+    for progress, payload in zip(batch, payloads, strict=True):
+        proposed = progress.deferred
+        if proposed is not None:  # the proposal travels with the result
+            progress.deferred = None
+            payload = {**proposed, **payload}
         ctx.emit(E.TOOL_FINISHED, payload)
 
 

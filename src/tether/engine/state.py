@@ -76,7 +76,10 @@ class CallProgress:
     started: bool = False
     done: bool = False
     repeat_key: str = ""
+    counted: bool = False  # the proposal counted towards its repeat key
     validated: Any = None  # the validated arguments model, kept in memory only
+    # a plainly allowed read's proposal, folded but journaled only with its result
+    deferred: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -127,6 +130,12 @@ class RunState:
         handler = _HANDLERS.get(ev.type)
         if handler is not None:
             handler(self, ev, p)
+
+    def propose(self, payload: dict[str, Any]) -> None:
+        """Fold a proposal that is not journaled yet: a read the policy plainly allows is
+        journaled once, with its result (``tool_finished`` carries the proposal). Folding it
+        again from the journal changes nothing more."""
+        _tool_proposed(self, None, payload)
 
     def _tool_message(self, call_id: str, name: str, content: str) -> None:
         self.messages.append(Message("tool", content, tool_call_id=call_id, name=name))
@@ -180,14 +189,16 @@ def _validation_failed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
         s.messages.append(Message("user", p["feedback"]))
 
 
-def _tool_proposed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+def _tool_proposed(s: RunState, ev: Event | None, p: dict[str, Any]) -> None:
     c = s.call(p["call_id"])
     c.tool = p["tool"]
     c.args = p["args"]
-    # the engine computed the key already when it proposed the call; resume computes it here
-    key = c.repeat_key or p["tool"] + repeat_key(p["args"])
-    c.repeat_key = key
-    s.call_counts[key] = s.call_counts.get(key, 0) + 1
+    if not c.counted:  # folding the same proposal twice (see RunState.propose) counts it once
+        # the engine computed the key already when it proposed the call; resume computes it
+        key = c.repeat_key or p["tool"] + repeat_key(p["args"])
+        c.repeat_key = key
+        s.call_counts[key] = s.call_counts.get(key, 0) + 1
+        c.counted = True
     decision = p.get("decision")
     if decision is not None:  # a plain allow, journaled with the proposal
         c.decision = decision
@@ -236,6 +247,8 @@ def _tool_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:
 
 
 def _tool_finished(s: RunState, ev: Event, p: dict[str, Any]) -> None:
+    if "args" in p:  # a read's proposal, journaled with its result
+        _tool_proposed(s, ev, p)
     c = s.call(p["call_id"])
     ok = bool(p["ok"])
     content = p["content"]

@@ -7,6 +7,7 @@ from tether.journal.events import (
     EventType,
     decision_in,
     make_event,
+    proposal_in,
     request_in,
     verify_chain,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "decision_in",
     "make_event",
     "normalise_url",
+    "proposal_in",
     "request_in",
     "verify_chain",
 ]

@@ -197,13 +197,29 @@ def decode_batch(run_id: str, first_seq: int, last_seq: int, body: str, prev: st
     return out
 
 
+PROPOSAL_KEYS = ("call_id", "tool", "effect", "args", "decision", "rule", "reason")
+"""The keys of a proposal (with its plain allow) inside a ``tool_finished`` payload."""
+
+
 def decision_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     """The policy decision an event records, if any: a ``policy_decision`` payload, or the
-    plain allow a ``tool_proposed`` event carries (``decision``, ``rule``, ``reason`` keys)."""
+    plain allow a ``tool_proposed`` event carries (``decision``, ``rule``, ``reason`` keys),
+    or that of a read journaled whole in its ``tool_finished``."""
     if type_ == EventType.POLICY_DECISION or (
-        type_ == EventType.TOOL_PROPOSED and "decision" in payload
+        type_ in (EventType.TOOL_PROPOSED, EventType.TOOL_FINISHED) and "decision" in payload
     ):
         return payload
+    return None
+
+
+def proposal_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The proposed call an event records, if any (``call_id``, ``tool``, ``effect``, ``args``
+    and, for a plain allow, ``decision``, ``rule``, ``reason``): a ``tool_proposed`` payload,
+    or the proposal a read the policy plainly allowed carries in its ``tool_finished``."""
+    if type_ == EventType.TOOL_PROPOSED:
+        return payload
+    if type_ == EventType.TOOL_FINISHED and "args" in payload:
+        return {k: payload[k] for k in PROPOSAL_KEYS if k in payload}
     return None
 
 

@@ -66,14 +66,15 @@ def decisions(events: list[Event]) -> list[Step]:
     for ev in events:
         p = ev.payload
         item: tuple[Any, ...] | None = None
+        if decision_in(ev.type, p) is not None:  # a read's result may carry its decision too
+            decided = ("decision", p["tool"], p["decision"], p.get("rule"))
+            steps.setdefault(ev.step, Step(ev.step)).items.append(decided)
         if ev.type == "model_response":
             r = p["response"]
             calls = [(c["name"], _args(c["arguments"])) for c in r.get("tool_calls", [])]
             item = ("model", r.get("text", ""), json.dumps(calls, sort_keys=True))
         elif ev.type == "validation_failed":
             item = ("invalid", p.get("tool"), p["error"])
-        elif decision_in(ev.type, p) is not None:
-            item = ("decision", p["tool"], p["decision"], p.get("rule"))
         elif ev.type == "approval_decided":
             item = ("approval", p["status"], json.dumps(p.get("edited_args"), sort_keys=True))
         elif ev.type == "tool_finished":

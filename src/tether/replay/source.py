@@ -9,7 +9,7 @@ from typing import Any
 
 from tether.engine.state import RunState
 from tether.errors import TetherError
-from tether.journal.events import GENESIS, Event, request_in
+from tether.journal.events import GENESIS, PROPOSAL_KEYS, Event, proposal_in, request_in
 from tether.messages import ModelRequest, ModelResponse
 from tether.models.base import Model
 from tether.tools import Tool
@@ -63,7 +63,7 @@ class Recording:
                 rec.run_input = p["input"]
             elif ev.type == "model_response":
                 rec.responses.append(p["response"])
-            elif ev.type == "tool_proposed" or (
+            elif proposal_in(ev.type, p) is not None or (
                 ev.type == "policy_decision" and p.get("args") is not None
             ):
                 calls[p["call_id"]] = _key(p["tool"], p["args"])
@@ -73,8 +73,9 @@ class Recording:
                 approval_keys[p["call_id"]] = _key(p["tool"], p["args"])
             elif ev.type == "approval_decided" and p["call_id"] in approval_keys:
                 rec.approvals[approval_keys[p["call_id"]]].append(p)
-            elif ev.type == "tool_finished" and p["call_id"] in calls:
-                served = {k: v for k, v in p.items() if k != "call_id"}
+            if ev.type == "tool_finished" and p["call_id"] in calls:
+                # the result alone: a read's proposal journaled with it is not served again
+                served = {k: v for k, v in p.items() if k not in PROPOSAL_KEYS}
                 rec.results[calls[p["call_id"]]].append(served)
             elif ev.type == "input_received" and p.get("kind") == "answer":
                 rec.answers.append(p["answer"])

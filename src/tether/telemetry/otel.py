@@ -16,7 +16,9 @@ One trace per run:
   ``model_error``) and starting the recorded duration before (older journals: at the
   ``model_request`` event), with the model names, token usage and finish reasons.
 * ``execute_tool {tool}``, a child per proposed tool call: from ``tool_proposed`` to the event
-  that settled it (``tool_finished``, a denial, a rejection, an escalation). Span events:
+  that settled it (``tool_finished``, a denial, a rejection, an escalation); a read the policy
+  plainly allowed is one ``tool_finished`` event, and its span starts the call's recorded
+  duration before it. Span events:
   ``tether.policy.decision``, ``tether.approval.requested``, ``tether.approval.decided`` (at the
   time of the human's decision), ``tether.tool.started``, ``tether.escalated``. A plain allow
   journaled with the proposal gives the same ``tether.policy.decision`` span event.
@@ -527,6 +529,8 @@ class _Planner:
             span.end = max(span.end, ev.ts)
 
     def _on_tool_finished(self, ev: Event, p: dict[str, Any], root: _Span) -> None:
+        if "args" in p:  # a read journaled whole: its span opens when the call began
+            self._on_tool_proposed(ev._replace(ts=asked_at(ev.ts, p)), p, root)
         span = self.tools.get(str(p["call_id"]))
         if span is None:
             return
