@@ -5,9 +5,12 @@ tether runs with a zero-latency scripted model, one read tool call per step, SQL
 (WAL, synchronous=NORMAL). Runs are awaited on one long-lived event loop, as in a worker or a
 server: starting and closing a fresh loop per run with ``asyncio.run`` costs about 0.3 ms, and
 even ``asyncio.Runner.run`` installs and removes a SIGINT handler per call (about 30 µs); both
-belong to the harness, not to the runtime. Also times `tether show` on a 10,000-event run.
+belong to the harness, not to the runtime. Each length is sampled at least ``--repeats`` times
+and until ``--steps`` tether steps were taken (so a 10-step run, which is over in half a
+millisecond, gets hundreds of samples), the three loops interleaved sample by sample; the
+figures are medians. Also times `tether show` on a 10,000-event run.
 
-    .venv/bin/python bench/overhead.py [--repeats N]
+    .venv/bin/python bench/overhead.py [--repeats N] [--steps N]
 """
 
 from __future__ import annotations
@@ -128,8 +131,10 @@ def time_show(store: Store, events: int) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="fewest samples per length")
+    parser.add_argument("--steps", type=int, default=4000, help="tether steps per length")
     args = parser.parse_args()
+    samples_of = {n: max(args.repeats, args.steps // n) for n in LENGTHS}
     out = Console()
     results: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,10 +143,10 @@ def main() -> None:
         tether_run(store, 10)  # warm up imports and caches
         bare_sqlite_loop(bare, 10)
         with Progress(console=out, transient=True) as progress:
-            task = progress.add_task("measuring", total=len(LENGTHS) * args.repeats)
+            task = progress.add_task("measuring", total=sum(samples_of.values()))
             for n in LENGTHS:
                 samples: dict[str, list[float]] = {"tether": [], "bare": [], "bare_sqlite": []}
-                for _ in range(args.repeats):
+                for _ in range(samples_of[n]):
                     samples["bare"].append(bare_loop(n))
                     samples["bare_sqlite"].append(bare_sqlite_loop(bare, n))
                     samples["tether"].append(tether_run(store, n))

@@ -96,8 +96,9 @@ class Tool:
         """Validate arguments; raises :class:`pydantic.ValidationError`."""
         return self.args_model.model_validate(arguments)
 
-    async def invoke(self, ctx: ToolContext, args: pydantic.BaseModel) -> Any:
-        """Call the function with validated arguments (sync functions run inline)."""
+    async def invoke(self, ctx: ToolContext | None, args: pydantic.BaseModel) -> Any:
+        """Call the function with validated arguments (sync functions run inline). ``ctx`` may
+        be ``None`` for a tool that takes no context."""
         names = self._fields
         if names is None or type(args) is not self.args_model:
             names = tuple(type(args).model_fields)

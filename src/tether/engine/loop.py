@@ -729,7 +729,7 @@ async def _invoke(
         cache_key, cached = _cached_result(ctx, tool, progress.args or {})
         if cached is not None:
             return {**cached, "call_id": progress.call.id, "cached": True, "duration_ms": 0.0}
-    tctx = _tool_context(ctx, progress)
+    tctx = _tool_context(ctx, progress) if tool.takes_context else None
     args = (
         progress.validated if progress.validated is not None else tool.validate(progress.args or {})
     )
