@@ -127,6 +127,35 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     assert folded.call_counts == {"lookup" + '{"order_id":"A"}': 1}
 
 
+KEY = "sk-proj-" + "Z" * 32
+
+
+async def test_a_secret_in_the_input_is_masked_after_the_agent_was_found_clean(
+    sqlite_store: Store,
+) -> None:
+    """An agent's snapshot is checked for secrets once; every later run still checks its
+    input, and the system prompt the model sees is the agent's instructions."""
+    agent = make_agent(instructions="Résumé of a long policy ☃")
+    for text in ("first run", f"use {KEY} please", f"again {KEY}"):
+        result = await runtime(sqlite_store, ["ok"]).run(agent, text)
+        (started,) = payloads(sqlite_store, result.run_id, "run_started")
+        assert KEY not in json.dumps(started) and "instructions" not in started
+        assert started["agent"]["instructions"] == agent.instructions
+        assert started["input"] == text.replace(KEY, "[REDACTED:openai_key]")
+        state = rebuild_state(result.run_id, sqlite_store.events(result.run_id))
+        assert state.messages[0].content == agent.instructions
+        assert KEY not in state.messages[1].content
+
+
+async def test_a_secret_in_the_agent_itself_is_masked_in_every_run(sqlite_store: Store) -> None:
+    agent = make_agent(instructions=f"Call the API with {KEY}.")
+    for _ in range(2):
+        result = await runtime(sqlite_store, ["ok"]).run(agent, "go")
+        (started,) = payloads(sqlite_store, result.run_id, "run_started")
+        assert KEY not in json.dumps(started)
+        assert "[REDACTED:openai_key]" in started["agent"]["instructions"]
+
+
 async def test_a_read_that_will_not_simply_run_journals_its_proposal_first(
     sqlite_store: Store,
 ) -> None:

@@ -93,20 +93,33 @@ class RunContext:
     def run_id(self) -> str:
         return self.state.run_id
 
-    def emit(self, type_: str, payload: dict[str, Any], *, step: int | None = None) -> Event:
+    def emit(
+        self,
+        type_: str,
+        payload: dict[str, Any],
+        *,
+        step: int | None = None,
+        vouched: tuple[str, ...] = (),
+    ) -> Event:
         """Journal one event: redact it, fold it into the state, buffer it for the next flush.
 
         Redaction comes first, so the state (and therefore what the model sees next) matches
         the journal exactly, and an unmasked secret never reaches the disk. The payload is
         encoded once; it is walked and encoded again only when its text shows something that
-        might need masking.
+        might need masking. ``vouched``: top-level keys whose values the caller has already
+        found to need no masking; the check then reads only the rest.
         """
         raw = encode_payload_bytes(payload)
         text = raw.decode()
         redact = self.redact
         if redact is not None:
             check = self.redact_check
-            if check is None or check(text):
+            if vouched and check is not None:
+                rest = {k: v for k, v in payload.items() if k not in vouched}
+                checked = encode_payload_bytes(rest).decode()
+            else:
+                checked = text
+            if check is None or check(checked):
                 masked = redact(payload)
                 if masked is not payload:
                     payload = masked

@@ -183,18 +183,19 @@ class Runtime:
         run_id = run_id or uuid.uuid4().hex
         now = self.clock()
         snapshot = agent.snapshot()
+        fingerprint = agent.fingerprint(snapshot)
         state = RunState(run_id=run_id, last_hash=GENESIS)
         ctx = self._context(agent, state, chosen)
         ctx.emit(
             EventType.RUN_STARTED,
             {
-                "agent": snapshot,
-                "fingerprint": agent.fingerprint(snapshot),
-                "instructions": agent.instructions,
+                "agent": snapshot,  # its instructions are the system prompt
+                "fingerprint": fingerprint,
                 "input": input,
                 "model": chosen.name,
                 "agent_ref": agent_ref,
             },
+            vouched=("agent", "fingerprint") if self._clean(snapshot, fingerprint) else (),
         )
         # the row and the first event land together: a run never exists without its start
         ctx.start(
@@ -220,6 +221,22 @@ class Runtime:
             )
         )
         return await self._drive(ctx)
+
+    def _clean(self, snapshot: dict[str, Any], fingerprint: str) -> bool:
+        """Whether the redactor finds nothing to mask in an agent's snapshot (remembered per
+        redactor and fingerprint: a snapshot, long instructions and all, is checked once)."""
+        check = getattr(self.redactor, "json_may_change", None)
+        if check is None:
+            return False
+        key = (id(self.redactor), fingerprint)
+        seen = _clean_snapshots.get(key)
+        if seen is not None and seen[0] is self.redactor:
+            return seen[1]
+        clean = not check(orjson.dumps(snapshot).decode())
+        if len(_clean_snapshots) >= 1024:
+            _clean_snapshots.clear()
+        _clean_snapshots[key] = (self.redactor, clean)
+        return clean
 
     async def _drive(self, ctx: RunContext) -> RunResult:
         limits = ctx.agent.limits
@@ -382,6 +399,8 @@ def _export(store: Store, run_id: str) -> None:
 
 
 _redactors: dict[tuple[str, str], Any] = {}
+# (id of a redactor, agent fingerprint) -> (that redactor, whether the snapshot is clean)
+_clean_snapshots: dict[tuple[int, str], tuple[Any, bool]] = {}
 
 
 def _default_redactor() -> Any:

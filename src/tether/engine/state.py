@@ -149,7 +149,9 @@ def _run_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.run_input = p["input"]
     s.agent_snapshot = p.get("agent", {})
     text = p["input"] if isinstance(p["input"], str) else json.dumps(p["input"])
-    s.messages = [Message("system", p["instructions"]), Message("user", text)]
+    # the system prompt: the agent's instructions (older journals also had them at top level)
+    system = p["instructions"] if "instructions" in p else p["agent"]["instructions"]
+    s.messages = [Message("system", system), Message("user", text)]
 
 
 def _run_resumed(s: RunState, ev: Event, p: dict[str, Any]) -> None:

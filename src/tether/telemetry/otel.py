@@ -262,7 +262,7 @@ class _Planner:
             from tether.engine.state import RunState  # lazily: the engine imports telemetry
 
             self.state = RunState(run_id=run.id)
-            self.system = start.get("instructions")
+            self.system = start.get("instructions", (start.get("agent") or {}).get("instructions"))
         model_spec = str(start.get("model") or run.model or "")
         provider, model = _split_model(model_spec)
         root = _Span(
