@@ -2,13 +2,18 @@
 
 Every figure comes from the same process in the same run (machines are noisy; ratios matter).
 tether runs with a zero-latency scripted model, one read tool call per step, SQLite journaling on
-(WAL, synchronous=NORMAL). Runs are awaited on one long-lived event loop, as in a worker or a
-server: starting and closing a fresh loop per run with ``asyncio.run`` costs about 0.3 ms, and
-even ``asyncio.Runner.run`` installs and removes a SIGINT handler per call (about 30 µs); both
-belong to the harness, not to the runtime. Each length is sampled at least ``--repeats`` times
-and until ``--steps`` tether steps were taken (so a 10-step run, which is over in half a
-millisecond, gets hundreds of samples), the three loops interleaved sample by sample; the
-figures are medians. Also times `tether show` on a 10,000-event run.
+(WAL, synchronous=NORMAL). The whole measurement runs in one coroutine on one event loop, and
+each run is awaited there, as a worker or a server awaits its runs: starting and closing a fresh
+loop per run with ``asyncio.run`` costs about 0.3 ms, ``asyncio.Runner.run`` installs and
+removes a SIGINT handler per call (about 30 µs), and even entering a long-lived loop per run with
+``run_until_complete`` costs about 8 µs; all of that belongs to the harness, not to the
+runtime. Between samples the coroutine yields to its loop once, as a worker does between jobs
+(a scripted model never yields, so otherwise the loop would never run).
+
+Each length is sampled at least ``--repeats`` times and until ``--steps`` tether steps were
+taken (so a 10-step run, which is over in half a millisecond, gets hundreds of samples), the
+three loops interleaved sample by sample; the figures are medians. Also times `tether show` on
+a 10,000-event run.
 
     .venv/bin/python bench/overhead.py [--repeats N] [--steps N]
 """
@@ -61,14 +66,11 @@ def make_agent(steps: int) -> Agent:
     )
 
 
-_loop = asyncio.new_event_loop()
-
-
-def tether_run(store: Store, steps: int) -> float:
+async def tether_run(store: Store, steps: int) -> float:
     agent = make_agent(steps)
     runtime = Runtime(store)
     started = time.perf_counter()
-    result = _loop.run_until_complete(runtime.run(agent, "go"))
+    result = await runtime.run(agent, "go")
     elapsed = time.perf_counter() - started
     assert result.ok and result.steps == steps + 1, result
     return elapsed / steps
@@ -129,6 +131,26 @@ def time_show(store: Store, events: int) -> tuple[float, int]:
     return elapsed, n
 
 
+async def measure(
+    store: Store, bare: sqlite3.Connection, samples_of: dict[int, int], progress: Progress
+) -> dict[int, dict[str, float]]:
+    """Median µs a step of each loop at each length, the loops interleaved sample by sample."""
+    await tether_run(store, 10)  # warm up imports and caches
+    bare_sqlite_loop(bare, 10)
+    task = progress.add_task("measuring", total=sum(samples_of.values()))
+    results: dict[int, dict[str, float]] = {}
+    for n in LENGTHS:
+        samples: dict[str, list[float]] = {"tether": [], "bare": [], "bare_sqlite": []}
+        for _ in range(samples_of[n]):
+            samples["bare"].append(bare_loop(n))
+            samples["bare_sqlite"].append(bare_sqlite_loop(bare, n))
+            samples["tether"].append(await tether_run(store, n))
+            await asyncio.sleep(0)  # a worker's loop runs between its jobs
+            progress.advance(task)
+        results[n] = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7, help="fewest samples per length")
@@ -136,26 +158,14 @@ def main() -> None:
     args = parser.parse_args()
     samples_of = {n: max(args.repeats, args.steps // n) for n in LENGTHS}
     out = Console()
-    results: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(str(Path(tmp) / "bench.db"))
         bare = open_bare(Path(tmp) / "bare.db")
-        tether_run(store, 10)  # warm up imports and caches
-        bare_sqlite_loop(bare, 10)
         with Progress(console=out, transient=True) as progress:
-            task = progress.add_task("measuring", total=sum(samples_of.values()))
-            for n in LENGTHS:
-                samples: dict[str, list[float]] = {"tether": [], "bare": [], "bare_sqlite": []}
-                for _ in range(samples_of[n]):
-                    samples["bare"].append(bare_loop(n))
-                    samples["bare_sqlite"].append(bare_sqlite_loop(bare, n))
-                    samples["tether"].append(tether_run(store, n))
-                    progress.advance(task)
-                results[n] = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+            results = asyncio.run(measure(store, bare, samples_of, progress))
         show_seconds, show_events = time_show(store, 10_200)
         store.close()
         bare.close()
-        _loop.close()
 
     table = Table(title="per-step cost, µs (median of runs)")
     for col in ("steps", "bare loop", "bare SQLite", "tether", "tether / bare SQLite"):
