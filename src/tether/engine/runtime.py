@@ -15,9 +15,9 @@ import getpass
 import importlib
 import json
 import os
+import secrets
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -180,7 +180,7 @@ class Runtime:
             raise UsageError("a run needs a non-empty input")
         _check_json(input)
         chosen = self._model_for(agent, model)
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or secrets.token_hex(16)  # 128 random bits, as a uuid4's hex
         now = self.clock()
         snapshot = agent.snapshot()
         fingerprint = agent.fingerprint(snapshot)

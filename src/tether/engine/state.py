@@ -249,9 +249,9 @@ def _tool_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:
 
 
 def _tool_finished(s: RunState, ev: Event, p: dict[str, Any]) -> None:
-    if "args" in p:  # a read's proposal, journaled with its result
-        _tool_proposed(s, ev, p)
     c = s.call(p["call_id"])
+    if "args" in p and not c.counted:  # a read's proposal, journaled with its result (the
+        _tool_proposed(s, ev, p)  # engine folded it already when it made it)
     ok = bool(p["ok"])
     content = p["content"]
     if ok:
