@@ -34,8 +34,6 @@ from tether.journal.events import (
 from tether.journal.migrations import migrate
 
 DEFAULT_DB = "tether.db"
-_INSERT_BATCH = "INSERT INTO event_batches (run_id, first_seq, last_seq, events) VALUES "
-_LAST_BATCH = "SELECT last_seq FROM event_batches WHERE run_id={ph} ORDER BY first_seq DESC LIMIT 1"
 
 
 def normalise_url(url: str | None) -> str:
@@ -116,6 +114,26 @@ class Reservation:
     max_total: float | None
 
 
+@dataclass(slots=True, frozen=True)
+class _Statements:
+    """The journal's write statements, written once for a placeholder style."""
+
+    insert_run: str
+    insert_batch: str
+    last_batch: str
+
+    @classmethod
+    def using(cls, ph: str) -> _Statements:
+        return cls(
+            insert_run=f"INSERT INTO runs ({','.join(_RUN_COLUMNS)})"
+            f" VALUES ({','.join([ph] * len(_RUN_COLUMNS))})",
+            insert_batch="INSERT INTO event_batches (run_id, first_seq, last_seq, events)"
+            f" VALUES ({ph},{ph},{ph},{ph})",
+            last_batch=f"SELECT last_seq FROM event_batches WHERE run_id={ph}"
+            " ORDER BY first_seq DESC LIMIT 1",
+        )
+
+
 class _Conflict(Exception):
     """An append that does not continue the stored journal (another writer got there first)."""
 
@@ -193,6 +211,7 @@ class Store:
         if self.is_sqlite:
             self._setup_sqlite()
         self._ph = "?" if self.is_sqlite else "%s"
+        self._sql = _Statements.using(self._ph)
         self._lock = threading.RLock()
         self._raw: Any = None
         self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
@@ -302,6 +321,7 @@ class Store:
         means another writer got there first, and nothing is written.
         """
         ph = self._ph
+        sql = self._sql
         body = encode_batch(events, lines) if events else None
         with self._lock:
             raw = self._raw_conn()
@@ -310,22 +330,15 @@ class Store:
                 if self.is_sqlite:
                     cur.execute("BEGIN IMMEDIATE")
                 if new_run is not None:
-                    cur.execute(
-                        f"INSERT INTO runs ({','.join(_RUN_COLUMNS)})"
-                        f" VALUES ({','.join([ph] * len(_RUN_COLUMNS))})",
-                        [new_run[c] for c in _RUN_COLUMNS],
-                    )
+                    cur.execute(sql.insert_run, [new_run[c] for c in _RUN_COLUMNS])
                 if events:
                     first = events[0]
                     if new_run is None:
-                        cur.execute(_LAST_BATCH.format(ph=ph), (first.run_id,))
+                        cur.execute(sql.last_batch, (first.run_id,))
                         row = cur.fetchone()
                         if (0 if row is None else int(row[0])) != first.seq - 1:
                             raise _Conflict(first.run_id)
-                    cur.execute(
-                        f"{_INSERT_BATCH}({ph},{ph},{ph},{ph})",
-                        (first.run_id, first.seq, events[-1].seq, body),
-                    )
+                    cur.execute(sql.insert_batch, (first.run_id, first.seq, events[-1].seq, body))
                 if run_update:
                     cols = sorted(run_update)
                     values = [
