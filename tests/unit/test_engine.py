@@ -147,6 +147,31 @@ async def test_a_secret_in_the_input_is_masked_after_the_agent_was_found_clean(
         assert KEY not in state.messages[1].content
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["object", "json-text"])
+async def test_the_policy_and_the_journal_see_the_same_masked_arguments(
+    sqlite_store: Store, raw: bool
+) -> None:
+    """Arguments are masked before the policy decides, whether the model sent them as an object
+    or as JSON text, and a clean call's arguments reach the policy unchanged."""
+    seen: list[dict[str, Any]] = []
+
+    @rule("watch", tools=["lookup"])
+    def watch(p: Proposal) -> Decision | None:
+        seen.append(dict(p.args))
+        return None
+
+    secret = {"order_id": f"A {KEY}"}
+    calls = [raw_call("lookup", json.dumps(secret)) if raw else call("lookup", **secret)]
+    script = [call("lookup", order_id="B"), calls, "ok"]
+    result = await runtime(sqlite_store, script).run(make_agent(policy=[watch]), "go")
+    masked = {"order_id": "A [REDACTED:openai_key]"}
+    assert seen == [{"order_id": "B"}, masked]
+    journaled = [p["args"] for p in payloads(sqlite_store, result.run_id, "tool_finished")]
+    assert journaled == [{"order_id": "B"}, masked]
+    state = rebuild_state(result.run_id, sqlite_store.events(result.run_id))
+    assert [c.args for c in state.history] == journaled
+
+
 async def test_a_secret_in_the_agent_itself_is_masked_in_every_run(sqlite_store: Store) -> None:
     agent = make_agent(instructions=f"Call the API with {KEY}.")
     for _ in range(2):

@@ -69,6 +69,10 @@ class RunContext:
     _settled: int = 0  # leading buffered events that end at a checkpoint (complete steps)
     _timer: asyncio.TimerHandle | None = None
     _new_run: RunRecord | None = None  # the run's row, until the first flush inserts it
+    # whether the model response journaled last had nothing to mask (arguments the model sent,
+    # unchanged by validation, then need no second look)
+    response_clean: bool = False
+    _last_clean: bool = False  # whether the event emitted last had nothing to mask
 
     def start(self, record: RunRecord) -> None:
         """Begin a new run whose ``run_started`` event is buffered: its row and that event are
@@ -120,11 +124,16 @@ class RunContext:
             else:
                 checked = text
             if check is None or check(checked):
+                self._last_clean = False
                 masked = redact(payload)
                 if masked is not payload:
                     payload = masked
                     raw = encode_payload_bytes(payload)
                     text = raw.decode()
+            else:
+                self._last_clean = True
+        else:
+            self._last_clean = True
         s = self.state
         ev, line = stored_event(
             s.run_id,

@@ -152,6 +152,7 @@ async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | 
         {"response": response.to_dict(), "duration_ms": ms, "request": asked},
         step=step,
     )
+    ctx.response_clean = ctx._last_clean
     return response
 
 
@@ -305,7 +306,12 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
             return _invalid(
                 ctx, progress, f"invalid arguments for {tool.name}: {_short_validation_error(exc)}"
             )
-        decided = _propose(ctx, progress, tool, _json_args(validated))
+        checked = _json_args(validated)
+        # arguments the model sent as an object, unchanged by validation, in a response whose
+        # journaled text was found to need no masking, need no second look (that text holds
+        # them, encoded as the journal encodes them)
+        clean = ctx.response_clean and type(call.arguments) is dict and checked == args
+        decided = _propose(ctx, progress, tool, checked, clean=clean)
         progress.validated = validated
     else:
         tool = _tool(ctx, progress.tool)
@@ -385,7 +391,12 @@ def _json_args(validated: pydantic.BaseModel) -> dict[str, Any]:
 
 
 def _propose(
-    ctx: RunContext, progress: CallProgress, tool: Tool, args: dict[str, Any]
+    ctx: RunContext,
+    progress: CallProgress,
+    tool: Tool,
+    args: dict[str, Any],
+    *,
+    clean: bool = False,
 ) -> tuple[Proposal, Verdict] | None:
     """Journal a proposed call and decide it; a plain "allow" goes into the same event.
 
@@ -403,7 +414,8 @@ def _propose(
         "args": args,
     }
     # what the journal will hold, so the repeat key and the policy see what resume sees
-    args = payload["args"] = ctx.masked(args)
+    if not clean:
+        args = payload["args"] = ctx.masked(args)
     key = progress.repeat_key = tool.name + repeat_key(args)
     decided: tuple[Proposal, Verdict] | None = None
     if ctx.state.call_counts.get(key, 0) < ctx.agent.limits.max_repeats:
