@@ -125,6 +125,9 @@ class Runtime:
         self.redactor = redactor if redactor is not None else _default_redactor()
         self.replay: Any = None  # set by tether.replay to serve tools from a journal
         self.prices = prices  # a tether.models.pricing.PriceTable: cost of every call journaled
+        # finished runs go to OpenTelemetry when an OTLP endpoint is configured (read now, as
+        # the OpenTelemetry SDK reads its own settings when it is set up)
+        self.exporting = _exporting()
 
     # -- model and deps ------------------------------------------------------------------------
 
@@ -247,7 +250,7 @@ class Runtime:
             estimate = cost_estimator(ctx.model.name, ESTIMATED_OUTPUT_TOKENS, self.prices)
         guard = BudgetGuard(limits, estimate_cost=estimate, agent=ctx.agent.name, spend=self.store)
         await drive(ctx, guard)
-        if ctx.state.status.terminal and _exporting():
+        if ctx.state.status.terminal and self.exporting:
             await asyncio.to_thread(_export, self.store, ctx.state.run_id)
         return _result(ctx.state)
 
