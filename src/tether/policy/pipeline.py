@@ -54,6 +54,8 @@ class PolicyEngine:
         self.clock = clock
 
     def _agent_rules(self, agent: Agent) -> tuple[list[Rule], list[Limit]]:
+        if not agent.policy:  # nothing of the agent's own (the lists are only read)
+            return self.rules, self.limits
         rules = [r for r in agent.policy if isinstance(r, Rule)] + self.rules
         limits = [lim for lim in agent.policy if isinstance(lim, Limit)] + self.limits
         return rules, limits
