@@ -154,7 +154,7 @@ async def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7, help="fewest samples per length")
-    parser.add_argument("--steps", type=int, default=4000, help="tether steps per length")
+    parser.add_argument("--steps", type=int, default=20_000, help="tether steps per length")
     args = parser.parse_args()
     samples_of = {n: max(args.repeats, args.steps // n) for n in LENGTHS}
     out = Console()
