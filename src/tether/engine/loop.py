@@ -62,7 +62,7 @@ async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
 async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
     s = ctx.state
     while s.status is RunStatus.RUNNING:
-        if s.pending_calls:
+        if s.has_pending_calls():
             await process_calls(ctx)
             continue
         request = build_request(ctx)

@@ -117,6 +117,13 @@ class RunState:
                 return c
         raise KeyError(call_id)
 
+    def has_pending_calls(self) -> bool:
+        """Whether a proposed call of the current turn is not done (cheaper than the list)."""
+        for c in self.calls:
+            if not c.done:
+                return True
+        return False
+
     @property
     def pending_calls(self) -> list[CallProgress]:
         return [c for c in self.calls if not c.done]
