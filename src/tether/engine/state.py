@@ -118,11 +118,8 @@ class RunState:
         raise KeyError(call_id)
 
     def has_pending_calls(self) -> bool:
-        """Whether a proposed call of the current turn is not done (cheaper than the list)."""
-        for c in self.calls:
-            if not c.done:
-                return True
-        return False
+        """Whether a proposed call of the current turn is not done (without building the list)."""
+        return any(not c.done for c in self.calls)
 
     @property
     def pending_calls(self) -> list[CallProgress]:
