@@ -30,7 +30,13 @@ from tether.engine.context import RunContext
 from tether.engine.loop import drive
 from tether.engine.state import RunState, RunStatus
 from tether.errors import JournalCorrupted, UsageError
-from tether.journal.events import GENESIS, Event, EventType, verify_chain
+from tether.journal.events import (
+    GENESIS,
+    Event,
+    EventType,
+    encode_payload_bytes,
+    verify_chain,
+)
 from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
@@ -235,7 +241,7 @@ class Runtime:
         seen = _clean_snapshots.get(key)
         if seen is not None and seen[0] is self.redactor:
             return seen[1]
-        clean = not check(orjson.dumps(snapshot).decode())
+        clean = not check(encode_payload_bytes(snapshot).decode())
         if len(_clean_snapshots) >= 1024:
             _clean_snapshots.clear()
         _clean_snapshots[key] = (self.redactor, clean)
