@@ -72,7 +72,7 @@ class RunContext:
     # whether the model response journaled last had nothing to mask (arguments the model sent,
     # unchanged by validation, then need no second look)
     response_clean: bool = False
-    _last_clean: bool = False  # whether the event emitted last had nothing to mask
+    last_clean: bool = False  # whether the event emitted last had nothing to mask
 
     def start(self, record: RunRecord) -> None:
         """Begin a new run whose ``run_started`` event is buffered: its row and that event are
@@ -116,6 +116,7 @@ class RunContext:
         raw = encode_payload_bytes(payload)
         text = raw.decode()
         redact = self.redact
+        clean = True
         if redact is not None:
             check = self.redact_check
             if vouched and check is not None:
@@ -124,16 +125,13 @@ class RunContext:
             else:
                 checked = text
             if check is None or check(checked):
-                self._last_clean = False
+                clean = False
                 masked = redact(payload)
                 if masked is not payload:
                     payload = masked
                     raw = encode_payload_bytes(payload)
                     text = raw.decode()
-            else:
-                self._last_clean = True
-        else:
-            self._last_clean = True
+        self.last_clean = clean
         s = self.state
         ev, line = stored_event(
             s.run_id,

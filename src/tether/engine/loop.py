@@ -152,7 +152,7 @@ async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | 
         {"response": response.to_dict(), "duration_ms": ms, "request": asked},
         step=step,
     )
-    ctx.response_clean = ctx._last_clean
+    ctx.response_clean = ctx.last_clean
     return response
 
 

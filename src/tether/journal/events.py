@@ -111,12 +111,19 @@ def event_hash(
     prev_hash: str, seq: int, type_: str, step: int, ts: float, payload_json: str
 ) -> str:
     """SHA-256 of ``prev_hash|seq|type|step|repr(ts)|payload_json`` as UTF-8, in hex."""
-    return _digest(prev_hash, seq, type_, step, ts, payload_json.encode("utf-8", "surrogatepass"))
+    raw = payload_json.encode("utf-8", "surrogatepass")
+    return _digest(prev_hash, seq, type_, step, repr(ts), raw)
 
 
-def _digest(prev_hash: str, seq: int, type_: str, step: int, ts: float, raw: bytes) -> str:
-    # the joined text is never built: its head and the payload's bytes are hashed together
-    return _sha256(f"{prev_hash}|{seq}|{type_}|{step}|{ts!r}|".encode() + raw).hexdigest()
+def _digest(prev_hash: str, seq: int, type_: str, step: int, when: str, raw: bytes) -> str:
+    # ``when`` is ``repr(ts)``; the joined text is never built: its head and the payload's
+    # bytes are hashed together
+    return _sha256(f"{prev_hash}|{seq}|{type_}|{step}|{when}|".encode() + raw).hexdigest()
+
+
+def _line(seq: int, type_: str, step: int, when: str, digest: str, text: str) -> str:
+    """An event's line of stored text (see :func:`encode_batch`)."""
+    return f"{seq}\t{type_}\t{step}\t{when}\t{digest}\t{text}"
 
 
 def make_event(
@@ -144,9 +151,9 @@ def stored_event(
     if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
         type_ = str(type_)
     when = repr(ts)
-    digest = _sha256(f"{prev}|{seq}|{type_}|{step}|{when}|".encode() + raw).hexdigest()
+    digest = _digest(prev, seq, type_, step, when, raw)
     event = _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
-    return event, f"{seq}\t{type_}\t{step}\t{when}\t{digest}\t{text}"
+    return event, _line(seq, type_, step, when, digest, text)
 
 
 UNREADABLE = "unreadable"
@@ -163,9 +170,7 @@ def encode_batch(events: Sequence[Event], lines: Sequence[str] | None = None) ->
     ``lines``, when given, are the events' lines already made (by :func:`stored_event`).
     """
     if lines is None:
-        lines = [
-            f"{e.seq}\t{e.type}\t{e.step}\t{e.ts!r}\t{e.hash}\t{e.payload_json}" for e in events
-        ]
+        lines = [_line(e.seq, e.type, e.step, repr(e.ts), e.hash, e.payload_json) for e in events]
     body = "\n".join(lines)
     if body.count("\n") != len(events) - 1:
         raise ValueError("an event payload contains a raw line break (not compact JSON)")

@@ -396,12 +396,9 @@ class Store:
         for first_seq, last_seq, body in rows:
             out += decode_batch(run_id, int(first_seq), int(last_seq), str(body), prev)
             prev = out[-1].hash
-        if after_seq > 0:
-            before = [e for e in out if e.seq == after_seq]
-            out = [e for e in out if e.seq > after_seq]
-            if out:  # the first event's link is the stored hash of event ``after_seq``
-                out[0] = out[0]._replace(prev_hash=before[0].hash if before else "")
-        return out
+        # the batch holding event ``after_seq`` was read too, so the first event kept is linked
+        # to its stored hash
+        return [e for e in out if e.seq > after_seq] if after_seq > 0 else out
 
     def count_events(self, run_id: str) -> int:
         b = self.t["event_batches"]

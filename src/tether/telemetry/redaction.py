@@ -338,7 +338,6 @@ class Redactor:
         # what :meth:`json_may_change` looks for in compact JSON text: the needed literals
         # without capitals, then those with (absent from text that has none), each list grouped
         # by shared two-letter prefixes; the credential words, each with its gate
-        self._json_needs = tuple(needs)
         self._json_plain = _probe_groups(n for n in needs if not _has_upper(n))
         self._json_capital = _probe_groups(n for n in needs if _has_upper(n))
         self._json_lower = tuple(
