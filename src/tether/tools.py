@@ -94,7 +94,11 @@ class Tool:
 
     def validate(self, arguments: dict[str, Any]) -> pydantic.BaseModel:
         """Validate arguments; raises :class:`pydantic.ValidationError`."""
-        return self.args_model.model_validate(arguments)
+        # (``model_validate`` without its keyword handling: the same validator, called direct)
+        validated: pydantic.BaseModel = self.args_model.__pydantic_validator__.validate_python(
+            arguments
+        )
+        return validated
 
     async def invoke(self, ctx: ToolContext | None, args: pydantic.BaseModel) -> Any:
         """Call the function with validated arguments (sync functions run inline). ``ctx`` may

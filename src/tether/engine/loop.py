@@ -24,14 +24,11 @@ from tether.engine.context import _UNSET, RunContext
 from tether.engine.state import CallProgress, RunStatus, repeat_key
 from tether.errors import ModelError
 from tether.journal.events import EventType as E
-from tether.journal.events import decode_json
 from tether.journal.store import ApprovalRecord, args_hash
 from tether.messages import ModelRequest, ModelResponse
 from tether.policy.pipeline import Verdict
 from tether.policy.rules import Decision, Proposal
 from tether.tools import Effect, Tool, ToolContext, ToolError, result_to_text
-
-RESULT_INLINE_LIMIT = 8_000
 
 EXECUTE, EXECUTE_READ, DONE, WAIT, STOP = "execute", "read", "done", "wait", "stop"
 
@@ -356,10 +353,13 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
             {"kind": "ask", "question": progress.args["question"], "call_id": call.id},
         )
         return WAIT
-    # the proposal the policy decided on, unless this call was decided before (a resume)
-    if proposal is None:
-        proposal = _proposal(ctx, progress, tool)
-    limited = ctx.policy.reserve_limits(ctx.agent, proposal)
+    limited = None
+    if ctx.policy.has_limits(ctx.agent):
+        # the proposal the policy decided on, unless there was none to build (no rule could
+        # speak) or this call was decided before (a resume)
+        if proposal is None:
+            proposal = _proposal(ctx, progress, tool)
+        limited = ctx.policy.reserve_limits(ctx.agent, proposal)
     if limited is not None:
         _journal_deferred(ctx, progress)
         ctx.emit(
@@ -397,7 +397,7 @@ def _propose(
     args: dict[str, Any],
     *,
     clean: bool = False,
-) -> tuple[Proposal, Verdict] | None:
+) -> tuple[Proposal | None, Verdict] | None:
     """Journal a proposed call and decide it; a plain "allow" goes into the same event.
 
     The policy decides on the arguments as the journal holds them (masked), as it would on
@@ -417,12 +417,16 @@ def _propose(
     if not clean:
         args = payload["args"] = ctx.masked(args)
     key = progress.repeat_key = tool.name + repeat_key(args)
-    decided: tuple[Proposal, Verdict] | None = None
+    decided: tuple[Proposal | None, Verdict] | None = None
     if ctx.state.call_counts.get(key, 0) < ctx.agent.limits.max_repeats:
-        proposal = _proposal(ctx, progress, tool, args)
-        verdict = ctx.policy.decide(ctx.agent, proposal)
+        # no rule can speak: the effect's default, with no proposal to build for them
+        verdict = ctx.policy.plain_verdict(ctx.agent, tool.name, tool.effect)
+        proposal = None
+        if verdict is None:
+            proposal = _proposal(ctx, progress, tool, args)
+            verdict = ctx.policy.decide(ctx.agent, proposal)
         decided = (proposal, verdict)
-        if verdict.kind == "allow" and not proposal.observed:
+        if verdict.kind == "allow" and (proposal is None or not proposal.observed):
             d = verdict.decision
             payload["decision"] = "allow"
             payload["rule"] = d.rule
@@ -449,7 +453,7 @@ def _journal_decision(
     ctx: RunContext,
     progress: CallProgress,
     tool: Tool,
-    proposal: Proposal,
+    proposal: Proposal | None,
     kind: str,
     d: Decision,
     extra: dict[str, Any] | None = None,
@@ -463,7 +467,7 @@ def _journal_decision(
         "rule": d.rule,
         **(extra or {}),
     }
-    if proposal.observed:
+    if proposal is not None and proposal.observed:
         payload["observed"] = proposal.observed
     ctx.emit(E.POLICY_DECISION, payload)
     if kind == "deny":
@@ -768,7 +772,8 @@ async def _invoke(
         "duration_ms": _elapsed_ms(started),
     }
     limit = ctx.agent.limits.max_tool_result_chars
-    if len(content) > limit:
+    whole = len(content) <= limit
+    if not whole:
         full = content if ctx.redact is None else ctx.redact({"c": content})["c"]
         digest = ctx.store.put_blob(full)
         payload["full_result_blob"] = digest
@@ -778,15 +783,13 @@ async def _invoke(
             f"the first {limit:,} are shown]"
         )
     payload["content"] = content
-    if (
-        ok
-        and result is not None
-        and not isinstance(result, str)
-        and len(content) <= RESULT_INLINE_LIMIT
-    ):
-        payload["result"] = decode_json(content) if content[:1] in ("[", "{") else content
-    elif ok and isinstance(result, str):
-        payload["result"] = content
+    if ok:
+        # how rules read the result back: the content is the text the tool returned, or the
+        # JSON of the data it returned (then decoded when a rule asks; not stored twice)
+        if isinstance(result, str):
+            payload["result_form"] = "text"
+        elif whole:
+            payload["result_form"] = "json"
     if cache_key is not None and ok:
         _store_result(ctx, tool, cache_key, payload)
     return payload

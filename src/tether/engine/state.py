@@ -119,7 +119,10 @@ class RunState:
 
     def has_pending_calls(self) -> bool:
         """Whether a proposed call of the current turn is not done (without building the list)."""
-        return any(not c.done for c in self.calls)
+        for c in self.calls:  # noqa: SIM110 (a generator for any() costs more than this loop)
+            if not c.done:
+                return True
+        return False
 
     @property
     def pending_calls(self) -> list[CallProgress]:
@@ -262,7 +265,18 @@ def _tool_finished(s: RunState, ev: Event, p: dict[str, Any]) -> None:
         s.consecutive_failures = 0
     else:
         s.consecutive_failures += 1
-    s.history.append(PastCall(c.tool or "", c.args or {}, ok, p.get("result")))
+    # the result, for rules that look back: the content as journaled, decoded when a rule
+    # reads it if the tool returned data, as is if it returned text (older journals: "result")
+    form = p.get("result_form")
+    if not ok:
+        past = PastCall(c.tool or "", c.args or {}, False)
+    elif form == "json":
+        past = PastCall.from_json(c.tool or "", c.args or {}, True, content)
+    elif form == "text":
+        past = PastCall(c.tool or "", c.args or {}, True, content)
+    else:
+        past = PastCall(c.tool or "", c.args or {}, True, p.get("result"))
+    s.history.append(past)
     # as _tool_message, with the call already in hand
     s.messages.append(
         Message(

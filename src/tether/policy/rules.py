@@ -15,10 +15,13 @@ effect decides: read and write are allowed, irreversible waits for approval.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
+
+import orjson
 
 from tether.tools import Effect
 
@@ -78,14 +81,55 @@ class Decision:
         return {"decision": self.kind.value, "reason": self.reason, "rule": self.rule}
 
 
-@dataclass(slots=True, frozen=True)
 class PastCall:
-    """A tool call this run already made, as rules see it."""
+    """A tool call this run already made, as rules see it: the tool, its arguments, whether it
+    succeeded, and its ``result`` (``None`` for a failed call).
 
-    tool: str
-    args: dict[str, Any]
-    ok: bool
-    result: Any
+    A result the journal holds as JSON text is decoded when a rule first reads it (most runs
+    have no rule that looks back)."""
+
+    __slots__ = ("_json", "_result", "args", "ok", "tool")
+
+    def __init__(self, tool: str, args: dict[str, Any], ok: bool, result: Any = None) -> None:
+        self.tool = tool
+        self.args = args
+        self.ok = ok
+        self._result = result
+        self._json: str | None = None
+
+    @classmethod
+    def from_json(cls, tool: str, args: dict[str, Any], ok: bool, text: str) -> PastCall:
+        """A call whose result is the value ``text`` (JSON) encodes, decoded on first use."""
+        call = cls(tool, args, ok)
+        call._json = text
+        return call
+
+    @property
+    def result(self) -> Any:
+        text = self._json
+        if text is not None:
+            try:
+                self._result = orjson.loads(text)
+            except orjson.JSONDecodeError:  # what orjson refuses (NaN, integers beyond 64 bits)
+                self._result = json.loads(text)
+            self._json = None
+        return self._result
+
+    def _key(self) -> tuple[str, dict[str, Any], bool, Any]:
+        return (self.tool, self.args, self.ok, self.result)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PastCall):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # (its arguments are a dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"PastCall(tool={self.tool!r}, args={self.args!r}, ok={self.ok!r}, "
+            f"result={self.result!r})"
+        )
 
 
 @dataclass(slots=True)
