@@ -18,7 +18,7 @@ from tether.builtins import ask_human
 from tether.engine import Runtime, rebuild_state
 from tether.journal import Store, decision_in, proposal_in, request_in, verify_chain
 from tether.models.scripted import raw_call
-from tether.policy import Decision, Limit, Proposal, rule
+from tether.policy import Decision, Limit, PastCall, Proposal, rule
 
 EXECUTED: list[tuple[str, Any]] = []
 
@@ -272,6 +272,102 @@ def test_older_journals_with_a_request_event_and_a_decision_per_call_still_fold(
     assert state.calls[0].decision == "allow" and state.calls[0].done
     assert [request_in(e.type, e.payload) is not None for e in events].count(True) == 1
     assert [decision_in(e.type, e.payload) is not None for e in events].count(True) == 1
+
+
+@tool
+def note(topic: str) -> str:
+    """Return a note as text (text that looks like JSON stays text)."""
+    return f'{{"topic": "{topic}"}}'
+
+
+@tool
+def nothing() -> None:
+    """Return nothing."""
+
+
+async def test_results_are_journaled_once_and_rules_read_them_back(sqlite_store: Store) -> None:
+    seen: list[list[tuple[str, bool, Any]]] = []
+
+    @rule("look-back", tools=["update_address"])
+    def look_back(p: Proposal) -> Decision | None:
+        seen.append([(c.tool, c.ok, c.result) for c in p.history])
+        return None
+
+    script: list[Any] = [
+        [call("lookup", order_id="A"), call("note", topic="x"), call("nothing")],
+        call("lookup", order_id="missing"),
+        call("update_address", order_id="A", address="1 Main St"),
+        "done",
+    ]
+    agent = make_agent(tools=[lookup, note, nothing, update_address], policy=[look_back])
+    result = await runtime(sqlite_store, script).run(agent, "go")
+    assert result.ok, result.reason
+    expected = [
+        ("lookup", True, {"order_id": "A", "status": "pending", "total": 30}),
+        ("note", True, '{"topic": "x"}'),
+        ("nothing", True, None),
+        ("lookup", False, None),
+    ]
+    assert seen == [expected]
+    finished = payloads(sqlite_store, result.run_id, "tool_finished")
+    assert all("result" not in f for f in finished)  # the content alone holds the result
+    assert [f.get("result_form") for f in finished] == ["json", "text", "json", None, "text"]
+    # a resumed run's rules see what the live run's saw
+    state = rebuild_state(result.run_id, sqlite_store.events(result.run_id))
+    assert [(c.tool, c.ok, c.result) for c in state.history][:4] == expected
+    assert state.history[0] == PastCall("lookup", {"order_id": "A"}, True, expected[0][2])
+
+
+def test_older_journals_with_a_result_beside_the_content_still_fold() -> None:
+    from tether.journal.events import GENESIS, make_event
+
+    run_id = "o" * 32
+    call_ = {"id": "c1", "name": "lookup", "arguments": {"order_id": "A"}}
+    bodies: list[tuple[str, int, dict[str, Any]]] = [
+        ("run_started", 0, {"agent": {"instructions": "be brief"}, "input": "hi"}),
+        ("model_response", 1, {"response": {"text": "", "tool_calls": [call_]}}),
+        (
+            "tool_finished",
+            1,
+            {
+                "call_id": "c1",
+                "tool": "lookup",
+                "effect": "read",
+                "args": {"order_id": "A"},
+                "decision": "allow",
+                "rule": "effect-default",
+                "reason": "read tool",
+                "ok": True,
+                "content": '{"order_id":"A"}',
+                "result": {"order_id": "A"},
+            },
+        ),
+    ]
+    events, prev = [], GENESIS
+    for seq, (type_, step, body) in enumerate(bodies, start=1):
+        ev = make_event(run_id, seq, type_, step, 1.0 + seq, body, prev)
+        events.append(ev)
+        prev = ev.hash
+    state = rebuild_state(run_id, events)
+    assert [(c.tool, c.result) for c in state.history] == [("lookup", {"order_id": "A"})]
+
+
+def test_a_call_no_rule_can_speak_on_gets_the_verdict_decide_would_give() -> None:
+    from tether.engine.runtime import Runtime as _Runtime
+    from tether.tools import Effect
+
+    policy = _Runtime(":memory:").policy
+    plain = make_agent(tools=[lookup, update_address, refund], policy=[])
+    for t in plain.tools:
+        proposal = Proposal(tool=t.name, effect=t.effect, args={}, agent="t", run_id="r")
+        assert policy.plain_verdict(plain, t.name, t.effect) == policy.decide(plain, proposal)
+    # a rule, an autonomy level or a limit means the full pipeline
+    assert policy.plain_verdict(make_agent(), "lookup", Effect.READ) is None
+    shadowed = make_agent(tools=[refund], policy=[], autonomy={"refund": "shadow"})
+    assert policy.plain_verdict(shadowed, "refund", Effect.IRREVERSIBLE) is None
+    assert policy.plain_verdict(shadowed, "lookup", Effect.READ) is not None
+    capped = make_agent(policy=[Limit("cap", tools=frozenset({"lookup"}), max_count=1)])
+    assert policy.has_limits(capped) and not policy.has_limits(plain)
 
 
 async def test_read_calls_in_one_turn_run_in_parallel(sqlite_store: Store) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import time
@@ -301,3 +302,28 @@ def test_cache_ttl(store: Store) -> None:
     store.cache_set("k", "v", ttl=10, now=1000.0)
     assert store.cache_get("k", now=1005.0) == "v"
     assert store.cache_get("k", now=1011.0) is None
+
+
+def test_an_events_time_is_written_as_repr_writes_it() -> None:
+    """The hash and the stored line hold ``repr`` of the time; orjson writes it for the range
+    of Unix times, so older journals verify unchanged. Checked across every magnitude."""
+    import random
+    import struct
+
+    from tether.journal.events import time_text
+
+    rnd = random.Random(20261126)
+    samples = [1.0, 1e15 - 0.125, 1e15, 1e16, 0.5, 1e-7, -3.0, 0.0, math.nan, math.inf]
+    samples += [float(n) for n in (1, 10, 999, 1_700_000_000, 10**14)]
+    for exponent in range(-8, 17):
+        for _ in range(4_000):
+            samples.append(rnd.uniform(1.0, 10.0) * 10.0**exponent)
+    # random bit patterns: every mantissa is as likely, including the hardest to shorten
+    samples += [
+        struct.unpack("<d", rnd.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(20_000)
+    ]
+    for ts in samples:
+        assert time_text(ts) == repr(ts), ts
+    ev = make_event("r", 1, "feedback", 0, 1_795_674_529.0834894, {"m": 1}, GENESIS)
+    raw = f"{GENESIS}|1|feedback|0|1795674529.0834894|" + '{"m":1}'
+    assert ev.hash == hashlib.sha256(raw.encode()).hexdigest()
