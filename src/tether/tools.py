@@ -103,16 +103,21 @@ class Tool:
     async def invoke(self, ctx: ToolContext | None, args: pydantic.BaseModel) -> Any:
         """Call the function with validated arguments (sync functions run inline). ``ctx`` may
         be ``None`` for a tool that takes no context."""
+        result = self.call(ctx, args)
+        if self.is_async:
+            result = await result
+        return result
+
+    def call(self, ctx: ToolContext | None, args: pydantic.BaseModel) -> Any:
+        """Call the function with validated arguments: its result, or for an async tool the
+        awaitable that gives it (:meth:`invoke` awaits it)."""
         names = self._fields
         if names is None or type(args) is not self.args_model:
             names = tuple(type(args).model_fields)
             if type(args) is self.args_model:
                 self._fields = names
         kwargs = {name: getattr(args, name) for name in names}
-        result = self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
-        if self.is_async:
-            result = await result
-        return result
+        return self.fn(ctx, **kwargs) if self.takes_context else self.fn(**kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Tools stay plain functions: calling one calls the function."""

@@ -172,6 +172,41 @@ async def test_the_policy_and_the_journal_see_the_same_masked_arguments(
     assert [c.args for c in state.history] == journaled
 
 
+async def test_every_part_of_a_step_from_outside_is_checked_for_secrets(
+    sqlite_store: Store,
+) -> None:
+    """The check reads what came from the model, the tool and the rules, not the engine's own
+    fields; a secret in any of them is masked in the journal and in the next prompt."""
+    from tether.messages import ModelResponse, ToolCall
+
+    @tool
+    def leaky(order_id: str) -> str:
+        """Return a credential by mistake."""
+        return f"order {order_id} was paid with {KEY}"
+
+    @rule("chatty", tools=["leaky", "lookup"])
+    def chatty(p: Proposal) -> Decision | None:
+        return Decision.allow(f"allowed after checking {KEY}")
+
+    said = ModelResponse(
+        text=f"I see {KEY}", tool_calls=[ToolCall("c1", "leaky", {"order_id": "A"})]
+    )
+    rt = runtime(sqlite_store, [said, call("lookup", order_id="B"), "done"])
+    result = await rt.run(make_agent(tools=[leaky, lookup], policy=[chatty]), "go")
+    assert result.ok
+    events = sqlite_store.events(result.run_id)
+    assert KEY not in json.dumps([e.payload for e in events])
+    response = next(e.payload for e in events if e.type == "model_response")
+    leaked, clean = (e.payload for e in events if e.type == "tool_finished")
+    assert response["response"]["text"] == "I see [REDACTED:openai_key]"
+    assert leaked["content"] == "order A was paid with [REDACTED:openai_key]"
+    # a clean result whose allow quotes a secret: the reason alone gives it away
+    assert json.loads(clean["content"])["order_id"] == "B"
+    assert clean["reason"] == "allowed after checking [REDACTED:openai_key]"
+    last_prompt = rt.model.requests[-1].messages  # type: ignore[union-attr]
+    assert KEY not in json.dumps([m.to_dict() for m in last_prompt])
+
+
 async def test_a_secret_in_the_agent_itself_is_masked_in_every_run(sqlite_store: Store) -> None:
     agent = make_agent(instructions=f"Call the API with {KEY}.")
     for _ in range(2):

@@ -103,15 +103,17 @@ class RunContext:
         payload: dict[str, Any],
         *,
         step: int | None = None,
-        vouched: tuple[str, ...] = (),
+        scan: Any = _UNSET,
     ) -> Event:
         """Journal one event: redact it, fold it into the state, buffer it for the next flush.
 
         Redaction comes first, so the state (and therefore what the model sees next) matches
         the journal exactly, and an unmasked secret never reaches the disk. The payload is
         encoded once; it is walked and encoded again only when its text shows something that
-        might need masking. ``vouched``: top-level keys whose values the caller has already
-        found to need no masking; the check then reads only the rest.
+        might need masking. ``scan``: the parts of the payload that came from outside (the
+        model, a tool, the run's input) and were not checked yet, when the caller knows the
+        rest was made by the engine or checked already; the check then reads only their text.
+        If it finds something, the whole payload is masked.
         """
         raw = encode_payload_bytes(payload)
         text = raw.decode()
@@ -119,9 +121,8 @@ class RunContext:
         clean = True
         if redact is not None:
             check = self.redact_check
-            if vouched and check is not None:
-                rest = {k: v for k, v in payload.items() if k not in vouched}
-                checked = encode_payload_bytes(rest).decode()
+            if scan is not _UNSET and check is not None:
+                checked = encode_payload_bytes(scan).decode()
             else:
                 checked = text
             if check is None or check(checked):

@@ -144,10 +144,19 @@ async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | 
     if not response.model:
         response.model = ctx.model.name
     ms = _elapsed_ms(started)
+    answer = response.to_dict()
     ctx.emit(
         E.MODEL_RESPONSE,
-        {"response": response.to_dict(), "duration_ms": ms, "request": asked},
+        {"response": answer, "duration_ms": ms, "request": asked},
         step=step,
+        # what the model said and the model's names; the usage is numbers and the rest counts
+        scan=(
+            answer["text"],
+            answer["tool_calls"],
+            answer["model"],
+            answer.get("meta"),
+            asked["model"],
+        ),
     )
     ctx.response_clean = ctx.last_clean
     return response
@@ -710,7 +719,7 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
         if tool.effect.has_side_effect:
             ctx.flush()
     payload = await _invoke(ctx, progress, tool)
-    ctx.emit(E.TOOL_FINISHED, payload)
+    ctx.emit(E.TOOL_FINISHED, payload, scan=_unchecked_result(payload))
     if tool.effect.has_side_effect:
         ctx.flush()
     return DONE
@@ -718,10 +727,10 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
 
 async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
     """Run read-only calls; several at once run concurrently."""
-    tools = [_tool(ctx, p.tool or "") for p in batch]
     if len(batch) == 1:
-        payloads = [await _invoke(ctx, batch[0], tools[0])]  # type: ignore[arg-type]
+        payloads = [await _invoke(ctx, batch[0], _tool(ctx, batch[0].tool or ""))]  # type: ignore[arg-type]
     else:
+        tools = [_tool(ctx, p.tool or "") for p in batch]
         payloads = await asyncio.gather(
             *(_invoke(ctx, p, t, threaded=True) for p, t in zip(batch, tools, strict=True))  # type: ignore[arg-type]
         )
@@ -730,7 +739,14 @@ async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
         if proposed is not None:  # the proposal travels with the result
             progress.deferred = None
             payload = {**proposed, **payload}
-        ctx.emit(E.TOOL_FINISHED, payload)
+        ctx.emit(E.TOOL_FINISHED, payload, scan=_unchecked_result(payload))
+
+
+def _unchecked_result(payload: dict[str, Any]) -> tuple[Any, Any]:
+    """What of a ``tool_finished`` payload needs the secret check: the tool's output (or error)
+    and a rule's reason for a plain allow carried with it. The rest is the engine's own
+    (identifiers, numbers, flags) or the proposal's arguments, checked when it was made."""
+    return payload["content"], payload.get("reason")
 
 
 async def _invoke(
@@ -759,8 +775,10 @@ async def _invoke(
                 *((tctx,) if tool.takes_context else ()),
                 **{k: getattr(args, k) for k in type(args).model_fields},
             )
+        elif tool.is_async:
+            result = await tool.call(tctx, args)
         else:
-            result = await tool.invoke(tctx, args)
+            result = tool.call(tctx, args)
         content = result_to_text(result)
     except ToolError as exc:
         ok, content = False, str(exc)

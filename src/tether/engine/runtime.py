@@ -195,16 +195,19 @@ class Runtime:
         fingerprint = agent.fingerprint(snapshot)
         state = RunState(run_id=run_id, last_hash=GENESIS)
         ctx = self._context(agent, state, chosen)
+        started: dict[str, Any] = {
+            "agent": snapshot,  # its instructions are the system prompt
+            "fingerprint": fingerprint,
+            "input": input,
+            "model": chosen.name,
+            "agent_ref": agent_ref,
+        }
+        # the input is always checked; the agent only once per redactor and fingerprint
+        rest = {"input": input, "model": chosen.name, "agent_ref": agent_ref}
         ctx.emit(
             EventType.RUN_STARTED,
-            {
-                "agent": snapshot,  # its instructions are the system prompt
-                "fingerprint": fingerprint,
-                "input": input,
-                "model": chosen.name,
-                "agent_ref": agent_ref,
-            },
-            vouched=("agent", "fingerprint") if self._clean(snapshot, fingerprint) else (),
+            started,
+            scan=rest if self._clean(snapshot, fingerprint) else started,
         )
         # the row and the first event land together: a run never exists without its start
         ctx.start(

@@ -73,7 +73,12 @@ class PolicyEngine:
 
     def has_limits(self, agent: Agent) -> bool:
         """Whether any hard limit applies to this agent's calls (see :meth:`reserve_limits`)."""
-        return bool(self.limits) or any(isinstance(p, Limit) for p in agent.policy)
+        if self.limits:
+            return True
+        for p in agent.policy:  # noqa: SIM110 (most agents have none: no generator for any())
+            if isinstance(p, Limit):
+                return True
+        return False
 
     def decide(self, agent: Agent, proposal: Proposal) -> Verdict:
         """Rules (most severe wins) → effect default → the tool's autonomy."""
