@@ -52,6 +52,9 @@ class Limits:
 OutputValidator = Callable[[Any], None]
 
 
+_fingerprints: dict[bytes, str] = {}  # a snapshot as orjson writes it -> its fingerprint
+
+
 @dataclass(slots=True)
 class Agent:
     """An agent: instructions, tools, limits and an optional structured output.
@@ -130,12 +133,22 @@ class Agent:
         """
         data = self.snapshot() if snapshot is None else snapshot
         try:
-            text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+            # the snapshot as it is (cheaper to write than sorted): the key of a process-wide
+            # cache, since runs of one agent hash the same snapshot again and again
+            key = orjson.dumps(data)
         except TypeError:  # what orjson refuses (integers beyond 64 bits)
             text = json.dumps(
                 data, sort_keys=True, separators=(",", ":"), ensure_ascii=False
             ).encode()
-        return hashlib.sha256(text).hexdigest()
+            return hashlib.sha256(text).hexdigest()
+        known = _fingerprints.get(key)
+        if known is None:
+            text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+            known = hashlib.sha256(text).hexdigest()
+            if len(_fingerprints) >= 256:
+                _fingerprints.clear()
+            _fingerprints[key] = known
+        return known
 
     def has_fingerprint(self, fingerprint: str) -> bool:
         """Whether this agent is the one a run recorded with ``fingerprint`` (also as older
