@@ -38,6 +38,7 @@ SWITCH_MAX_AGE = 1.0
 """Seconds a read-only call may rely on a kill switch read earlier (by any run on the store)."""
 
 _UNSET: Any = object()
+_new_event = tuple.__new__  # Event(...) without the generated __new__ in between
 
 
 @dataclass(slots=True)
@@ -51,8 +52,10 @@ class RunContext:
     state: RunState
     deps: Any = None
     clock: Callable[[], float] = time.time
+    # events not written yet; the last ``len(_raws)`` of them are not sealed (hashed) yet
     buffer: list[Event] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)  # the buffered events' stored text
+    lines: list[str] = field(default_factory=list)  # the sealed buffered events' stored text
+    _raws: list[bytes] = field(default_factory=list)  # the unsealed events' payload bytes
     simulate_side_effects: bool = False
     on_event: Callable[[Event], None] | None = None
     tool_specs: list[dict[str, Any]] | None = None
@@ -104,7 +107,7 @@ class RunContext:
         *,
         step: int | None = None,
         scan: Any = _UNSET,
-    ) -> Event:
+    ) -> None:
         """Journal one event: redact it, fold it into the state, buffer it for the next flush.
 
         Redaction comes first, so the state (and therefore what the model sees next) matches
@@ -134,22 +137,51 @@ class RunContext:
                     text = raw.decode()
         self.last_clean = clean
         s = self.state
-        ev, line = stored_event(
-            s.run_id,
-            s.last_seq + 1,
-            type_,
-            s.step if step is None else step,
-            self.clock(),
-            raw,
-            text,
-            s.last_hash,
+        if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
+            type_ = str(type_)
+        # folded now, hashed when sealed (see seal): the event's hash and link are left empty
+        ev = _new_event(
+            Event,
+            (
+                s.run_id,
+                s.last_seq + 1,
+                type_,
+                s.step if step is None else step,
+                self.clock(),
+                text,
+                "",
+                "",
+            ),
         )
         s.apply(ev, payload)
         self.buffer.append(ev)
-        self.lines.append(line)
+        self._raws.append(raw)
         if self.on_event is not None:
-            self.on_event(ev)
-        return ev
+            self.seal()
+            self.on_event(self.buffer[-1])
+
+    def seal(self) -> None:
+        """Hash the buffered events that are not hashed yet, in order, and make their stored
+        lines. Every flush seals first; an event is hashed once, in a tight loop with the
+        others of its flush (hashing each as it is emitted, between model and tool calls, cost
+        about twice as much)."""
+        raws = self._raws
+        if not raws:
+            return
+        buffer = self.buffer
+        lines = self.lines
+        head = self.state.last_hash
+        first = len(buffer) - len(raws)
+        for i, raw in enumerate(raws, start=first):
+            ev = buffer[i]
+            sealed, line = stored_event(
+                ev.run_id, ev.seq, ev.type, ev.step, ev.ts, raw, ev.payload_json, head
+            )
+            buffer[i] = sealed
+            lines.append(line)
+            head = sealed.hash
+        raws.clear()
+        self.state.last_hash = head
 
     def masked(self, value: dict[str, Any]) -> dict[str, Any]:
         """``value`` as the journal would hold it: masked by the redactor (the same object when
@@ -167,6 +199,7 @@ class RunContext:
         s = self.state
         if not self.buffer and self._row_seq == s.last_seq:
             return  # nothing happened since the run row was last written
+        self.seal()
         update: dict[str, Any] | None = None
         new_run = self._new_run
         if final or new_run is not None or s.status is not RunStatus.RUNNING or self._row_stale():
@@ -232,6 +265,7 @@ class RunContext:
             self._timer = None
         if n == 0:
             return
+        self.seal()
         if self._new_run is not None:
             self.store.create_run(self._new_run, self.buffer[:n], lines=self.lines[:n])
             self._new_run = None

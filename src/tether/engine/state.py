@@ -133,7 +133,8 @@ class RunState:
     def apply(self, ev: Event, payload: dict[str, Any] | None = None) -> None:
         p = payload if payload is not None else ev.payload
         self.last_seq = ev.seq
-        self.last_hash = ev.hash
+        if ev.hash:  # (the engine folds its events before it hashes them: see RunContext.seal)
+            self.last_hash = ev.hash
         handler = _HANDLERS.get(ev.type)
         if handler is not None:
             handler(self, ev, p)
