@@ -401,8 +401,12 @@ def test_a_call_no_rule_can_speak_on_gets_the_verdict_decide_would_give() -> Non
     shadowed = make_agent(tools=[refund], policy=[], autonomy={"refund": "shadow"})
     assert policy.plain_verdict(shadowed, "refund", Effect.IRREVERSIBLE) is None
     assert policy.plain_verdict(shadowed, "lookup", Effect.READ) is not None
-    capped = make_agent(policy=[Limit("cap", tools=frozenset({"lookup"}), max_count=1)])
+    cap = Limit("cap", tools=frozenset({"lookup"}), max_count=1)
+    capped = make_agent(policy=[cap])
     assert policy.has_limits(capped) and not policy.has_limits(plain)
+    assert policy.plain_verdict(capped, "lookup", Effect.READ) is None
+    limited = _Runtime(":memory:", limits=[cap]).policy  # a limit for every agent
+    assert limited.has_limits(plain) and limited.plain_verdict(plain, "lookup", Effect.READ) is None
 
 
 async def test_read_calls_in_one_turn_run_in_parallel(sqlite_store: Store) -> None:

@@ -328,6 +328,8 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         decided = None
     assert tool is not None and progress.args is not None
     proposal = None if decided is None else decided[0]
+    # decided without a proposal: the policy has no rule and no limit for this agent
+    plain = decided is not None and proposal is None
     if progress.decision is None:
         if decided is None:
             loop = _loop_check(ctx, progress)
@@ -349,7 +351,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         return _shadow(ctx, progress)
     if progress.started:
         return EXECUTE_READ if tool.effect is Effect.READ and tool is not ask_human else EXECUTE
-    paused, why = ctx.kill_switch(fresh=tool.effect.has_side_effect)
+    paused, why = ctx.kill_switch(fresh=tool.effect is not Effect.READ)
     if paused:
         _journal_deferred(ctx, progress)
         ctx.emit(
@@ -367,7 +369,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         )
         return WAIT
     limited = None
-    if ctx.policy.has_limits(ctx.agent):
+    if not plain and ctx.policy.has_limits(ctx.agent):
         # the proposal the policy decided on, unless there was none to build (no rule could
         # speak) or this call was decided before (a resume)
         if proposal is None:

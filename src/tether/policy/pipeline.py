@@ -64,10 +64,11 @@ class PolicyEngine:
         return rules, limits
 
     def plain_verdict(self, agent: Agent, tool: str, effect: Effect) -> Verdict | None:
-        """The verdict on any call of ``tool`` when no rule can speak and its autonomy is the
-        default: the effect's default decision (the same :meth:`decide` would reach), without
-        a proposal to build. ``None`` when rules or an autonomy level apply."""
-        if self.rules or agent.policy or tool in agent.autonomy:
+        """The verdict on any call of ``tool`` when the policy has nothing for this agent (no
+        rule, no limit) and the tool's autonomy is the default: the effect's default decision
+        (the same :meth:`decide` would reach), without a proposal to build. ``None`` when rules,
+        limits or an autonomy level apply."""
+        if self.rules or self.limits or agent.policy or tool in agent.autonomy:
             return None
         return _PLAIN[effect]
 
