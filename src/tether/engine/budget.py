@@ -78,8 +78,9 @@ class BudgetGuard:
             self.spend.add(DAILY_COST, self.agent, _day(now), response.cost_usd)
 
     def after(self, state: RunState, response: ModelResponse, now: float = 0.0) -> str | None:
-        self.record(response, now)
         lim = self.limits
+        if lim.max_cost_usd_per_day is not None:
+            self.record(response, now)
         if lim.max_input_tokens is not None and state.input_tokens > lim.max_input_tokens:
             return f"input token budget exceeded ({state.input_tokens}/{lim.max_input_tokens})"
         if lim.max_output_tokens is not None and state.output_tokens > lim.max_output_tokens:

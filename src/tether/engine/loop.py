@@ -77,7 +77,8 @@ async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
         if not response.tool_calls:
             finish_or_retry(ctx, response)
             ctx.checkpoint()
-        # with tool calls, the response is flushed together with their results
+        else:  # the turn's calls, none started yet; the response is flushed with their results
+            await process_calls(ctx)
 
 
 def build_request(ctx: RunContext) -> ModelRequest:

@@ -214,6 +214,7 @@ class Store:
         self._sql = _Statements.using(self._ph)
         self._lock = threading.RLock()
         self._raw: Any = None
+        self._cur: Any = None  # the journal's write cursor on ``_raw`` (see _write)
         self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
         try:
             self.schema_version = migrate(self.engine)
@@ -257,6 +258,9 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            if self._cur is not None:
+                self._cur.close()
+                self._cur = None
             if self._raw is not None:
                 self._raw.close()
                 self._raw = None
@@ -325,7 +329,9 @@ class Store:
         body = encode_batch(events, lines) if events else None
         with self._lock:
             raw = self._raw_conn()
-            cur = raw.cursor()
+            cur = self._cur
+            if cur is None:  # one cursor for the journal's writes, kept with the connection
+                cur = self._cur = raw.cursor()
             try:
                 if self.is_sqlite:
                     cur.execute("BEGIN IMMEDIATE")
@@ -355,7 +361,7 @@ class Store:
                 try:
                     raw.rollback() if not self.is_sqlite else cur.execute("ROLLBACK")
                 except Exception:
-                    self._raw = None
+                    self._raw = self._cur = None
                 unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
                 if unique and new_run is not None and "runs" in str(exc):
                     raise JournalError(f"run {new_run['id']} already exists") from exc
@@ -365,8 +371,6 @@ class Store:
                         "to this run's journal at the same time; stop one of them"
                     ) from exc
                 raise JournalError(f"cannot append to the journal: {exc}") from exc
-            finally:
-                cur.close()
 
     def update_run(self, run_id: str, **values: Any) -> None:
         for key in ("output", "input"):
