@@ -759,11 +759,12 @@ def _journal_result(ctx: RunContext, progress: CallProgress, payload: dict[str, 
     ctx.emit(E.TOOL_FINISHED, payload, scan=_unchecked_result(payload))
 
 
-def _unchecked_result(payload: dict[str, Any]) -> tuple[Any, Any]:
-    """What of a ``tool_finished`` payload needs the secret check: the tool's output (or error)
-    and a rule's reason for a plain allow carried with it. The rest is the engine's own
-    (identifiers, numbers, flags) or the proposal's arguments, checked when it was made."""
-    return payload["content"], payload.get("reason")
+def _unchecked_result(payload: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What of a ``tool_finished`` payload needs the secret check: the tool's output (or error),
+    a rule's reason for a plain allow carried with it, and a result served from an older
+    journal beside its content. The rest is the engine's own (identifiers, numbers, flags) or
+    the proposal's arguments, checked when it was made."""
+    return payload["content"], payload.get("reason"), payload.get("result")
 
 
 def invoke_now(ctx: RunContext, progress: CallProgress, tool: Tool) -> dict[str, Any]:
