@@ -327,3 +327,34 @@ def test_an_events_time_is_written_as_repr_writes_it() -> None:
     ev = make_event("r", 1, "feedback", 0, 1_795_674_529.0834894, {"m": 1}, GENESIS)
     raw = f"{GENESIS}|1|feedback|0|1795674529.0834894|" + '{"m":1}'
     assert ev.hash == hashlib.sha256(raw.encode()).hexdigest()
+
+
+def test_sealing_events_in_one_loop_gives_what_they_give_one_by_one() -> None:
+    """The engine's flush hashes its events in one loop (seal_events); the hash and the line
+    are those of the definitions verification and encode_batch use."""
+    from tether.journal.events import (
+        Event,
+        EventType,
+        encode_batch,
+        encode_payload_bytes,
+        seal_events,
+        stored_event,
+    )
+
+    times = [1_795_674_529.0834894, 0.5, 1e16, 1_700_000_000.0, 1e-7, 12.25]
+    payloads = [{"m": i, "ü": "☃", "big": 2**70 if i == 2 else i} for i in range(len(times))]
+    raws = [encode_payload_bytes(p) for p in payloads]
+    pending = [
+        Event("r", i + 1, "feedback", i, ts, raw.decode(), "", "")
+        for i, (ts, raw) in enumerate(zip(times, raws, strict=True))
+    ]
+    sealed, lines = seal_events(pending, raws, GENESIS)
+    prev = GENESIS
+    for i, (ev, raw) in enumerate(zip(pending, raws, strict=True)):
+        expected, line = stored_event(
+            "r", ev.seq, EventType.FEEDBACK, i, ev.ts, raw, ev.payload_json, prev
+        )
+        assert sealed[i] == expected and lines[i] == line
+        prev = expected.hash
+    assert verify_chain("r", sealed) is None
+    assert encode_batch(sealed) == encode_batch(sealed, lines) == "\n".join(lines)

@@ -22,7 +22,7 @@ from typing import Any
 
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
-from tether.journal.events import Event, encode_payload_bytes, stored_event
+from tether.journal.events import Event, encode_payload_bytes, seal_events
 from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
@@ -169,19 +169,12 @@ class RunContext:
         if not raws:
             return
         buffer = self.buffer
-        lines = self.lines
-        head = self.state.last_hash
         first = len(buffer) - len(raws)
-        for i, raw in enumerate(raws, start=first):
-            ev = buffer[i]
-            sealed, line = stored_event(
-                ev.run_id, ev.seq, ev.type, ev.step, ev.ts, raw, ev.payload_json, head
-            )
-            buffer[i] = sealed
-            lines.append(line)
-            head = sealed.hash
+        sealed, lines = seal_events(buffer[first:], raws, self.state.last_hash)
+        buffer[first:] = sealed
+        self.lines += lines
         raws.clear()
-        self.state.last_hash = head
+        self.state.last_hash = sealed[-1].hash
 
     def masked(self, value: dict[str, Any]) -> dict[str, Any]:
         """``value`` as the journal would hold it: masked by the redactor (the same object when
