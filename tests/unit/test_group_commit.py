@@ -157,3 +157,23 @@ async def test_a_step_summary_counts_the_model_time_before_the_response(tmp_path
     result = await Runtime(store, model=SleepyModel()).run(Agent(name="z", instructions="x"), "go")
     (step,) = step_summary(store.events(result.run_id))
     assert step["step"] == 1 and step["ms"] >= 45  # the response is journaled after the wait
+
+
+async def test_events_are_hashed_when_flushed_and_watchers_see_them_hashed(tmp_path: Path) -> None:
+    """Events are folded when emitted and hashed (sealed) when flushed, across several flushes;
+    an ``on_event`` watcher gets each event hashed, as the journal will hold it."""
+    from tether.journal import verify_chain
+
+    store = Store(str(tmp_path / "j.db"))
+    path = tmp_path / "j.db"
+    seen: list[Any] = []
+    for watch in (False, True):
+        runtime = Runtime(store, model=SlowModel(path))
+        if watch:
+            runtime.on_event = seen.append
+        result = await runtime.run(Agent(name="g", instructions="x", tools=[look]), "go")
+        assert result.ok
+        stored = store.events(result.run_id)
+        assert verify_chain(result.run_id, stored) is None
+        assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+    assert seen == stored and all(e.hash for e in seen)

@@ -9,6 +9,9 @@ it is grouped: at the end of such a step :meth:`RunContext.checkpoint` flushes o
 timer on the event loop writes the completed steps at most ``FLUSH_INTERVAL`` later, so a run that
 sits awaiting a slow model never holds finished work back. A crash loses at most that much
 read-only work; the journal always ends at a step boundary or a flush point of a side effect.
+
+An event is folded into the state when it is emitted and hashed (sealed) when it is flushed:
+nothing reads its hash before then, and the chain is the same either way.
 """
 
 from __future__ import annotations
@@ -162,9 +165,9 @@ class RunContext:
 
     def seal(self) -> None:
         """Hash the buffered events that are not hashed yet, in order, and make their stored
-        lines. Every flush seals first; an event is hashed once, in a tight loop with the
-        others of its flush (hashing each as it is emitted, between model and tool calls, cost
-        about twice as much)."""
+        lines. Every flush seals first. An event is hashed once, in one loop with the others of
+        its flush, where the hashing code stays warm: hashed one at a time between model and
+        tool calls, each cost about twice as much."""
         raws = self._raws
         if not raws:
             return

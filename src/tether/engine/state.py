@@ -178,25 +178,16 @@ def _model_error(s: RunState, ev: Event, p: dict[str, Any]) -> None:
 
 def _model_response(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     if "request" in p:  # the request journaled with its answer (older journals: an event before)
-        s.step = ev.step  # (as _model_request)
-        s.model_requests += 1
+        _model_request(s, ev, p)
     # what ModelResponse.from_dict(...).as_message() gives, without the intermediate response
     r = p["response"]
-    usage = r.get("usage")
-    if usage:
-        s.input_tokens += int(usage.get("input_tokens", 0))
-        s.output_tokens += int(usage.get("output_tokens", 0))
-    cost = r.get("cost_usd")
-    if cost:
-        s.cost_usd += cost
-    calls: list[ToolCall] = []
-    progress: list[CallProgress] = []
-    for c in r.get("tool_calls") or ():
-        tc = ToolCall(str(c["id"]), str(c["name"]), c["arguments"])  # (ToolCall.from_dict)
-        calls.append(tc)
-        progress.append(CallProgress(tc))
+    usage = r.get("usage") or {}
+    s.input_tokens += int(usage.get("input_tokens", 0))
+    s.output_tokens += int(usage.get("output_tokens", 0))
+    s.cost_usd += r.get("cost_usd") or 0.0
+    calls = [ToolCall.from_dict(c) for c in r.get("tool_calls") or ()]
     s.messages.append(Message("assistant", r.get("text") or "", calls))
-    s.calls = progress
+    s.calls = [CallProgress(c) for c in calls]
 
 
 def _validation_failed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
