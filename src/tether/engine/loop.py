@@ -14,7 +14,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Coroutine
 from typing import Any
 
 import pydantic
@@ -61,9 +60,7 @@ async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
     s = ctx.state
     while s.status is RunStatus.RUNNING:
         if s.has_pending_calls():
-            rest = process_calls(ctx)
-            if rest is not None:
-                await rest
+            await process_calls(ctx)
             continue
         request = build_request(ctx)
         reason = budget.before(s, request, ctx.clock())
@@ -88,9 +85,7 @@ async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
             finish_or_retry(ctx, response)
             ctx.checkpoint()
         else:  # the turn's calls, none started yet; the response is flushed with their results
-            rest = process_calls(ctx)
-            if rest is not None:
-                await rest
+            await process_calls(ctx)
 
 
 def build_request(ctx: RunContext) -> ModelRequest:
@@ -233,14 +228,11 @@ def _short_validation_error(exc: pydantic.ValidationError) -> str:
 # -- tool calls ------------------------------------------------------------------------------
 
 
-def process_calls(ctx: RunContext) -> Coroutine[Any, Any, None] | None:
+async def process_calls(ctx: RunContext) -> None:
     """Validate, decide and execute the pending calls of the current turn, in order.
 
     Consecutive allowed read-only calls run in parallel; a write waits until the reads before it
-    finished, so its policy sees their results. This runs inline as far as nothing needs
-    awaiting (deciding calls, a lone read of a sync tool: the common step makes no coroutine)
-    and returns a coroutine that does the rest when something does (a side effect, reads in
-    parallel, an async tool); ``None`` when all is done.
+    finished, so its policy sees their results.
     """
     s = ctx.state
     batch: list[CallProgress] = []
@@ -249,42 +241,21 @@ def process_calls(ctx: RunContext) -> Coroutine[Any, Any, None] | None:
         if outcome == EXECUTE_READ:
             batch.append(progress)
             continue
-        if batch or outcome == EXECUTE:
-            return _process_rest(ctx, batch, progress, outcome)
-        if outcome in (WAIT, STOP):
-            ctx.flush()
-            return None
-    if batch:
-        tool = _tool(ctx, batch[0].tool or "") if len(batch) == 1 else None
-        if tool is None or tool.is_async:
-            return _process_rest(ctx, batch, None, DONE)
-        execute_read_now(ctx, batch[0], tool)
-    _calls_done(ctx)
-    return None
-
-
-async def _process_rest(
-    ctx: RunContext, batch: list[CallProgress], progress: CallProgress | None, outcome: str
-) -> None:
-    """:func:`process_calls` from its first await on: the reads before ``progress``, then
-    ``progress`` itself (already prepared, with ``outcome``), then the calls after it."""
-    if batch:
-        await execute_batch(ctx, batch)
-    if progress is not None:
+        if batch:
+            await execute_batch(ctx, batch)
+            batch = []
         if outcome == EXECUTE:
             if await execute(ctx, progress) == STOP:
                 return
         elif outcome in (WAIT, STOP):
             ctx.flush()
             return
-    rest = process_calls(ctx)  # the calls after it (none left: just the end of the turn)
-    if rest is not None:
-        await rest
-
-
-def _calls_done(ctx: RunContext) -> None:
-    """The end of a turn's calls: ask a human after too many failures in a row; checkpoint."""
-    s = ctx.state
+    if batch:
+        tool = _tool(ctx, batch[0].tool or "") if len(batch) == 1 else None
+        if tool is not None and not tool.is_async:
+            execute_read_now(ctx, batch[0], tool)
+        else:
+            await execute_batch(ctx, batch)
     limit = ctx.agent.limits.max_consecutive_failures
     if s.status is RunStatus.RUNNING and s.consecutive_failures >= limit:
         ctx.emit(
