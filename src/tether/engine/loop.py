@@ -67,16 +67,9 @@ async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
         if reason is not None:
             finish(ctx, RunStatus.BUDGET_EXCEEDED, reason=reason, budget=True)
             break
-        # the model call, journaled by model_answered / model_failed
-        started = time.perf_counter()
-        try:
-            response = await ctx.model.request(request)
-        except Exception as exc:
-            if _propagates(exc):
-                raise
-            model_failed(ctx, request, exc, started)
+        response = await model_turn(ctx, request)
+        if response is None:
             break
-        model_answered(ctx, request, response, started)
         reason = budget.after(s, response, ctx.clock())
         if reason is not None:
             finish(ctx, RunStatus.BUDGET_EXCEEDED, reason=reason, budget=True)
@@ -104,49 +97,59 @@ def _tool_specs(ctx: RunContext) -> list[dict[str, Any]]:
     return ctx.tool_specs
 
 
-def _propagates(exc: Exception) -> bool:
-    """An error that is not the run's failure (e.g. a replay divergence): it is raised on."""
-    return not isinstance(exc, ModelError) and bool(getattr(exc, "propagate", False))
+async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | None:
+    """One model call, journaled as one event: its response (or error) with what was asked.
 
-
-def _asked(ctx: RunContext, request: ModelRequest) -> dict[str, Any]:
-    return {"model": ctx.model.name, "messages": len(request.messages), "tools": len(request.tools)}
-
-
-def model_failed(ctx: RunContext, request: ModelRequest, exc: Exception, started: float) -> None:
-    """Journal a failed model call (the step it would have opened) and fail the run."""
-    ms = _elapsed_ms(started)
-    if isinstance(exc, ModelError):
-        error = str(exc)
-        payload: dict[str, Any] = {"error": error, "retryable": exc.retryable, "status": exc.status}
-    else:
-        error = f"{type(exc).__name__}: {exc}"
-        payload = {"error": error, "retryable": False}
-    payload["request"] = _asked(ctx, request)
-    payload["duration_ms"] = ms
-    ctx.emit(E.MODEL_ERROR, payload, step=ctx.state.step + 1)
-    finish(ctx, RunStatus.FAILED, reason=f"model error: {error}")
-
-
-def model_answered(
-    ctx: RunContext, request: ModelRequest, response: ModelResponse, started: float
-) -> None:
-    """Journal a model's response with what was asked; it opens the next step.
-
-    A model call is one event: its response (or error, see :func:`model_failed`) with what was
-    asked. The request is not an event of its own: nothing durable happens between asking and
+    The request is not an event of its own: nothing durable happens between asking and
     answering (a crash in between redoes the call), so ``model_response`` and ``model_error``
     carry the model, the number of messages and tools sent, and the step they open.
     """
-    ms = _elapsed_ms(started)
+    step = ctx.state.step + 1
+    asked = {
+        "model": ctx.model.name,
+        "messages": len(request.messages),
+        "tools": len(request.tools),
+    }
+    started = time.perf_counter()
+    try:
+        response = await ctx.model.request(request)
+    except ModelError as exc:
+        ctx.emit(
+            E.MODEL_ERROR,
+            {
+                "error": str(exc),
+                "retryable": exc.retryable,
+                "status": exc.status,
+                "request": asked,
+                "duration_ms": _elapsed_ms(started),
+            },
+            step=step,
+        )
+        finish(ctx, RunStatus.FAILED, reason=f"model error: {exc}")
+        return None
+    except Exception as exc:
+        if getattr(exc, "propagate", False):  # e.g. a replay divergence: not the run's failure
+            raise
+        ctx.emit(
+            E.MODEL_ERROR,
+            {
+                "error": f"{type(exc).__name__}: {exc}",
+                "retryable": False,
+                "request": asked,
+                "duration_ms": _elapsed_ms(started),
+            },
+            step=step,
+        )
+        finish(ctx, RunStatus.FAILED, reason=f"model error: {type(exc).__name__}: {exc}")
+        return None
     if not response.model:
         response.model = ctx.model.name
-    asked = _asked(ctx, request)
+    ms = _elapsed_ms(started)
     answer = response.to_dict()
     ctx.emit(
         E.MODEL_RESPONSE,
         {"response": answer, "duration_ms": ms, "request": asked},
-        step=ctx.state.step + 1,
+        step=step,
         # what the model said and the model's names; the usage is numbers and the rest counts
         scan=(
             answer["text"],
@@ -157,6 +160,7 @@ def model_answered(
         ),
     )
     ctx.response_clean = ctx.last_clean
+    return response
 
 
 def finish(
