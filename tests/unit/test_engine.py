@@ -260,10 +260,20 @@ async def test_decisions_other_than_allow_are_events_of_their_own(sqlite_store: 
     assert [e.type for e in events if e.type == "policy_decision"] == ["policy_decision"]
 
 
-def test_older_journals_with_a_request_event_and_a_decision_per_call_still_fold() -> None:
-    """Journals written before requests and allows were folded into other events."""
+def _journal(run_id: str, bodies: list[tuple[str, int, dict[str, Any]]]) -> list[Any]:
+    """Events of a run as an older version would have written them (type, step, payload)."""
     from tether.journal.events import GENESIS, make_event
 
+    events, prev = [], GENESIS
+    for seq, (type_, step, body) in enumerate(bodies, start=1):
+        ev = make_event(run_id, seq, type_, step, 1.0 + seq, body, prev)
+        events.append(ev)
+        prev = ev.hash
+    return events
+
+
+def test_older_journals_with_a_request_event_and_a_decision_per_call_still_fold() -> None:
+    """Journals written before requests and allows were folded into other events."""
     run_id = "r" * 32
     bodies: list[tuple[str, int, dict[str, Any]]] = [
         ("run_started", 0, {"agent": {}, "instructions": "be brief", "input": "hi"}),
@@ -297,11 +307,7 @@ def test_older_journals_with_a_request_event_and_a_decision_per_call_still_fold(
         ),
         ("tool_finished", 1, {"call_id": "c1", "ok": True, "content": "pending"}),
     ]
-    events, prev = [], GENESIS
-    for seq, (type_, step, body) in enumerate(bodies, start=1):
-        ev = make_event(run_id, seq, type_, step, 1.0 + seq, body, prev)
-        events.append(ev)
-        prev = ev.hash
+    events = _journal(run_id, bodies)
     state = rebuild_state(run_id, events)
     assert state.step == 1 and state.model_requests == 1 and state.input_tokens == 3
     assert state.calls[0].decision == "allow" and state.calls[0].done
@@ -354,8 +360,6 @@ async def test_results_are_journaled_once_and_rules_read_them_back(sqlite_store:
 
 
 def test_older_journals_with_a_result_beside_the_content_still_fold() -> None:
-    from tether.journal.events import GENESIS, make_event
-
     run_id = "o" * 32
     call_ = {"id": "c1", "name": "lookup", "arguments": {"order_id": "A"}}
     bodies: list[tuple[str, int, dict[str, Any]]] = [
@@ -378,11 +382,7 @@ def test_older_journals_with_a_result_beside_the_content_still_fold() -> None:
             },
         ),
     ]
-    events, prev = [], GENESIS
-    for seq, (type_, step, body) in enumerate(bodies, start=1):
-        ev = make_event(run_id, seq, type_, step, 1.0 + seq, body, prev)
-        events.append(ev)
-        prev = ev.hash
+    events = _journal(run_id, bodies)
     state = rebuild_state(run_id, events)
     assert [(c.tool, c.result) for c in state.history] == [("lookup", {"order_id": "A"})]
 

@@ -255,11 +255,7 @@ async def process_calls(ctx: RunContext) -> None:
             ctx.flush()
             return
     if batch:
-        tool = _tool(ctx, batch[0].tool or "") if len(batch) == 1 else None
-        if tool is not None and not tool.is_async:
-            execute_read_now(ctx, batch[0], tool)
-        else:
-            await execute_batch(ctx, batch)
+        await execute_batch(ctx, batch)
     limit = ctx.agent.limits.max_consecutive_failures
     if s.status is RunStatus.RUNNING and s.consecutive_failures >= limit:
         ctx.emit(
@@ -745,12 +741,6 @@ async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
         _journal_result(ctx, progress, payload)
 
 
-def execute_read_now(ctx: RunContext, progress: CallProgress, tool: Tool) -> None:
-    """Run one read of a sync tool inline and journal its result (the common read step: no
-    coroutine to make and await)."""
-    _journal_result(ctx, progress, invoke_now(ctx, progress, tool))
-
-
 def _journal_result(ctx: RunContext, progress: CallProgress, payload: dict[str, Any]) -> None:
     proposed = progress.deferred
     if proposed is not None:  # the proposal travels with the result
@@ -767,95 +757,43 @@ def _unchecked_result(payload: dict[str, Any]) -> tuple[Any, Any, Any]:
     return payload["content"], payload.get("reason"), payload.get("result")
 
 
-def invoke_now(ctx: RunContext, progress: CallProgress, tool: Tool) -> dict[str, Any]:
-    """A sync tool's call, run inline: its ``tool_finished`` payload (see :func:`_invoke`)."""
-    served, cache_key = _served(ctx, progress, tool)
-    if served is not None:
-        return served
-    tctx, args = _call_inputs(ctx, progress, tool)
-    started = time.perf_counter()
-    ok, result = True, None
-    try:
-        result = tool.call(tctx, args)
-        content = result_to_text(result)
-    except Exception as exc:
-        ok, content = False, _failure(tool, exc)
-    return _finished(ctx, tool, progress, started, ok, result, content, cache_key)
-
-
 async def _invoke(
     ctx: RunContext, progress: CallProgress, tool: Tool, *, threaded: bool = False
 ) -> dict[str, Any]:
     """A call's ``tool_finished`` payload: its result (from the tool, or served by a replay or
     the cache), or its error. ``threaded``: a sync tool runs on a thread, beside others."""
-    if not (threaded or tool.is_async):
-        return invoke_now(ctx, progress, tool)
-    served, cache_key = _served(ctx, progress, tool)
-    if served is not None:
-        return served
-    tctx, args = _call_inputs(ctx, progress, tool)
+    if ctx.replay is not None:  # replay or fork: results come from the journal or a simulation
+        served: dict[str, Any] | None = ctx.replay.tool_result(tool, progress.args or {})
+        if served is not None:
+            return {**served, "call_id": progress.call.id}
+    cache_key = None
+    if tool.cache_ttl is not None and tool.effect is Effect.READ:
+        cache_key, cached = _cached_result(ctx, tool, progress.args or {})
+        if cached is not None:
+            return {**cached, "call_id": progress.call.id, "cached": True, "duration_ms": 0.0}
+    tctx = _tool_context(ctx, progress) if tool.takes_context else None
+    args = (
+        progress.validated if progress.validated is not None else tool.validate(progress.args or {})
+    )
     started = time.perf_counter()
-    ok, result = True, None
+    ok = True
+    result: Any = None
     try:
-        if tool.is_async:
-            result = await tool.call(tctx, args)
-        else:
+        if threaded and not tool.is_async:
             result = await asyncio.to_thread(
                 tool.fn,
                 *((tctx,) if tool.takes_context else ()),
                 **{k: getattr(args, k) for k in type(args).model_fields},
             )
+        else:
+            result = tool.call(tctx, args)  # a sync tool runs inline, with no coroutine made
+            if tool.is_async:
+                result = await result
         content = result_to_text(result)
+    except ToolError as exc:
+        ok, content = False, str(exc)
     except Exception as exc:
-        ok, content = False, _failure(tool, exc)
-    return _finished(ctx, tool, progress, started, ok, result, content, cache_key)
-
-
-def _served(
-    ctx: RunContext, progress: CallProgress, tool: Tool
-) -> tuple[dict[str, Any] | None, str | None]:
-    """A result that needs no call: from the journal (replay or fork) or the cache; and the
-    cache key to keep a fresh result under, if the tool is cached."""
-    if ctx.replay is not None:  # replay or fork: results come from the journal or a simulation
-        served: dict[str, Any] | None = ctx.replay.tool_result(tool, progress.args or {})
-        if served is not None:
-            return {**served, "call_id": progress.call.id}, None
-    if tool.cache_ttl is not None and tool.effect is Effect.READ:
-        cache_key, cached = _cached_result(ctx, tool, progress.args or {})
-        if cached is not None:
-            hit = {**cached, "call_id": progress.call.id, "cached": True, "duration_ms": 0.0}
-            return hit, None
-        return None, cache_key
-    return None, None
-
-
-def _call_inputs(
-    ctx: RunContext, progress: CallProgress, tool: Tool
-) -> tuple[ToolContext | None, pydantic.BaseModel]:
-    tctx = _tool_context(ctx, progress) if tool.takes_context else None
-    args = (
-        progress.validated if progress.validated is not None else tool.validate(progress.args or {})
-    )
-    return tctx, args
-
-
-def _failure(tool: Tool, exc: Exception) -> str:
-    """A failed call's content: a ToolError's message (meant for the model), else the error."""
-    if isinstance(exc, ToolError):
-        return str(exc)
-    return f"{tool.name} failed: {type(exc).__name__}: {exc}"
-
-
-def _finished(
-    ctx: RunContext,
-    tool: Tool,
-    progress: CallProgress,
-    started: float,
-    ok: bool,
-    result: Any,
-    content: str,
-    cache_key: str | None,
-) -> dict[str, Any]:
+        ok, content = False, f"{tool.name} failed: {type(exc).__name__}: {exc}"
     payload: dict[str, Any] = {
         "call_id": progress.call.id,
         "ok": ok,
