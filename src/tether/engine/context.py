@@ -25,7 +25,7 @@ from typing import Any
 
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
-from tether.journal.events import Event, encode_payload_bytes, seal_events
+from tether.journal.events import Event, encode_payload_bytes, seal_events, unsealed_event
 from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
@@ -41,7 +41,6 @@ SWITCH_MAX_AGE = 1.0
 """Seconds a read-only call may rely on a kill switch read earlier (by any run on the store)."""
 
 _UNSET: Any = object()
-_new_event = tuple.__new__  # Event(...) without the generated __new__ in between
 
 
 @dataclass(slots=True)
@@ -140,21 +139,9 @@ class RunContext:
                     text = raw.decode()
         self.last_clean = clean
         s = self.state
-        if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
-            type_ = str(type_)
-        # folded now, hashed when sealed (see seal): the event's hash and link are left empty
-        ev = _new_event(
-            Event,
-            (
-                s.run_id,
-                s.last_seq + 1,
-                type_,
-                s.step if step is None else step,
-                self.clock(),
-                text,
-                "",
-                "",
-            ),
+        # folded now, hashed when sealed (see seal)
+        ev = unsealed_event(
+            s.run_id, s.last_seq + 1, type_, s.step if step is None else step, self.clock(), text
         )
         s.apply(ev, payload)
         self.buffer.append(ev)

@@ -348,7 +348,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         return _shadow(ctx, progress)
     if progress.started:
         return EXECUTE_READ if tool.effect is Effect.READ and tool is not ask_human else EXECUTE
-    paused, why = ctx.kill_switch(fresh=tool.effect is not Effect.READ)
+    paused, why = ctx.kill_switch(fresh=tool.effect.has_side_effect)
     if paused:
         _journal_deferred(ctx, progress)
         ctx.emit(

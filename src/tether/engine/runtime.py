@@ -203,7 +203,7 @@ class Runtime:
             "agent_ref": agent_ref,
         }
         # the input is always checked; the agent only once per redactor and fingerprint
-        rest = {"input": input, "model": chosen.name, "agent_ref": agent_ref}
+        rest = {k: v for k, v in started.items() if k not in ("agent", "fingerprint")}
         ctx.emit(
             EventType.RUN_STARTED,
             started,

@@ -168,6 +168,14 @@ def stored_event(
     return event, _line(seq, type_, step, when, digest, text)
 
 
+def unsealed_event(run_id: str, seq: int, type_: str, step: int, ts: float, text: str) -> Event:
+    """An event as the engine folds it before it is hashed: its hash and link are empty until
+    :func:`seal_events` seals it (at the flush)."""
+    if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
+        type_ = str(type_)
+    return _new_event(Event, (run_id, seq, type_, step, ts, text, "", ""))
+
+
 def seal_events(
     pending: Sequence[Event], raws: Sequence[bytes], prev: str
 ) -> tuple[list[Event], list[str]]:
