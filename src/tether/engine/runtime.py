@@ -11,6 +11,7 @@ if result.status == "waiting_approval":
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import importlib
 import json
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from tether.agent import Agent
 from tether.engine.budget import BudgetGuard, CostEstimator
@@ -64,7 +66,7 @@ class RunResult:
         return self.status == RunStatus.SUCCEEDED.value
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def load_agent(ref: str) -> Agent:
@@ -103,6 +105,8 @@ def rebuild_state(run_id: str, events: Sequence[Event]) -> RunState:
     return state
 
 
+# compiled (see tether.native), and still open to subclasses written in Python
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Runtime:
     """Runs agents against a store. Embedded mode: runs execute in-process on asyncio."""
 

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from tether.errors import UsageError
 
 __all__ = ["KINDS", "Redactor", "luhn_ok"]
@@ -240,6 +242,8 @@ def _numbers(cards: bool, phones: bool) -> _Pattern:
     )
 
 
+# compiled (see tether.native), and still open to subclasses written in Python
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Redactor:
     """Masks secrets and configured personal data in strings and JSON-like values.
 
