@@ -74,7 +74,12 @@ def install() -> None:
         manifest = json.loads(MANIFEST.read_text())
         modules: dict[str, str] = dict(manifest["modules"])
     except FileNotFoundError:
-        return  # nothing was compiled
+        if not any(_PACKAGE.parent.glob("*__mypyc*")):
+            return  # nothing was compiled
+        # a build without its manifest (interrupted, or the manifest removed): unverifiable
+        _reason = f"a build without its manifest {MANIFEST.name}"
+        _fall_back(_compiled_beside_sources())
+        return
     except (OSError, ValueError, KeyError, TypeError) as exc:
         _reason = f"its manifest {MANIFEST.name} is unreadable ({exc})"
         _fall_back(_compiled_beside_sources())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import json
 import os
 import shutil
@@ -113,3 +114,21 @@ async def test_public_classes_stay_open_to_python_subclasses(tmp_path: Path) -> 
     result = await _NamedRuntime(Store(str(tmp_path / "t.db"))).run(agent, "go")
     assert result.ok and result.output == "done"
     assert _CountingModel.calls == 1
+
+
+def test_a_build_without_its_manifest_is_not_trusted(tmp_path: Path) -> None:
+    # a copy of the package with what an interrupted build could leave: a shared library and a
+    # module's extension (empty files here: importing either would fail), and no manifest
+    copy = tmp_path / "src"
+    shutil.copytree(
+        SRC / "tether",
+        copy / "tether",
+        ignore=shutil.ignore_patterns("__pycache__", "*.so", "_compiled.json"),
+    )
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (copy / f"0123abcd__mypyc{suffix}").write_bytes(b"")
+    (copy / "tether" / "engine" / f"loop{suffix}").write_bytes(b"")
+
+    probe = _probe({}, pythonpath=copy)
+    assert probe["status"] == "pure Python (a build without its manifest _compiled.json)"
+    assert probe["loop"] == str(copy / "tether" / "engine" / "loop.py")

@@ -16,8 +16,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from tether.errors import ModelError
 from tether.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from tether.models.base import estimate_request_tokens, estimate_tokens
@@ -62,8 +60,6 @@ def to_response(
     return response
 
 
-# compiled (see tether.native), and still open to subclasses written in Python
-@mypyc_attr(allow_interpreted_subclasses=True)
 class ScriptedModel:
     """A model that answers from a script (queue or function). Ships for tests and examples."""
 
