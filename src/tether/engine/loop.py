@@ -735,7 +735,7 @@ async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
     else:
         tools = [_tool(ctx, p.tool or "") for p in batch]
         payloads = await asyncio.gather(
-            *(_invoke(ctx, p, t, threaded=True) for p, t in zip(batch, tools, strict=True))  # type: ignore[arg-type]
+            *[_invoke(ctx, p, t, threaded=True) for p, t in zip(batch, tools, strict=True)]  # type: ignore[arg-type]
         )
     for progress, payload in zip(batch, payloads, strict=True):
         _journal_result(ctx, progress, payload)

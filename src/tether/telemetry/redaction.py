@@ -331,7 +331,7 @@ class Redactor:
                 self._gates.append((bit, re.compile(p.gate)))
         # a literal found also stands for every needed literal inside it
         self._need_bits = {
-            lit: bits | _or(b for other, b in needs.items() if other in lit)
+            lit: bits | _or([b for other, b in needs.items() if other in lit])
             for lit, bits in needs.items()
         }
         ordered = sorted(needs, key=len, reverse=True)
@@ -342,8 +342,8 @@ class Redactor:
         # what :meth:`json_may_change` looks for in compact JSON text: the needed literals
         # without capitals, then those with (absent from text that has none), each list grouped
         # by shared two-letter prefixes; the credential words, each with its gate
-        self._json_plain = _probe_groups(n for n in needs if not _has_upper(n))
-        self._json_capital = _probe_groups(n for n in needs if _has_upper(n))
+        self._json_plain = _probe_groups([n for n in needs if not _has_upper(n)])
+        self._json_capital = _probe_groups([n for n in needs if _has_upper(n)])
         self._json_lower = tuple(
             (
                 lit,
@@ -358,10 +358,10 @@ class Redactor:
         self._json_exact = (
             self._always == 0
             and len(self._json_lower) == len(lower)
-            and not any(_JSON_ESCAPED.search(s) for s in needs)
+            and not any([_JSON_ESCAPED.search(s) for s in needs])
         )
         # no built-in kind matches fewer than 6 characters; custom patterns might
-        shortest = [6, *(len(s) for s in literals)] + ([1] if patterns else [])
+        shortest = [6, *[len(s) for s in literals]] + ([1] if patterns else [])
         self._min_len = min(shortest) if chosen else 1 << 62
 
     # -- construction from the environment ----------------------------------------------------
