@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -112,11 +111,7 @@ def build() -> None:
             ) from exc
         finally:
             os.chdir(here)
-    manifest = {
-        "compiler": "mypyc",
-        "python": sys.implementation.cache_tag,
-        "modules": {m: digest(source_of(m)) for m in MODULES},
-    }
+    manifest = {"modules": {m: digest(source_of(m)) for m in MODULES}}
     MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"compiled {len(MODULES)} modules with mypyc ({MANIFEST.relative_to(ROOT)})")
 

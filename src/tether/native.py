@@ -66,43 +66,26 @@ class _FromSource:
 
 
 def install() -> None:
-    """Decide, once, whether the compiled modules are used (see the module's docstring)."""
+    """Decide whether the compiled modules are used (see the module's docstring). Runs once,
+    when this module is imported: ``tether`` imports it before any compiled module."""
     global _reason, _modules
-    if _modules or any(isinstance(f, _FromSource) for f in sys.meta_path):
-        return
     try:
         manifest = json.loads(MANIFEST.read_text())
-        modules: dict[str, str] = dict(manifest["modules"])
+        _modules = tuple(dict(manifest["modules"]))
     except FileNotFoundError:
         if not any(_PACKAGE.parent.glob("*__mypyc*")):
             return  # nothing was compiled
         # a build without its manifest (interrupted, or the manifest removed): unverifiable
         _reason = f"a build without its manifest {MANIFEST.name}"
-        _fall_back(_compiled_beside_sources())
-        return
     except (OSError, ValueError, KeyError, TypeError) as exc:
         _reason = f"its manifest {MANIFEST.name} is unreadable ({exc})"
-        _fall_back(_compiled_beside_sources())
-        return
-    _modules = tuple(modules)
-    if os.environ.get("TETHER_PURE_PYTHON"):
-        _reason = "TETHER_PURE_PYTHON is set"
     else:
-        changed = changed_sources(modules)
-        if changed:
+        if os.environ.get("TETHER_PURE_PYTHON"):
+            _reason = "TETHER_PURE_PYTHON is set"
+        elif changed := changed_sources(manifest["modules"]):
             _reason = f"{changed[0].replace('.', '/')}.py changed since it was compiled"
     if _reason:
-        _fall_back(_modules)
-
-
-def _fall_back(modules: Sequence[str]) -> None:
-    loaded = [m for m in modules if m in sys.modules and _is_compiled(sys.modules[m])]
-    if loaded:  # imported before tether itself (not through ``import tether``): too late
-        raise ImportError(
-            f"tether's compiled modules cannot be used ({_reason}), but {loaded[0]} was already "
-            "imported compiled; run `make setup` (or scripts/compile.py) to rebuild them"
-        )
-    sys.meta_path.insert(0, _FromSource(modules))
+        sys.meta_path.insert(0, _FromSource(_modules or _compiled_beside_sources()))
 
 
 def _compiled_beside_sources() -> list[str]:
