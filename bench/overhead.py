@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tether import Agent, Limits, ModelRequest, ScriptedModel, ToolCall, native, tool
+from tether import Agent, Limits, ModelRequest, ScriptedModel, ToolCall, tool
 from tether.engine import Runtime
 from tether.journal import Store
 
@@ -181,7 +181,6 @@ def main() -> None:
         )
     out.print(table)
     out.print(f"tether show: {show_events:,} events rendered in {show_seconds:.3f} s")
-    out.print(f"tether's hot path: {native.status()}")
     mid = results[50]
     growth = results[200]["tether"] / results[10]["tether"]
     print(

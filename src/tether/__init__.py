@@ -1,7 +1,5 @@
 """tether: a runtime for production AI agents."""
 
-# first: whether the hot path's modules are imported compiled or from source (tether.native)
-from tether import native  # noqa: F401
 from tether.agent import Agent, Autonomy, Limits
 from tether.errors import (
     JournalCorrupted,

@@ -387,28 +387,6 @@ def test_older_journals_with_a_result_beside_the_content_still_fold() -> None:
     assert [(c.tool, c.result) for c in state.history] == [("lookup", {"order_id": "A"})]
 
 
-def test_a_call_no_rule_can_speak_on_gets_the_verdict_decide_would_give() -> None:
-    from tether.engine.runtime import Runtime as _Runtime
-    from tether.tools import Effect
-
-    policy = _Runtime(":memory:").policy
-    plain = make_agent(tools=[lookup, update_address, refund], policy=[])
-    for t in plain.tools:
-        proposal = Proposal(tool=t.name, effect=t.effect, args={}, agent="t", run_id="r")
-        assert policy.plain_verdict(plain, t.name, t.effect) == policy.decide(plain, proposal)
-    # a rule, an autonomy level or a limit means the full pipeline
-    assert policy.plain_verdict(make_agent(), "lookup", Effect.READ) is None
-    shadowed = make_agent(tools=[refund], policy=[], autonomy={"refund": "shadow"})
-    assert policy.plain_verdict(shadowed, "refund", Effect.IRREVERSIBLE) is None
-    assert policy.plain_verdict(shadowed, "lookup", Effect.READ) is not None
-    cap = Limit("cap", tools=frozenset({"lookup"}), max_count=1)
-    capped = make_agent(policy=[cap])
-    assert policy.has_limits(capped) and not policy.has_limits(plain)
-    assert policy.plain_verdict(capped, "lookup", Effect.READ) is None
-    limited = _Runtime(":memory:", limits=[cap]).policy  # a limit for every agent
-    assert limited.has_limits(plain) and limited.plain_verdict(plain, "lookup", Effect.READ) is None
-
-
 async def test_read_calls_in_one_turn_run_in_parallel(sqlite_store: Store) -> None:
     calls = [call("slow_lookup", key=str(i)) for i in range(4)]
     rt = runtime(sqlite_store, [calls, "done"])

@@ -329,9 +329,8 @@ def test_an_events_time_is_written_as_repr_writes_it() -> None:
     assert ev.hash == hashlib.sha256(raw.encode()).hexdigest()
 
 
-def test_sealing_events_in_one_loop_gives_what_they_give_one_by_one() -> None:
-    """The engine's flush hashes its events in one loop (seal_events); the hash and the line
-    are those of the definitions verification and encode_batch use."""
+def test_sealed_events_chain_verify_and_encode_as_their_lines() -> None:
+    """A flush's sealed events link in order, verify, and encode to the lines it made."""
     from tether.journal.events import (
         Event,
         EventType,

@@ -431,14 +431,10 @@ def _propose(
     key = progress.repeat_key = tool.name + repeat_key(args)
     decided: tuple[Proposal | None, Verdict] | None = None
     if ctx.state.call_counts.get(key, 0) < ctx.agent.limits.max_repeats:
-        # no rule can speak: the effect's default, with no proposal to build for them
-        verdict = ctx.policy.plain_verdict(ctx.agent, tool.name, tool.effect)
-        proposal = None
-        if verdict is None:
-            proposal = _proposal(ctx, progress, tool, args)
-            verdict = ctx.policy.decide(ctx.agent, proposal)
+        proposal = _proposal(ctx, progress, tool, args)
+        verdict = ctx.policy.decide(ctx.agent, proposal)
         decided = (proposal, verdict)
-        if verdict.kind == "allow" and (proposal is None or not proposal.observed):
+        if verdict.kind == "allow" and not proposal.observed:
             d = verdict.decision
             payload["decision"] = "allow"
             payload["rule"] = d.rule

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from mypy_extensions import mypyc_attr
 
 from tether.agent import Agent
 from tether.engine.budget import BudgetGuard, CostEstimator
@@ -105,8 +104,6 @@ def rebuild_state(run_id: str, events: Sequence[Event]) -> RunState:
     return state
 
 
-# compiled (see tether.native), and still open to subclasses written in Python
-@mypyc_attr(allow_interpreted_subclasses=True)
 class Runtime:
     """Runs agents against a store. Embedded mode: runs execute in-process on asyncio."""
 

@@ -37,7 +37,6 @@ class Verdict:
         return SHADOW if self.shadow else self.decision.kind._value_  # (``.value`` is slower)
 
 
-_PLAIN = {effect: Verdict(default_decision(effect)) for effect in Effect}
 
 
 class PolicyEngine:
@@ -62,15 +61,6 @@ class PolicyEngine:
         rules = [r for r in agent.policy if isinstance(r, Rule)] + self.rules
         limits = [lim for lim in agent.policy if isinstance(lim, Limit)] + self.limits
         return rules, limits
-
-    def plain_verdict(self, agent: Agent, tool: str, effect: Effect) -> Verdict | None:
-        """The verdict on any call of ``tool`` when the policy has nothing for this agent (no
-        rule, no limit) and the tool's autonomy is the default: the effect's default decision
-        (the same :meth:`decide` would reach), without a proposal to build. ``None`` when rules,
-        limits or an autonomy level apply."""
-        if self.rules or self.limits or agent.policy or tool in agent.autonomy:
-            return None
-        return _PLAIN[effect]
 
     def has_limits(self, agent: Agent) -> bool:
         """Whether any hard limit applies to this agent's calls (see :meth:`reserve_limits`)."""

@@ -34,8 +34,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from tether.errors import UsageError
 
 __all__ = ["KINDS", "Redactor", "luhn_ok"]
@@ -242,8 +240,6 @@ def _numbers(cards: bool, phones: bool) -> _Pattern:
     )
 
 
-# compiled (see tether.native), and still open to subclasses written in Python
-@mypyc_attr(allow_interpreted_subclasses=True)
 class Redactor:
     """Masks secrets and configured personal data in strings and JSON-like values.
 
