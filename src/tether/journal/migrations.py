@@ -164,31 +164,58 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
 ]
 
 
+_VERSIONS = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+_PG_LOCK = 7410031  # the advisory lock that serialises migrators of one PostgreSQL database
+
+
+def _lock(conn: sa.Connection) -> None:
+    """Hold the migration lock until the transaction ends.
+
+    Everything a migrator reads or creates (the version table included) is read or created under
+    it, so processes opening a brand-new database at once take turns instead of racing to create
+    the same table. On PostgreSQL that is a transaction-scoped advisory lock; on SQLite every write
+    transaction of the store is ``BEGIN IMMEDIATE`` already, which holds the file's write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_LOCK})"))
+
+
 def migrate(engine: sa.Engine) -> int:
-    """Apply pending migrations; return the schema version now in force."""
-    md = sa.MetaData()
-    versions = sa.Table(
-        "schema_migrations",
-        md,
-        sa.Column("version", sa.Integer, primary_key=True),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("applied_at", sa.Float, nullable=False),
-    )
+    """Apply pending migrations; return the schema version now in force.
+
+    Safe to call from any number of processes at once: each step runs under the migration lock
+    (see ``_lock``) and re-reads what is applied before applying anything.
+    """
     with engine.begin() as conn:
-        md.create_all(conn, checkfirst=True)
-    current = 0
+        _lock(conn)
+        _VERSIONS.create(conn, checkfirst=True)
+        done = {int(r[0]) for r in conn.execute(sa.select(_VERSIONS.c.version))}
     for version, name, apply in MIGRATIONS:
+        if version in done:
+            continue
         with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                # serialise concurrent migrators on PostgreSQL
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7410031)"))
-            done = conn.execute(
-                sa.select(versions.c.version).where(versions.c.version == version)
+            _lock(conn)
+            applied = conn.execute(
+                sa.select(_VERSIONS.c.version).where(_VERSIONS.c.version == version)
             ).first()
-            if done is None:
+            if applied is None:
                 apply(conn)
                 conn.execute(
-                    versions.insert().values(version=version, name=name, applied_at=time.time())
+                    _VERSIONS.insert().values(version=version, name=name, applied_at=time.time())
                 )
-        current = version
-    return current
+    return MIGRATIONS[-1][0]
+
+
+def schema_version(conn: sa.Connection) -> int | None:
+    """The newest migration applied to a store, without changing anything (``None``: the
+    database holds no tether schema at all). Read-only openers check it instead of migrating."""
+    if not sa.inspect(conn).has_table("schema_migrations"):
+        return None
+    value = conn.execute(sa.select(sa.func.max(_VERSIONS.c.version))).scalar()
+    return 0 if value is None else int(value)
