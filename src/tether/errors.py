@@ -6,7 +6,8 @@
     ├── ModelError                   a model call failed (carries ``retryable`` and ``retry_after``)
     │   └── ModelTimeout
     ├── JournalError                 the journal cannot be read or written
-    │   └── JournalCorrupted         an event fails to decode or breaks the hash chain
+    │   ├── JournalCorrupted         an event fails to decode or breaks the hash chain
+    │   └── StoreUnavailable         the store stayed down or locked through every retry
     └── RunError                     a run ended badly; carries the run id and its final status
 
 Errors that steer a run (invalid arguments, denied calls) are not exceptions: they are journaled
@@ -81,3 +82,15 @@ class RunError(TetherError):
         self.run_id = run_id
         self.status = status
         self.reason = reason
+
+
+class StoreUnavailable(JournalError):
+    """The store stayed unreachable (or locked) through every retry of a write or read.
+
+    Whatever the failed write held is not stored; the journal ends where it ended before, so
+    the run can be resumed from there once the store is back.
+    """
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts

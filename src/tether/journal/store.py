@@ -13,17 +13,18 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from tether.errors import JournalCorrupted, JournalError, NotFound, UsageError
+from tether.errors import JournalCorrupted, JournalError, NotFound, StoreUnavailable, UsageError
 from tether.journal.events import (
     GENESIS,
     Event,
@@ -31,9 +32,29 @@ from tether.journal.events import (
     encode_batch,
     encode_payload_bytes,
 )
-from tether.journal.migrations import migrate
+from tether.journal.faults import NO_RETRY, StoreRetry, is_transient
+from tether.journal.migrations import MIGRATIONS, migrate, schema_version
 
 DEFAULT_DB = "tether.db"
+_T = TypeVar("_T")
+
+
+def _read_only_sqlite_url(url: str) -> str:
+    """The SQLAlchemy URL that opens the SQLite file of ``url`` read-only (SQLite's ``mode=ro``).
+
+    Nothing is created, migrated or written, so a journal on read-only media opens; a file that
+    does not exist is an error instead of a new empty store. In a directory this process cannot
+    write, SQLite cannot make the lock file a write-ahead-log journal is read with; when no log
+    is there either, every change is in the file itself, which is then read as it stands
+    (``immutable``).
+    """
+    path = url.removeprefix("sqlite:///")
+    if "?" in path:  # the caller gave SQLite URI options already
+        return url
+    params = "mode=ro"
+    if not os.access(Path(path).parent, os.W_OK) and not Path(f"{path}-wal").exists():
+        params += "&immutable=1"
+    return f"sqlite:///file:{quote(path)}?{params}&uri=true"
 
 
 def normalise_url(url: str | None) -> str:
@@ -121,6 +142,8 @@ class _Statements:
     insert_run: str
     insert_batch: str
     last_batch: str
+    batch_at: str
+    run_exists: str
 
     @classmethod
     def using(cls, ph: str) -> _Statements:
@@ -131,11 +154,21 @@ class _Statements:
             f" VALUES ({ph},{ph},{ph},{ph})",
             last_batch=f"SELECT last_seq FROM event_batches WHERE run_id={ph}"
             " ORDER BY first_seq DESC LIMIT 1",
+            batch_at=f"SELECT events FROM event_batches WHERE run_id={ph} AND first_seq={ph}",
+            run_exists=f"SELECT 1 FROM runs WHERE id={ph}",
         )
 
 
 class _Conflict(Exception):
     """An append that does not continue the stored journal (another writer got there first)."""
+
+
+class _Transient(Exception):
+    """A store error that another attempt on a fresh connection may get past."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class _Refused(Exception):
@@ -194,22 +227,46 @@ _APPROVAL_COLUMNS = (
 class Store:
     """Durable state of tether. Safe to share between threads of one process."""
 
-    def __init__(self, url: str | None = None, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        echo: bool = False,
+        read_only: bool = False,
+        retry: StoreRetry | None = None,
+        busy_timeout: float = 60.0,
+    ) -> None:
+        """Open (and on first use create or migrate) the store at ``url``.
+
+        ``read_only``: open without migrating and never write (``tether verify`` does, so it can
+        check a journal on read-only media); the schema must be current. ``retry``: how the
+        journal's writer retries transient store errors (see :class:`StoreRetry`).
+        ``busy_timeout``: on SQLite, how long a statement waits for another process's lock
+        before the error counts as transient.
+        """
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self.read_only = read_only
+        self.retry = retry or StoreRetry()
+        self._unavailable = False  # the last write gave up: the next one tries once (see _write)
         kwargs: dict[str, Any] = {"echo": echo}
+        engine_url = self.url
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+            kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
             if self.url in ("sqlite://", "sqlite:///:memory:"):
                 kwargs["poolclass"] = sa.pool.StaticPool
+            elif read_only:
+                engine_url = _read_only_sqlite_url(self.url)
         else:
-            kwargs["pool_pre_ping"] = True
+            kwargs["pool_pre_ping"] = True  # a pooled connection the server dropped is replaced
         try:
-            self.engine = sa.create_engine(self.url, **kwargs)
+            self.engine = sa.create_engine(engine_url, **kwargs)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(f"cannot open store {self.url!r}: {exc}") from exc
         if self.is_sqlite:
-            self._setup_sqlite()
+            self._setup_sqlite(busy_timeout)
+        elif read_only:
+            self._setup_read_only_postgresql()
         self._ph = "?" if self.is_sqlite else "%s"
         self._sql = _Statements.using(self._ph)
         self._lock = threading.RLock()
@@ -217,31 +274,64 @@ class Store:
         self._cur: Any = None  # the journal's write cursor on ``_raw`` (see _write)
         self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
         try:
-            self.schema_version = migrate(self.engine)
-        except sa.exc.OperationalError as exc:
+            self.schema_version = self._check_schema() if read_only else migrate(self.engine)
+            md = sa.MetaData()
+            md.reflect(
+                self.engine,
+                only=[
+                    "runs", "event_batches", "blobs", "approvals", "counters", "controls", "cache"
+                ],
+            )  # fmt: skip
+        except sa.exc.DBAPIError as exc:
+            self.engine.dispose()
             raise UsageError(f"cannot open store {self.url!r}: {exc.orig}") from exc
-        md = sa.MetaData()
-        md.reflect(
-            self.engine,
-            only=["runs", "event_batches", "blobs", "approvals", "counters", "controls", "cache"],
-        )
         self.t = md.tables
+
+    def _check_schema(self) -> int:
+        """The schema version of a store opened read-only, which must be the current one."""
+        latest = MIGRATIONS[-1][0]
+        with self.engine.connect() as conn:
+            version = schema_version(conn)
+        if version is None:
+            raise UsageError(f"store {self.url!r} holds no tether journal")
+        if version != latest:
+            raise UsageError(
+                f"store {self.url!r} has schema version {version}, this tether reads {latest}: "
+                "open it writable once (any other tether command) to migrate it"
+            )
+        return version
 
     # -- connection plumbing -------------------------------------------------------------------
 
-    def _setup_sqlite(self) -> None:
+    def _setup_sqlite(self, busy_timeout: float) -> None:
+        read_only = self.read_only
+
         @sa.event.listens_for(self.engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=60000")
+            if read_only:  # no journal-mode change, which writes the file's header
+                cur.execute("PRAGMA query_only=ON")
+            else:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
+
+        # a read-only connection cannot take the write lock that BEGIN IMMEDIATE asks for
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
 
         @sa.event.listens_for(self.engine, "begin")
         def _begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(begin)
+
+    def _setup_read_only_postgresql(self) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cur.close()
+            dbapi_conn.commit()
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
@@ -323,18 +413,100 @@ class Store:
         The events (all of one run, in order) become one batch row. An append must continue the
         stored journal exactly: a batch that does not start right after the last stored event
         means another writer got there first, and nothing is written.
+
+        A transient store error (see :func:`~tether.journal.faults.is_transient`) is retried on
+        a fresh connection, with backoff, within ``self.retry``. A failed commit's outcome is
+        unknown, so each retry first reads back what is stored: if this batch is there (the
+        commit went through before the connection dropped) the write is done, and nothing is
+        written twice. A store still failing after the last attempt raises
+        :class:`StoreUnavailable` (see :meth:`_retrying`).
+        """
+        body = encode_batch(events, lines) if events else None
+
+        def attempt(retried: bool) -> None:
+            self._write_once(events, new_run, run_update, body, retried=retried)
+
+        def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
+            return self._gave_up(events, new_run, run_update, failure, attempts)
+
+        self._retrying(attempt, gave_up)
+
+    def _retrying(
+        self,
+        attempt: Callable[[bool], _T],
+        gave_up: Callable[[_Transient, int], StoreUnavailable],
+    ) -> _T:
+        """Call ``attempt(retried)`` until it does not fail transiently, waiting as
+        ``self.retry`` says between calls; past the last attempt raise ``gave_up(...)``.
+
+        Once the store has been given up on, the next call makes a single attempt (until one
+        succeeds): a caller cleaning up after the error does not wait through the backoff again.
+        """
+        with self._lock:
+            waits = (NO_RETRY if self._unavailable else self.retry).delays()
+            attempts = 1
+            while True:
+                try:
+                    result = attempt(attempts > 1)
+                except _Transient as failure:
+                    wait = next(waits, None)
+                    if wait is None:
+                        self._unavailable = True
+                        raise gave_up(failure, attempts) from failure.cause
+                    time.sleep(wait)
+                    attempts += 1
+                    continue
+                self._unavailable = False
+                return result
+
+    def _gave_up(
+        self,
+        events: Sequence[Event],
+        new_run: dict[str, Any] | None,
+        run_update: dict[str, Any] | None,
+        failure: _Transient,
+        attempts: int,
+    ) -> StoreUnavailable:
+        run_id = events[0].run_id if events else (new_run or run_update or {}).get("id", "?")
+        what = f"events #{events[0].seq}-#{events[-1].seq}" if events else "its row"
+        after = (
+            "the run was not started"
+            if new_run is not None
+            else f"the stored journal ends before them: resume the run (`tether resume {run_id}`) "
+            "once the store is back"
+        )
+        return StoreUnavailable(
+            f"store unavailable: run {run_id}'s {what} were not written "
+            f"({attempts} attempt(s), last error: {failure.cause}); {after}",
+            attempts=attempts,
+        )
+
+    def _write_once(
+        self,
+        events: Sequence[Event],
+        new_run: dict[str, Any] | None,
+        run_update: dict[str, Any] | None,
+        body: str | None,
+        *,
+        retried: bool,
+    ) -> None:
+        """One attempt of :meth:`_write`; raises ``_Transient`` for an error worth retrying.
+
+        ``retried``: an earlier attempt failed with its outcome unknown; if what it wrote is
+        stored, this attempt writes nothing.
         """
         ph = self._ph
         sql = self._sql
-        body = encode_batch(events, lines) if events else None
-        with self._lock:
+        raw: Any = None
+        cur: Any = None
+        try:
             raw = self._raw_conn()
             cur = self._cur
             if cur is None:  # one cursor for the journal's writes, kept with the connection
                 cur = self._cur = raw.cursor()
-            try:
-                if self.is_sqlite:
-                    cur.execute("BEGIN IMMEDIATE")
+            if self.is_sqlite:
+                cur.execute("BEGIN IMMEDIATE")
+            if not (retried and self._written(cur, events, new_run, body)):
                 if new_run is not None:
                     cur.execute(sql.insert_run, [new_run[c] for c in _RUN_COLUMNS])
                 if events:
@@ -356,21 +528,57 @@ class Store:
                     sets = ",".join(f"{c}={ph}" for c in cols)
                     run_id = events[0].run_id if events else run_update["id"]
                     cur.execute(f"UPDATE runs SET {sets} WHERE id={ph}", [*values, run_id])
-                raw.commit() if not self.is_sqlite else cur.execute("COMMIT")
-            except Exception as exc:
-                try:
+            raw.commit() if not self.is_sqlite else cur.execute("COMMIT")
+        except Exception as exc:
+            dbapi_conn = None if raw is None else raw.dbapi_connection
+            transient = is_transient(exc, self.engine.dialect, dbapi_conn)
+            try:
+                if raw is not None:
                     raw.rollback() if not self.is_sqlite else cur.execute("ROLLBACK")
-                except Exception:
-                    self._raw = self._cur = None
-                unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
-                if unique and new_run is not None and "runs" in str(exc):
-                    raise JournalError(f"run {new_run['id']} already exists") from exc
-                if unique or isinstance(exc, _Conflict):
-                    raise JournalError(
-                        f"run {events[0].run_id if events else '?'}: another process appended "
-                        "to this run's journal at the same time; stop one of them"
-                    ) from exc
-                raise JournalError(f"cannot append to the journal: {exc}") from exc
+            except Exception:
+                self._discard_raw()
+            if transient:
+                self._discard_raw()
+                raise _Transient(exc) from exc
+            unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
+            if unique and new_run is not None and "runs" in str(exc):
+                raise JournalError(f"run {new_run['id']} already exists") from exc
+            if unique or isinstance(exc, _Conflict):
+                raise JournalError(
+                    f"run {events[0].run_id if events else '?'}: another process appended "
+                    "to this run's journal at the same time; stop one of them"
+                ) from exc
+            raise JournalError(f"cannot append to the journal: {exc}") from exc
+
+    def _written(
+        self,
+        cur: Any,
+        events: Sequence[Event],
+        new_run: dict[str, Any] | None,
+        body: str | None,
+    ) -> bool:
+        """Whether an earlier attempt of this write was committed (read in its transaction).
+
+        A batch is known by its run, first sequence number and exact text: the same batch at
+        that place means the earlier commit went through. A new run without events is known by
+        its row. An update of the run's row alone is simply made again.
+        """
+        if events:
+            cur.execute(self._sql.batch_at, (events[0].run_id, events[0].seq))
+            row = cur.fetchone()
+            return row is not None and str(row[0]) == body
+        if new_run is not None:
+            cur.execute(self._sql.run_exists, (new_run["id"],))
+            return cur.fetchone() is not None
+        return False
+
+    def _discard_raw(self) -> None:
+        """Drop the journal's connection (the next write opens a fresh one): after a transient
+        error it may be dead, or in a state nothing should rely on."""
+        raw, self._raw, self._cur = self._raw, None, None
+        if raw is not None:
+            with suppress(Exception):
+                raw.invalidate()
 
     def update_run(self, run_id: str, **values: Any) -> None:
         for key in ("output", "input"):
@@ -695,22 +903,43 @@ class Store:
         return value
 
     def _read_paused(self, agent: str) -> tuple[bool, str]:
-        ph = self._ph
-        with self._lock:
+        """Read the switch on the journal's connection, retrying transient errors as writes do
+        (a read has no outcome to be unsure of: it is simply made again)."""
+
+        def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
+            return StoreUnavailable(
+                f"store unavailable: cannot read agent {agent}'s kill switch "
+                f"({attempts} attempt(s), last error: {failure.cause})",
+                attempts=attempts,
+            )
+
+        row = self._retrying(lambda _retried: self._read_paused_once(agent), gave_up)
+        if row is None or not row[0]:
+            return False, ""
+        return True, f"paused by {row[2]}: {row[1] or 'no reason given'}"
+
+    def _read_paused_once(self, agent: str) -> Any:
+        raw: Any = None
+        try:
             raw = self._raw_conn()
             cur = raw.cursor()
             try:
                 cur.execute(
-                    f"SELECT paused, reason, changed_by FROM controls WHERE agent={ph}", (agent,)
+                    f"SELECT paused, reason, changed_by FROM controls WHERE agent={self._ph}",
+                    (agent,),
                 )
                 row = cur.fetchone()
                 if not self.is_sqlite:
                     raw.commit()
             finally:
                 cur.close()
-        if row is None or not row[0]:
-            return False, ""
-        return True, f"paused by {row[2]}: {row[1] or 'no reason given'}"
+        except Exception as exc:
+            dbapi_conn = None if raw is None else raw.dbapi_connection
+            if is_transient(exc, self.engine.dialect, dbapi_conn):
+                self._discard_raw()
+                raise _Transient(exc) from exc
+            raise
+        return row
 
     def paused_agents(self) -> list[dict[str, Any]]:
         ctl = self.t["controls"]
