@@ -63,16 +63,17 @@ def test_a_run_completes_when_its_postgresql_connections_are_terminated(pg_url: 
         text=True,
     )
     assert proc.stdout is not None
-    ended = []
+    ended, result = [], ""
     for line in proc.stdout:  # terminate the connections while steps 2 and 4 are in their tool
         if line.strip() in ("STEP 2", "STEP 4"):
             ended.append(_terminate(name))
         if line.startswith("RESULT"):
+            result = line
             break
-    out, err = proc.communicate(timeout=120)
+    err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 0, err
-    assert ended and all(n >= 1 for n in ended), ended
-    _, run_id, status = line.split()
+    assert len(ended) == 2 and all(n >= 1 for n in ended), ended
+    _, run_id, status = result.split()
     assert status == "succeeded"
     store = Store(url)
     try:

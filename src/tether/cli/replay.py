@@ -164,26 +164,58 @@ def export(
 
 def verify(
     run_id: Annotated[str | None, typer.Argument(help="A run, or --all.")] = None,
-    all_runs: Annotated[bool, typer.Option("--all", help="Verify every run.")] = False,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Verify every run and the database file itself.")
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check hash chains: any edited, dropped or reordered event is named."""
+    """Check hash chains: any edited, dropped or reordered event is named.
+
+    The store is opened read-only (nothing is migrated or written, so a journal on read-only
+    media can be checked). ``--all`` also runs the database's own integrity check (SQLite), which
+    finds damage no chain covers, such as a corrupt index page.
+    """
+    import sqlalchemy as sa
+
+    from tether.journal.store import Store
+
     if (run_id is None) == (not all_runs):
         raise UsageError("give a run id or --all (not both)")
-    store = open_store(db)
-    ids = store.run_ids() if all_runs else [store.get_run(run_id or "").id]
+    store = Store(db, read_only=True)
+    integrity = store.integrity_problems() if all_runs else None
+    damage = list(integrity or [])
     problems: list[dict[str, Any]] = []
+    try:
+        ids = store.run_ids() if all_runs else [store.get_run(run_id or "").id]
+    except sa.exc.DBAPIError as exc:
+        damage.append(f"the runs cannot be listed: {exc.orig}")
+        ids = []
     for rid in ids:
-        problem = verify_chain(rid, store.events(rid))
+        try:
+            problem = verify_chain(rid, store.events(rid))
+        except sa.exc.DBAPIError as exc:
+            problems.append({"run_id": rid, "seq": None, "reason": f"unreadable: {exc.orig}"})
+            continue
         if problem is not None:
             problems.append({"run_id": rid, "seq": problem.seq, "reason": problem.reason})
     if as_json:
-        print_json({"runs": len(ids), "problems": problems})
+        print_json(
+            {
+                "runs": len(ids),
+                "problems": problems,
+                "database_checked": integrity is not None,
+                "database_problems": damage,
+            }
+        )
     else:
         for p in problems:
-            console.print(f"[red]TAMPERED[/] run {p['run_id']} event #{p['seq']}: {p['reason']}")
-        if not problems:
-            console.print(f"[green]ok[/]: {len(ids)} run(s), every hash chain verifies")
-    if problems:
+            where = "" if p["seq"] is None else f" event #{p['seq']}"
+            console.print(f"[red]TAMPERED[/] run {p['run_id']}{where}: {escape(p['reason'])}")
+        for line in damage:
+            console.print(f"[red]DATABASE DAMAGED[/] {escape(line)}")
+        if not problems and not damage:
+            checked = "" if integrity is None else "; the database passes its integrity check"
+            console.print(f"[green]ok[/]: {len(ids)} run(s), every hash chain verifies{checked}")
+    if problems or damage:
         raise typer.Exit(1)

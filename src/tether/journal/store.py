@@ -967,6 +967,27 @@ class Store:
 
     # -- maintenance -------------------------------------------------------------------------
 
+    def integrity_problems(self) -> list[str] | None:
+        """What the database's own consistency check finds wrong (empty: nothing).
+
+        On SQLite that is ``PRAGMA integrity_check``: every page of the file is read, so damage
+        the hash chains cannot see (an index, a free page, a table's structure) is named too.
+        PostgreSQL has no such check of its own to run (``None``): damage there is reported by
+        the server when a damaged page is read (with data checksums on), which the chains'
+        reading of every event does.
+        """
+        if not self.is_sqlite:
+            return None
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql("PRAGMA integrity_check").all()
+        except sa.exc.DBAPIError as exc:
+            return [f"the integrity check could not complete: {exc.orig}"]
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
+
+    # -- maintenance -------------------------------------------------------------------------
+
     def drop_all(self) -> None:
         """Remove every tether table (tests use it to reset a PostgreSQL database)."""
         with self._tx() as conn:
