@@ -468,7 +468,7 @@ class Store:
         attempts: int,
     ) -> StoreUnavailable:
         run_id = events[0].run_id if events else (new_run or run_update or {}).get("id", "?")
-        what = f"events #{events[0].seq}-#{events[-1].seq}" if events else "its row"
+        what = f"events #{events[0].seq}-#{events[-1].seq} were" if events else "row was"
         after = (
             "the run was not started"
             if new_run is not None
@@ -476,7 +476,7 @@ class Store:
             "once the store is back"
         )
         return StoreUnavailable(
-            f"store unavailable: run {run_id}'s {what} were not written "
+            f"store unavailable: run {run_id}'s {what} not written "
             f"({attempts} attempt(s), last error: {failure.cause}); {after}",
             attempts=attempts,
         )
