@@ -59,8 +59,8 @@ class StoreRetry:
     ``first_delay`` after the first failure, doubling up to ``max_delay`` (each wait jittered
     down by up to half, so processes that failed together do not retry together).
 
-    The default rides out a dropped connection or a server restart of a few seconds
-    (about 5 s of waiting in all) and then gives up, so a run never hangs on a store that is gone.
+    The default rides out a dropped connection or a server restart of a few seconds (at most
+    about 5 s of waiting in all) and then gives up, so a run never hangs on a store that is gone.
     """
 
     attempts: int = 8
