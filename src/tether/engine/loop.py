@@ -371,7 +371,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         # speak) or this call was decided before (a resume)
         if proposal is None:
             proposal = _proposal(ctx, progress, tool)
-        limited = ctx.policy.reserve_limits(ctx.agent, proposal)
+        limited, progress.reserved = ctx.policy.reserve_limits(ctx.agent, proposal)
     if limited is not None:
         _journal_deferred(ctx, progress)
         ctx.emit(
@@ -721,6 +721,7 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
     ctx.emit(E.TOOL_FINISHED, payload, scan=_unchecked_result(payload))
     if tool.effect.has_side_effect:
         ctx.flush()
+    _settle_limits(ctx, progress, payload)
     return DONE
 
 
@@ -735,6 +736,17 @@ async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
         )
     for progress, payload in zip(batch, payloads, strict=True):
         _journal_result(ctx, progress, payload)
+        _settle_limits(ctx, progress, payload)
+
+
+def _settle_limits(ctx: RunContext, progress: CallProgress, payload: dict[str, Any]) -> None:
+    """A call that failed gives back what it reserved against hard limits (after its result is
+    journaled: a crash in between leaves the call counted, which errs on the safe side)."""
+    held = progress.reserved
+    if held:
+        progress.reserved = ()
+        if not payload["ok"]:
+            ctx.policy.release_limits(held)
 
 
 def _journal_result(ctx: RunContext, progress: CallProgress, payload: dict[str, Any]) -> None:

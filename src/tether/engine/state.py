@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from tether.journal.events import Event, EventType
+from tether.journal.store import Reservation
 from tether.messages import Message, ToolCall
 from tether.policy.rules import PastCall
 
@@ -80,6 +81,8 @@ class CallProgress:
     validated: Any = None  # the validated arguments model, kept in memory only
     # a plainly allowed read's proposal, folded but journaled only with its result
     deferred: dict[str, Any] | None = None
+    # what the call reserved against hard limits, given back if it fails (in memory only)
+    reserved: tuple[Reservation, ...] = ()
 
 
 @dataclass(slots=True)
