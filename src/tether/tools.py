@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,7 +94,19 @@ class Tool:
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
     def validate(self, arguments: dict[str, Any]) -> pydantic.BaseModel:
-        """Validate arguments; raises :class:`pydantic.ValidationError`."""
+        """Validate arguments; raises :class:`pydantic.ValidationError`.
+
+        ``NaN`` and infinities are refused anywhere in the arguments, also under ``Any`` or in
+        a ``dict``: JSON cannot hold them (the journal would record ``null`` while the tool got
+        ``nan``), and they slip through comparisons (``nan > 50`` is false), so a rule capping a
+        number would let them pass.
+        """
+        where = _non_finite(arguments, ())
+        if where is not None:
+            raise pydantic.ValidationError.from_exception_data(
+                self.args_model.__name__,
+                [{"type": "finite_number", "loc": where[0], "input": where[1]}],
+            )
         # (``model_validate`` without its keyword handling: the same validator, called direct)
         validated: pydantic.BaseModel = self.args_model.__pydantic_validator__.validate_python(
             arguments
@@ -122,6 +135,26 @@ class Tool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Tools stay plain functions: calling one calls the function."""
         return self.fn(*args, **kwargs)
+
+
+def _non_finite(
+    value: Any, loc: tuple[int | str, ...]
+) -> tuple[tuple[int | str, ...], float] | None:
+    """Where in ``value`` (a JSON-like tree) a ``NaN`` or an infinity sits, and which, or
+    ``None``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (loc, value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, (*loc, str(k)))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _non_finite(v, (*loc, i))
+            if found is not None:
+                return found
+    return None
 
 
 # for what orjson refuses: the standard library, on pydantic's JSON-able form of the value
@@ -170,7 +203,7 @@ def _build_tool(
     tool_name = name or fn.__name__
     model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
     args_model = pydantic.create_model(
-        model_name, __config__=pydantic.ConfigDict(extra="forbid"), **fields
+        model_name, __config__=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False), **fields
     )
     doc = description if description is not None else inspect.getdoc(fn) or ""
     if effect not in {e.value for e in Effect}:
