@@ -185,7 +185,7 @@ def _build_tool(
     description: str | None,
     idempotent: bool,
     cache_ttl: float | None,
-    scopes: tuple[str, ...],
+    scopes: tuple[str, ...] | str,
 ) -> Tool:
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
@@ -218,7 +218,7 @@ def _build_tool(
         is_async=inspect.iscoroutinefunction(fn),
         idempotent=idempotent,
         cache_ttl=cache_ttl,
-        scopes=scopes,
+        scopes=(scopes,) if isinstance(scopes, str) else tuple(scopes),
     )
 
 
@@ -234,7 +234,7 @@ def tool(
     description: str | None = None,
     idempotent: bool = False,
     cache_ttl: float | None = None,
-    scopes: tuple[str, ...] = (),
+    scopes: tuple[str, ...] | str = (),
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -247,7 +247,7 @@ def tool(
     description: str | None = None,
     idempotent: bool = False,
     cache_ttl: float | None = None,
-    scopes: tuple[str, ...] = (),
+    scopes: tuple[str, ...] | str = (),
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool.
 
@@ -260,7 +260,9 @@ def tool(
             after a crash may be re-run safely.
         cache_ttl: for read tools: ``0`` reuses a result for identical arguments within a run;
             a positive number of seconds reuses it across runs (kept in the store).
-        scopes: permissions a caller must hold to use the tool.
+        scopes: permissions a run must be granted to use the tool (``Runtime.run(...,
+            scopes={"admin"})``); a call from a run without one of them is denied by the
+            policy (rule ``scopes``), whatever other rules, approvals or autonomy say.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:

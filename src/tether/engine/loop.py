@@ -292,6 +292,7 @@ def _proposal(
         run_input=s.run_input,
         history=s.history,
         deps=ctx.deps,
+        scopes=s.scopes,
         recorded=recorded,
     )
 

@@ -100,6 +100,7 @@ class RunState:
     last_seq: int = 0
     last_hash: str = ""
     run_input: Any = None
+    scopes: frozenset[str] = frozenset()  # what the run was granted (see Runtime.run)
     agent_snapshot: dict[str, Any] = field(default_factory=dict)
     calls: list[CallProgress] = field(default_factory=list)
     history: list[PastCall] = field(default_factory=list)
@@ -158,6 +159,7 @@ def _run_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.status = RunStatus.RUNNING
     s.started_at = ev.ts
     s.run_input = p["input"]
+    s.scopes = frozenset(p.get("scopes", ()))
     s.agent_snapshot = p.get("agent", {})
     text = p["input"] if isinstance(p["input"], str) else json.dumps(p["input"])
     # the system prompt: the agent's instructions (older journals also had them at top level)

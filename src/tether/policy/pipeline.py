@@ -72,6 +72,9 @@ class PolicyEngine:
 
     def decide(self, agent: Agent, proposal: Proposal) -> Verdict:
         """Rules (most severe wins) → effect default → the tool's autonomy."""
+        missing = _missing_scopes(agent, proposal)
+        if missing is not None:  # no rule, approval or autonomy grants a permission
+            return Verdict(missing)
         rules, _ = self._agent_rules(agent)
         decisions: list[Decision] = []
         for r in rules:
@@ -160,3 +163,18 @@ def _amount(lim: Limit, proposal: Proposal) -> tuple[float, str | None]:
     if not math.isfinite(amount) or amount < 0:
         return 0.0, f"the amount must be a finite number >= 0, not {raw!r}"
     return amount, None
+
+
+def _missing_scopes(agent: Agent, proposal: Proposal) -> Decision | None:
+    """A denial when the tool needs a scope the run was not granted (``Runtime.run(scopes=)``)."""
+    tool = agent.tool(proposal.tool)
+    if tool is None or not tool.scopes:
+        return None
+    missing = sorted(set(tool.scopes) - proposal.scopes)
+    if not missing:
+        return None
+    return Decision(
+        DecisionKind.DENY,
+        f"{tool.name} needs scope {', '.join(missing)}, which this run was not granted",
+        "scopes",
+    )
