@@ -31,7 +31,11 @@ class Limits:
     """Per-run limits (and one per agent per day: ``max_cost_usd_per_day``). ``None`` = unlimited.
 
     Budgets are checked before each model call with an estimate and after it with the actual
-    figures, so a run never overshoots a budget by more than one call.
+    figures, so a run never overshoots a budget by more than one call. The daily cap is shared
+    by all runs of the agent in every process: each call reserves its estimated cost on a
+    counter in the store atomically before it is made (refused past the cap), then settles it
+    to the real cost, or gives it back if the call failed; concurrent runs overshoot the cap
+    only by what calls cost beyond their estimates.
     """
 
     max_steps: int = 20

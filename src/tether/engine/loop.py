@@ -69,6 +69,7 @@ async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
             break
         response = await model_turn(ctx, request)
         if response is None:
+            budget.release()  # the call failed: its daily-cap reservation is given back
             break
         reason = budget.after(s, response, ctx.clock())
         if reason is not None:

@@ -680,6 +680,25 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise JournalError(f"store error: {exc.orig}") from exc
 
+    def settle(self, held: Reservation, amount: float) -> None:
+        """Replace a reserved amount by the real one (the call stays counted): the total moves
+        by the difference, up or down, unconditionally — what was spent was spent."""
+        c = self.t["counters"]
+        left = c.c.total + (amount - held.amount)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    c.update()
+                    .where(
+                        c.c.name == held.name,
+                        c.c.key == held.key,
+                        c.c.window_start == held.window_start,
+                    )
+                    .values(total=sa.case((left < 0, 0.0), else_=left))
+                )
+        except sa.exc.OperationalError as exc:
+            raise JournalError(f"store error: {exc.orig}") from exc
+
     def add(self, name: str, key: str, window_start: int, amount: float) -> None:
         """Add to a counter unconditionally (e.g. dollars already spent)."""
         self.reserve(name, key, window_start, amount=amount, max_count=None, max_total=None)
