@@ -55,6 +55,10 @@ class Limits:
 
 OutputValidator = Callable[[Any], None]
 
+DEFAULT_TOOL_TIMEOUT = 300.0
+"""Seconds a tool call may take by default (``Agent.tool_timeout``): a tool that never returns
+must not hold a run forever."""
+
 
 _fingerprints: dict[bytes, str] = {}  # a snapshot as orjson writes it -> its fingerprint
 
@@ -77,6 +81,12 @@ class Agent:
             ``None`` lets the runtime choose.
         deps_factory: builds the object tools receive as ``ctx.deps`` (a database handle...),
             called when a run starts or resumes, unless the runtime was given ``deps``.
+        tool_timeout: seconds a tool call may take unless the tool sets its own ``timeout``
+            (``None``: no limit); ``limits.deadline_seconds`` bounds tool calls too. A read
+            that overruns becomes an error the model sees. A write or irreversible call that
+            overruns is in doubt, as after a crash: its intent is journaled, its result is not;
+            the run escalates to a human, or, for an idempotent tool, waits until it is resumed
+            (which calls the tool again with the same idempotency key) or answered.
     """
 
     name: str
@@ -90,8 +100,11 @@ class Agent:
     autonomy: dict[str, Autonomy | str] = field(default_factory=dict)
     model: Any = None
     deps_factory: Callable[[], Any] | None = None
+    tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT
 
     def __post_init__(self) -> None:
+        if self.tool_timeout is not None and not self.tool_timeout > 0:
+            raise ValueError(f"agent {self.name}: tool_timeout must be a number of seconds > 0")
         names = [t.name for t in self.tools]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:

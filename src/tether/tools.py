@@ -77,6 +77,7 @@ class Tool:
     idempotent: bool = False
     cache_ttl: float | None = None
     scopes: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds; None: the agent's ``tool_timeout``
     _schema: dict[str, Any] | None = field(default=None, repr=False)
     _fields: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -186,6 +187,7 @@ def _build_tool(
     idempotent: bool,
     cache_ttl: float | None,
     scopes: tuple[str, ...] | str,
+    timeout: float | None = None,
 ) -> Tool:
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
@@ -208,6 +210,8 @@ def _build_tool(
     doc = description if description is not None else inspect.getdoc(fn) or ""
     if effect not in {e.value for e in Effect}:
         raise ValueError(f"tool {tool_name}: effect must be one of read/write/irreversible")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"tool {tool_name}: timeout must be a number of seconds > 0")
     return Tool(
         name=tool_name,
         description=doc.strip(),
@@ -219,6 +223,7 @@ def _build_tool(
         idempotent=idempotent,
         cache_ttl=cache_ttl,
         scopes=(scopes,) if isinstance(scopes, str) else tuple(scopes),
+        timeout=timeout,
     )
 
 
@@ -235,6 +240,7 @@ def tool(
     idempotent: bool = False,
     cache_ttl: float | None = None,
     scopes: tuple[str, ...] | str = (),
+    timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -248,6 +254,7 @@ def tool(
     idempotent: bool = False,
     cache_ttl: float | None = None,
     scopes: tuple[str, ...] | str = (),
+    timeout: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool.
 
@@ -263,6 +270,10 @@ def tool(
         scopes: permissions a run must be granted to use the tool (``Runtime.run(...,
             scopes={"admin"})``); a call from a run without one of them is denied by the
             policy (rule ``scopes``), whatever other rules, approvals or autonomy say.
+        timeout: seconds a call may take (default: the agent's ``tool_timeout``). The run stops
+            waiting after that: a read's call becomes an error the model sees; a write's or an
+            irreversible call's outcome is in doubt (see :class:`tether.Agent`). A sync tool
+            runs on a thread that cannot be stopped: it may still finish later, unseen.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -274,6 +285,7 @@ def tool(
             idempotent=idempotent,
             cache_ttl=cache_ttl,
             scopes=scopes,
+            timeout=timeout,
         )
 
     if fn is not None:

@@ -301,11 +301,15 @@ class Runtime:
         ctx = self._context(agent, state, self._model_for(agent, model))
         waiting = state.waiting_for or {}
         if state.status is RunStatus.WAITING_INPUT:
-            if waiting.get("kind") != "paused":
+            kind = waiting.get("kind")
+            if kind == "in_doubt":  # an idempotent call that timed out: call it again
+                ctx.emit(EventType.INPUT_RECEIVED, {"kind": "retry", "answer": ""})
+            elif kind != "paused":
                 return _result(state)  # needs `tether answer`
-            if self.store.paused(agent.name)[0]:
+            elif self.store.paused(agent.name)[0]:
                 return _result(state)
-            ctx.emit(EventType.INPUT_RECEIVED, {"kind": "unpaused", "answer": ""})
+            else:
+                ctx.emit(EventType.INPUT_RECEIVED, {"kind": "unpaused", "answer": ""})
         if state.status is RunStatus.WAITING_APPROVAL:
             approval = self.store.get_approval(waiting["approval_id"])
             if approval.status == "pending":

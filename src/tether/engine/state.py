@@ -312,10 +312,11 @@ def _input_received(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.waiting_for = None
     s.consecutive_failures = 0
     call_id = waiting.get("call_id")
-    if p.get("kind") == "unpaused":
+    if p.get("kind") in ("unpaused", "retry"):  # the run goes on where it stopped
         return
-    if call_id:
-        s._tool_message(call_id, "ask_human", f"The human answered: {p['answer']}")
+    if call_id:  # the answer stands for the call's result (ask_human, or a call in doubt)
+        name = s.call(call_id).tool or "ask_human"
+        s._tool_message(call_id, name, f"The human answered: {p['answer']}")
     else:
         s.messages.append(Message("user", f"A human answered: {p['answer']}"))
 

@@ -1,0 +1,47 @@
+"""Sync tools on threads that a run can walk away from.
+
+A thread cannot be stopped from outside. A sync tool that overruns its timeout keeps running on
+its thread; the run stops waiting for it and discards whatever it returns later. The thread is a
+daemon, so a tool that never returns does not keep the process from exiting either (threads of
+``asyncio.to_thread``'s executor are joined when the event loop or the interpreter shuts down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+def in_daemon_thread(fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
+    """Start ``fn(*args)`` on a new daemon thread; the future gets its result or exception.
+
+    Cancelling the future (a timeout) abandons the call: its outcome, when it comes, is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # abandoned (timed out, or the run stopped)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = context.run(fn, *args), None
+        except BaseException as exc:  # handed to the awaiting run, as asyncio.to_thread does
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # a closed event loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(
+        target=work, name=f"tether-tool-{getattr(fn, '__name__', 'call')}", daemon=True
+    ).start()
+    return future
