@@ -22,7 +22,7 @@ from tether.builtins import ask_human
 from tether.engine.budget import BudgetGuard
 from tether.engine.context import _UNSET, RunContext
 from tether.engine.state import CallProgress, RunStatus, repeat_key
-from tether.engine.threads import in_daemon_thread
+from tether.engine.timeouts import TimedOut, call_within
 from tether.errors import ModelError
 from tether.journal.events import EventType as E
 from tether.journal.store import ApprovalRecord, args_hash
@@ -790,39 +790,6 @@ def _timeout(ctx: RunContext, tool: Tool) -> float | None:
     return left if limit is None else min(limit, left)
 
 
-class _TimedOut(Exception):
-    """A tool call overran its time (distinct from a ``TimeoutError`` the tool itself raised)."""
-
-
-async def _call_tool(
-    tool: Tool,
-    tctx: ToolContext | None,
-    args: pydantic.BaseModel,
-    timeout: float | None,
-    *,
-    inline: bool,
-) -> Any:
-    """Call a tool within ``timeout`` seconds. A sync tool runs on a daemon thread, which keeps
-    running, unheeded, if it overruns; with no timeout and ``inline`` (no other call runs beside
-    it) it runs inline, with no coroutine or thread made."""
-    if timeout is None and inline and not tool.is_async:
-        return tool.call(tctx, args)
-    if timeout is not None and timeout <= 0:
-        raise _TimedOut
-    work: asyncio.Future[Any] = (
-        asyncio.ensure_future(tool.call(tctx, args))
-        if tool.is_async
-        else in_daemon_thread(tool.call, tctx, args)
-    )
-    if timeout is None:
-        return await work
-    done, _ = await asyncio.wait({work}, timeout=timeout)
-    if not done:
-        work.cancel()
-        raise _TimedOut
-    return work.result()
-
-
 async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
     """Run read-only calls; several at once run concurrently."""
     if len(batch) == 1:
@@ -887,9 +854,9 @@ async def _invoke(
     timeout = _timeout(ctx, tool)
     timed_out = False
     try:
-        result = await _call_tool(tool, tctx, args, timeout, inline=not threaded)
+        result = await call_within(tool, tctx, args, timeout, inline=not threaded)
         content = result_to_text(result)
-    except _TimedOut:
+    except TimedOut:
         ok, timed_out = False, True
         content = f"{tool.name} did not finish within {timeout:g}s"
     except ToolError as exc:

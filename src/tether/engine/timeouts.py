@@ -1,4 +1,4 @@
-"""Sync tools on threads that a run can walk away from.
+"""Tool calls within a time limit, on threads a run can walk away from.
 
 A thread cannot be stopped from outside. A sync tool that overruns its timeout keeps running on
 its thread; the run stops waiting for it and discards whatever it returns later. The thread is a
@@ -14,6 +14,46 @@ import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any
+
+import pydantic
+
+from tether.tools import Tool, ToolContext
+
+
+class TimedOut(Exception):
+    """A tool call overran its time (distinct from a ``TimeoutError`` the tool itself raised)."""
+
+
+async def call_within(
+    tool: Tool,
+    tctx: ToolContext | None,
+    args: pydantic.BaseModel,
+    timeout: float | None,
+    *,
+    inline: bool,
+) -> Any:
+    """Call a tool within ``timeout`` seconds (``None``: no limit), or raise :class:`TimedOut`.
+
+    A sync tool runs on a daemon thread, which keeps running, unheeded, if it overruns; with no
+    timeout and ``inline`` (no other call runs beside it) it runs inline, with no coroutine or
+    thread made. An async tool that overruns is cancelled.
+    """
+    if timeout is None and inline and not tool.is_async:
+        return tool.call(tctx, args)
+    if timeout is not None and timeout <= 0:
+        raise TimedOut
+    work: asyncio.Future[Any] = (
+        asyncio.ensure_future(tool.call(tctx, args))
+        if tool.is_async
+        else in_daemon_thread(tool.call, tctx, args)
+    )
+    if timeout is None:
+        return await work
+    done, _ = await asyncio.wait({work}, timeout=timeout)
+    if not done:
+        work.cancel()
+        raise TimedOut
+    return work.result()
 
 
 def in_daemon_thread(fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
