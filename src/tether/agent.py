@@ -31,7 +31,11 @@ class Limits:
     """Per-run limits (and one per agent per day: ``max_cost_usd_per_day``). ``None`` = unlimited.
 
     Budgets are checked before each model call with an estimate and after it with the actual
-    figures, so a run never overshoots a budget by more than one call.
+    figures, so a run never overshoots a budget by more than one call. The daily cap is shared
+    by all runs of the agent in every process: each call reserves its estimated cost on a
+    counter in the store atomically before it is made (refused past the cap), then settles it
+    to the real cost, or gives it back if the call failed; concurrent runs overshoot the cap
+    only by what calls cost beyond their estimates.
     """
 
     max_steps: int = 20
@@ -50,6 +54,10 @@ class Limits:
 
 
 OutputValidator = Callable[[Any], None]
+
+DEFAULT_TOOL_TIMEOUT = 300.0
+"""Seconds a tool call may take by default (``Agent.tool_timeout``): a tool that never returns
+must not hold a run forever."""
 
 
 _fingerprints: dict[bytes, str] = {}  # a snapshot as orjson writes it -> its fingerprint
@@ -73,6 +81,12 @@ class Agent:
             ``None`` lets the runtime choose.
         deps_factory: builds the object tools receive as ``ctx.deps`` (a database handle...),
             called when a run starts or resumes, unless the runtime was given ``deps``.
+        tool_timeout: seconds a tool call may take unless the tool sets its own ``timeout``
+            (``None``: no limit); ``limits.deadline_seconds`` bounds tool calls too. A read
+            that overruns becomes an error the model sees. A write or irreversible call that
+            overruns is in doubt, as after a crash: its intent is journaled, its result is not;
+            the run escalates to a human, or, for an idempotent tool, waits until it is resumed
+            (which calls the tool again with the same idempotency key) or answered.
     """
 
     name: str
@@ -86,8 +100,11 @@ class Agent:
     autonomy: dict[str, Autonomy | str] = field(default_factory=dict)
     model: Any = None
     deps_factory: Callable[[], Any] | None = None
+    tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT
 
     def __post_init__(self) -> None:
+        if self.tool_timeout is not None and not self.tool_timeout > 0:
+            raise ValueError(f"agent {self.name}: tool_timeout must be a number of seconds > 0")
         names = [t.name for t in self.tools]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:

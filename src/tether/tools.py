@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Tool:
     idempotent: bool = False
     cache_ttl: float | None = None
     scopes: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds; None: the agent's ``tool_timeout``
     _schema: dict[str, Any] | None = field(default=None, repr=False)
     _fields: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -93,7 +95,19 @@ class Tool:
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
     def validate(self, arguments: dict[str, Any]) -> pydantic.BaseModel:
-        """Validate arguments; raises :class:`pydantic.ValidationError`."""
+        """Validate arguments; raises :class:`pydantic.ValidationError`.
+
+        ``NaN`` and infinities are refused anywhere in the arguments, also under ``Any`` or in
+        a ``dict``: JSON cannot hold them (the journal would record ``null`` while the tool got
+        ``nan``), and they slip through comparisons (``nan > 50`` is false), so a rule capping a
+        number would let them pass.
+        """
+        where = _non_finite(arguments, ())
+        if where is not None:
+            raise pydantic.ValidationError.from_exception_data(
+                self.args_model.__name__,
+                [{"type": "finite_number", "loc": where[0], "input": where[1]}],
+            )
         # (``model_validate`` without its keyword handling: the same validator, called direct)
         validated: pydantic.BaseModel = self.args_model.__pydantic_validator__.validate_python(
             arguments
@@ -124,6 +138,26 @@ class Tool:
         return self.fn(*args, **kwargs)
 
 
+def _non_finite(
+    value: Any, loc: tuple[int | str, ...]
+) -> tuple[tuple[int | str, ...], float] | None:
+    """Where in ``value`` (a JSON-like tree) a ``NaN`` or an infinity sits, and which, or
+    ``None``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (loc, value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, (*loc, str(k)))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _non_finite(v, (*loc, i))
+            if found is not None:
+                return found
+    return None
+
+
 # for what orjson refuses: the standard library, on pydantic's JSON-able form of the value
 _encode_result = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _dumps = orjson.dumps
@@ -152,7 +186,8 @@ def _build_tool(
     description: str | None,
     idempotent: bool,
     cache_ttl: float | None,
-    scopes: tuple[str, ...],
+    scopes: tuple[str, ...] | str,
+    timeout: float | None = None,
 ) -> Tool:
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
@@ -170,11 +205,13 @@ def _build_tool(
     tool_name = name or fn.__name__
     model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
     args_model = pydantic.create_model(
-        model_name, __config__=pydantic.ConfigDict(extra="forbid"), **fields
+        model_name, __config__=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False), **fields
     )
     doc = description if description is not None else inspect.getdoc(fn) or ""
     if effect not in {e.value for e in Effect}:
         raise ValueError(f"tool {tool_name}: effect must be one of read/write/irreversible")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"tool {tool_name}: timeout must be a number of seconds > 0")
     return Tool(
         name=tool_name,
         description=doc.strip(),
@@ -185,7 +222,8 @@ def _build_tool(
         is_async=inspect.iscoroutinefunction(fn),
         idempotent=idempotent,
         cache_ttl=cache_ttl,
-        scopes=scopes,
+        scopes=(scopes,) if isinstance(scopes, str) else tuple(scopes),
+        timeout=timeout,
     )
 
 
@@ -201,7 +239,8 @@ def tool(
     description: str | None = None,
     idempotent: bool = False,
     cache_ttl: float | None = None,
-    scopes: tuple[str, ...] = (),
+    scopes: tuple[str, ...] | str = (),
+    timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -214,7 +253,8 @@ def tool(
     description: str | None = None,
     idempotent: bool = False,
     cache_ttl: float | None = None,
-    scopes: tuple[str, ...] = (),
+    scopes: tuple[str, ...] | str = (),
+    timeout: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool.
 
@@ -227,7 +267,13 @@ def tool(
             after a crash may be re-run safely.
         cache_ttl: for read tools: ``0`` reuses a result for identical arguments within a run;
             a positive number of seconds reuses it across runs (kept in the store).
-        scopes: permissions a caller must hold to use the tool.
+        scopes: permissions a run must be granted to use the tool (``Runtime.run(...,
+            scopes={"admin"})``); a call from a run without one of them is denied by the
+            policy (rule ``scopes``), whatever other rules, approvals or autonomy say.
+        timeout: seconds a call may take (default: the agent's ``tool_timeout``). The run stops
+            waiting after that: a read's call becomes an error the model sees; a write's or an
+            irreversible call's outcome is in doubt (see :class:`tether.Agent`). A sync tool
+            runs on a thread that cannot be stopped: it may still finish later, unseen.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -239,6 +285,7 @@ def tool(
             idempotent=idempotent,
             cache_ttl=cache_ttl,
             scopes=scopes,
+            timeout=timeout,
         )
 
     if fn is not None:

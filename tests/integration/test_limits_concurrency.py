@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tether
 from tests.conftest import ROOT
 from tests.integration.limits_agent import AGENT_NAME
 from tether import Agent, ScriptedModel, call, tool
@@ -47,7 +48,9 @@ class Outcome:
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the children import the tether this test imported
+    src = Path(tether.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.limits_agent", *args],
         cwd=ROOT,

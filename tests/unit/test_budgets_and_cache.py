@@ -153,3 +153,40 @@ async def test_fallback_model_is_used_when_the_primary_fails(sqlite_store: Store
         if e.type == "model_response"
     )
     assert response["model"] == "backup" and response["meta"]["fallback_from"] == ["primary"]
+
+
+async def test_daily_cap_reserves_the_estimate_settles_and_releases(store_url: str) -> None:
+    """While a model call is under way its estimated cost is held on the daily counter (so other
+    runs cannot spend it); the real cost replaces it after, and a failed call gives it back."""
+    from tether.engine.budget import DAILY_COST
+    from tether.errors import ModelError
+    from tether.messages import ModelRequest
+
+    day = 1_700_000_000.0
+    window = int(day // 86_400) * 86_400
+    seen: list[tuple[int, float]] = []
+
+    with Store(store_url) as store:
+
+        def answer(request: ModelRequest) -> ModelResponse:
+            seen.append(store.counter(DAILY_COST, "b", window))
+            if len(seen) == 1:
+                raise ModelError("provider down", provider="scripted")
+            return ModelResponse(text="ok", cost_usd=0.1)
+
+        def runtime() -> Runtime:
+            return Runtime(
+                store,
+                model=ScriptedModel(answer),
+                clock=lambda: day,
+                estimate_cost=lambda request: 0.3,
+            )
+
+        failed = await runtime().run(agent(max_cost_usd_per_day=1.0), "go")
+        assert failed.status == "failed"
+        assert store.counter(DAILY_COST, "b", window) == (0, 0.0)  # given back
+        ok = await runtime().run(agent(max_cost_usd_per_day=1.0), "go")
+        assert ok.ok
+        assert seen == [(1, 0.3), (1, 0.3)]  # held during each call
+        count, total = store.counter(DAILY_COST, "b", window)
+        assert count == 1 and total == pytest.approx(0.1)  # settled to the real cost

@@ -430,6 +430,35 @@ async def test_wrong_argument_types(sqlite_store: Store) -> None:
     assert EXECUTED == []
 
 
+@tool(effect="write")
+def tag(order_id: str, labels: dict[str, Any]) -> str:
+    """Attach free-form labels to an order."""
+    EXECUTED.append(("tag", labels))
+    return "tagged"
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+async def test_non_finite_numbers_are_invalid_arguments(store: Store, number: str) -> None:
+    """``NaN`` passes ``amount > 50`` and JSON cannot hold it: the model is told, nothing runs,
+    no approval waits on it, and the journal stays valid JSON."""
+    rt = runtime(
+        store,
+        [
+            raw_call("refund", '{"order_id": "A", "amount": ' + number + "}"),
+            call("tag", order_id="A", labels={"score": float(number.replace("1e999", "inf"))}),
+            "ok",
+        ],
+    )
+    result = await rt.run(make_agent(tools=[refund, tag]), "go")
+    assert result.ok
+    errors = [p["error"] for p in payloads(store, result.run_id, "validation_failed")]
+    assert len(errors) == 2
+    assert "amount" in errors[0] and "finite number" in errors[0]
+    assert "labels.score" in errors[1] and "finite number" in errors[1]
+    assert EXECUTED == [] and store.list_approvals(status=None) == []
+    assert not any(e.type == "tool_proposed" for e in store.events(result.run_id))
+
+
 async def test_oversized_tool_result_is_truncated_and_kept(sqlite_store: Store) -> None:
     agent = make_agent(limits=Limits(max_tool_result_chars=50_000))
     rt = runtime(sqlite_store, [call("huge"), "ok"])

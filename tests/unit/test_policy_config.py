@@ -233,8 +233,10 @@ def test_limit_amount_fails_closed() -> None:
     lim = cfg.limits[0]
     assert lim.decision is DecisionKind.ESCALATE
     assert lim.amount(proposal(usd=12)) == 12.0
-    assert lim.amount(proposal(usd="12")) == math.inf
-    assert lim.amount(proposal()) == math.inf
+    # an amount that is not a number cannot be counted: the limit refuses the call
+    for args in ({"usd": "12"}, {}, {"usd": math.nan}, {"usd": True}):
+        with pytest.raises(ValueError, match="not a number"):
+            lim.amount(proposal(**args))
 
 
 @pytest.mark.parametrize("attached_to", ["runtime", "agent"])

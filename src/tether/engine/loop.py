@@ -22,6 +22,7 @@ from tether.builtins import ask_human
 from tether.engine.budget import BudgetGuard
 from tether.engine.context import _UNSET, RunContext
 from tether.engine.state import CallProgress, RunStatus, repeat_key
+from tether.engine.timeouts import TimedOut, call_within
 from tether.errors import ModelError
 from tether.journal.events import EventType as E
 from tether.journal.store import ApprovalRecord, args_hash
@@ -69,6 +70,7 @@ async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
             break
         response = await model_turn(ctx, request)
         if response is None:
+            budget.release()  # the call failed: its daily-cap reservation is given back
             break
         reason = budget.after(s, response, ctx.clock())
         if reason is not None:
@@ -292,6 +294,7 @@ def _proposal(
         run_input=s.run_input,
         history=s.history,
         deps=ctx.deps,
+        scopes=s.scopes,
         recorded=recorded,
     )
 
@@ -371,7 +374,7 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         # speak) or this call was decided before (a resume)
         if proposal is None:
             proposal = _proposal(ctx, progress, tool)
-        limited = ctx.policy.reserve_limits(ctx.agent, proposal)
+        limited, progress.reserved = ctx.policy.reserve_limits(ctx.agent, proposal)
     if limited is not None:
         _journal_deferred(ctx, progress)
         ctx.emit(
@@ -707,6 +710,16 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
             ctx.flush()
             return STOP
     else:
+        if _time_left(ctx) == 0.0:  # not started: nothing is in doubt
+            deadline = ctx.agent.limits.deadline_seconds or 0.0
+            finish(
+                ctx,
+                RunStatus.BUDGET_EXCEEDED,
+                reason=f"deadline passed ({deadline:g}s)",
+                budget=True,
+            )
+            ctx.flush()
+            return STOP
         ctx.emit(
             E.TOOL_STARTED,
             {
@@ -718,10 +731,63 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
         if tool.effect.has_side_effect:
             ctx.flush()
     payload = await _invoke(ctx, progress, tool)
+    if payload.get("timed_out") and tool.effect.has_side_effect:
+        return _in_doubt(ctx, progress, tool, payload["content"])
     ctx.emit(E.TOOL_FINISHED, payload, scan=_unchecked_result(payload))
     if tool.effect.has_side_effect:
         ctx.flush()
+    _settle_limits(ctx, progress, payload)
     return DONE
+
+
+def _in_doubt(ctx: RunContext, progress: CallProgress, tool: Tool, why: str) -> str:
+    """A side effect that overran its time: its intent is journaled, its result never will be.
+
+    As after a crash, an idempotent tool may be called again with the same idempotency key: the
+    run waits until it is resumed (or a human answers with what happened). Any other tool, or a
+    run past its deadline, escalates: a human must check. Its limit reservations stay counted.
+    """
+    call_id = progress.call.id
+    if tool.idempotent and _time_left(ctx) != 0.0:
+        ctx.emit(
+            E.INPUT_REQUESTED,
+            {
+                "kind": "in_doubt",
+                "question": f"in doubt: {why}; it may or may not have taken effect. It is "
+                "idempotent: resume the run to call it again with the same idempotency key, "
+                "or answer with what happened",
+                "call_id": call_id,
+            },
+        )
+    else:
+        ctx.emit(
+            E.ESCALATED,
+            {
+                "reason": f"in doubt: {why}; it may or may not have taken effect, so a human "
+                "must check",
+                "call_id": call_id,
+            },
+        )
+    ctx.flush()
+    return STOP
+
+
+def _time_left(ctx: RunContext) -> float | None:
+    """Seconds until the run's deadline (0.0 once it passed), or ``None`` without one."""
+    deadline = ctx.agent.limits.deadline_seconds
+    if deadline is None:
+        return None
+    return max(0.0, ctx.state.started_at + deadline - ctx.clock())
+
+
+def _timeout(ctx: RunContext, tool: Tool) -> float | None:
+    """How long a call of ``tool`` may take: its own timeout or the agent's, within the
+    run's deadline."""
+    limit = tool.timeout if tool.timeout is not None else ctx.agent.tool_timeout
+    left = _time_left(ctx)
+    if left is None:
+        return limit
+    return left if limit is None else min(limit, left)
 
 
 async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
@@ -735,6 +801,17 @@ async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
         )
     for progress, payload in zip(batch, payloads, strict=True):
         _journal_result(ctx, progress, payload)
+        _settle_limits(ctx, progress, payload)
+
+
+def _settle_limits(ctx: RunContext, progress: CallProgress, payload: dict[str, Any]) -> None:
+    """A call that failed gives back what it reserved against hard limits (after its result is
+    journaled: a crash in between leaves the call counted, which errs on the safe side)."""
+    held = progress.reserved
+    if held:
+        progress.reserved = ()
+        if not payload["ok"]:
+            ctx.policy.release_limits(held)
 
 
 def _journal_result(ctx: RunContext, progress: CallProgress, payload: dict[str, Any]) -> None:
@@ -774,18 +851,14 @@ async def _invoke(
     started = time.perf_counter()
     ok = True
     result: Any = None
+    timeout = _timeout(ctx, tool)
+    timed_out = False
     try:
-        if threaded and not tool.is_async:
-            result = await asyncio.to_thread(
-                tool.fn,
-                *((tctx,) if tool.takes_context else ()),
-                **{k: getattr(args, k) for k in type(args).model_fields},
-            )
-        else:
-            result = tool.call(tctx, args)  # a sync tool runs inline, with no coroutine made
-            if tool.is_async:
-                result = await result
+        result = await call_within(tool, tctx, args, timeout, inline=not threaded)
         content = result_to_text(result)
+    except TimedOut:
+        ok, timed_out = False, True
+        content = f"{tool.name} did not finish within {timeout:g}s"
     except ToolError as exc:
         ok, content = False, str(exc)
     except Exception as exc:
@@ -795,6 +868,8 @@ async def _invoke(
         "ok": ok,
         "duration_ms": _elapsed_ms(started),
     }
+    if timed_out:
+        payload["timed_out"] = True
     limit = ctx.agent.limits.max_tool_result_chars
     whole = len(content) <= limit
     if not whole:

@@ -19,7 +19,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,8 +184,15 @@ class Runtime:
         run_id: str | None = None,
         agent_ref: str | None = None,
         model: Model | str | None = None,
+        scopes: Iterable[str] = (),
     ) -> RunResult:
-        """Start a run and drive it until it finishes or waits for a human."""
+        """Start a run and drive it until it finishes or waits for a human.
+
+        ``scopes``: the permissions the run is granted, for tools declared with
+        ``@tool(scopes=...)``. They are journaled with the run's start, so a resume or a replay
+        runs with the same grant."""
+        if isinstance(scopes, str):
+            scopes = (scopes,)
         if input is None or (isinstance(input, str) and not input.strip()):
             raise UsageError("a run needs a non-empty input")
         _check_json(input)
@@ -203,6 +210,9 @@ class Runtime:
             "model": chosen.name,
             "agent_ref": agent_ref,
         }
+        granted = sorted(set(scopes))
+        if granted:
+            started["scopes"] = granted
         # the input is always checked; the agent only once per redactor and fingerprint
         rest = {k: v for k, v in started.items() if k not in ("agent", "fingerprint")}
         ctx.emit(
@@ -291,11 +301,15 @@ class Runtime:
         ctx = self._context(agent, state, self._model_for(agent, model))
         waiting = state.waiting_for or {}
         if state.status is RunStatus.WAITING_INPUT:
-            if waiting.get("kind") != "paused":
+            kind = waiting.get("kind")
+            if kind == "in_doubt":  # an idempotent call that timed out: call it again
+                ctx.emit(EventType.INPUT_RECEIVED, {"kind": "retry", "answer": ""})
+            elif kind != "paused":
                 return _result(state)  # needs `tether answer`
-            if self.store.paused(agent.name)[0]:
+            elif self.store.paused(agent.name)[0]:
                 return _result(state)
-            ctx.emit(EventType.INPUT_RECEIVED, {"kind": "unpaused", "answer": ""})
+            else:
+                ctx.emit(EventType.INPUT_RECEIVED, {"kind": "unpaused", "answer": ""})
         if state.status is RunStatus.WAITING_APPROVAL:
             approval = self.store.get_approval(waiting["approval_id"])
             if approval.status == "pending":

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from tether.journal.events import Event, EventType
+from tether.journal.store import Reservation
 from tether.messages import Message, ToolCall
 from tether.policy.rules import PastCall
 
@@ -80,6 +81,8 @@ class CallProgress:
     validated: Any = None  # the validated arguments model, kept in memory only
     # a plainly allowed read's proposal, folded but journaled only with its result
     deferred: dict[str, Any] | None = None
+    # what the call reserved against hard limits, given back if it fails (in memory only)
+    reserved: tuple[Reservation, ...] = ()
 
 
 @dataclass(slots=True)
@@ -97,6 +100,7 @@ class RunState:
     last_seq: int = 0
     last_hash: str = ""
     run_input: Any = None
+    scopes: frozenset[str] = frozenset()  # what the run was granted (see Runtime.run)
     agent_snapshot: dict[str, Any] = field(default_factory=dict)
     calls: list[CallProgress] = field(default_factory=list)
     history: list[PastCall] = field(default_factory=list)
@@ -155,6 +159,7 @@ def _run_started(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.status = RunStatus.RUNNING
     s.started_at = ev.ts
     s.run_input = p["input"]
+    s.scopes = frozenset(p.get("scopes", ()))
     s.agent_snapshot = p.get("agent", {})
     text = p["input"] if isinstance(p["input"], str) else json.dumps(p["input"])
     # the system prompt: the agent's instructions (older journals also had them at top level)
@@ -307,10 +312,11 @@ def _input_received(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.waiting_for = None
     s.consecutive_failures = 0
     call_id = waiting.get("call_id")
-    if p.get("kind") == "unpaused":
+    if p.get("kind") in ("unpaused", "retry"):  # the run goes on where it stopped
         return
-    if call_id:
-        s._tool_message(call_id, "ask_human", f"The human answered: {p['answer']}")
+    if call_id:  # the answer stands for the call's result (ask_human, or a call in doubt)
+        name = s.call(call_id).tool or "ask_human"
+        s._tool_message(call_id, name, f"The human answered: {p['answer']}")
     else:
         s.messages.append(Message("user", f"A human answered: {p['answer']}"))
 

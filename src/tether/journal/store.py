@@ -860,6 +860,53 @@ class Store:
             raise JournalError(f"store error: {exc.orig}") from exc
         return None
 
+    def release_many(self, held: Sequence[Reservation]) -> None:
+        """Give back reservations that :meth:`reserve_many` took, in one transaction: one call
+        and its ``amount`` off each counter (a call that failed without effect does not count).
+
+        Never takes a counter below zero (floating-point sums may not cancel exactly)."""
+        if not held:
+            return
+        c = self.t["counters"]
+        try:
+            with self.engine.begin() as conn:
+                for r in held:
+                    left = c.c.total - r.amount
+                    conn.execute(
+                        c.update()
+                        .where(
+                            c.c.name == r.name,
+                            c.c.key == r.key,
+                            c.c.window_start == r.window_start,
+                            c.c.count > 0,
+                        )
+                        .values(
+                            count=c.c.count - 1,
+                            total=sa.case((left < 0, 0.0), else_=left),
+                        )
+                    )
+        except sa.exc.OperationalError as exc:
+            raise JournalError(f"store error: {exc.orig}") from exc
+
+    def settle(self, held: Reservation, amount: float) -> None:
+        """Replace a reserved amount by the real one (the call stays counted): the total moves
+        by the difference, up or down, unconditionally — what was spent was spent."""
+        c = self.t["counters"]
+        left = c.c.total + (amount - held.amount)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    c.update()
+                    .where(
+                        c.c.name == held.name,
+                        c.c.key == held.key,
+                        c.c.window_start == held.window_start,
+                    )
+                    .values(total=sa.case((left < 0, 0.0), else_=left))
+                )
+        except sa.exc.OperationalError as exc:
+            raise JournalError(f"store error: {exc.orig}") from exc
+
     def add(self, name: str, key: str, window_start: int, amount: float) -> None:
         """Add to a counter unconditionally (e.g. dollars already spent)."""
         self.reserve(name, key, window_start, amount=amount, max_count=None, max_total=None)

@@ -189,8 +189,9 @@ def _limit_key(arg: str) -> Callable[[Proposal], str]:
 def _limit_amount(arg: str) -> Callable[[Proposal], float]:
     def amount(p: Proposal) -> float:
         value = p.args.get(arg)
-        # fail closed: a call whose amount cannot be read never fits under the cap
-        return float(value) if _is_number(value) else math.inf
+        if not _is_number(value):  # fail closed: the limit refuses a call it cannot count
+            raise ValueError(f"argument {arg!r} is {value!r}, not a number")
+        return float(value)
 
     return amount
 

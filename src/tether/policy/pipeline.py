@@ -5,6 +5,7 @@ Runtime side of the policy: it reads counters in the store, so authors never imp
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,6 @@ class Verdict:
     @property
     def kind(self) -> str:
         return SHADOW if self.shadow else self.decision.kind._value_  # (``.value`` is slower)
-
-
 
 
 class PolicyEngine:
@@ -73,6 +72,9 @@ class PolicyEngine:
 
     def decide(self, agent: Agent, proposal: Proposal) -> Verdict:
         """Rules (most severe wins) → effect default → the tool's autonomy."""
+        missing = _missing_scopes(agent, proposal)
+        if missing is not None:  # no rule, approval or autonomy grants a permission
+            return Verdict(missing)
         rules, _ = self._agent_rules(agent)
         decisions: list[Decision] = []
         for r in rules:
@@ -97,33 +99,46 @@ class PolicyEngine:
             )
         return Verdict(final)
 
-    def reserve_limits(self, agent: Agent, proposal: Proposal) -> Decision | None:
+    def reserve_limits(
+        self, agent: Agent, proposal: Proposal
+    ) -> tuple[Decision | None, tuple[Reservation, ...]]:
         """Count the call against every matching limit; a refusal names the limit broken.
 
+        Returns the refusal (or ``None``) and what was reserved: the engine gives that back with
+        :meth:`release_limits` when the call fails, so only calls that ran count.
+
         Called just before execution (after any approval), so denied or rejected calls never
-        consume a limit. Each counter update is one atomic conditional UPDATE in the store.
+        consume a limit. Each counter update is one atomic conditional UPDATE in the store. The
+        amount a ``max_total`` limit sums must be a finite number ≥ 0: anything else (a negative
+        refund, ``NaN``, an amount that cannot be read) would lower or poison the total, so the
+        call is refused instead.
         """
         _, limits = self._agent_rules(agent)
         matching = [lim for lim in limits if proposal.tool in lim.tools]
         if not matching:
-            return None
+            return None, ()
         now = self.clock()
         wanted = []
         for lim in matching:
+            amount, bad = _amount(lim, proposal)
+            if bad is not None:
+                if lim.max_total is not None:
+                    return Decision(lim.decision, f"limit {lim.name}: {bad}", lim.name), ()
+                amount = 0.0  # a limit without max_total only counts calls
             window = int(now // lim.window_seconds) * lim.window_seconds
             wanted.append(
                 Reservation(
                     lim.name,
                     f"{agent.name}|{lim.key(proposal)}",
                     window,
-                    float(lim.amount(proposal)),
+                    amount,
                     lim.max_count,
                     lim.max_total,
                 )
             )
         refused = self.store.reserve_many(wanted)
         if refused is None:
-            return None
+            return None, tuple(wanted)
         lim, r = matching[refused], wanted[refused]
         count, total = self.store.counter(r.name, r.key, r.window_start)
         cap = (
@@ -131,4 +146,35 @@ class PolicyEngine:
             if lim.max_count is not None and count + 1 > lim.max_count
             else f"{total:g}+{r.amount:g} > {lim.max_total:g}"
         )
-        return Decision(lim.decision, f"limit {lim.name} reached ({cap})", lim.name)
+        return Decision(lim.decision, f"limit {lim.name} reached ({cap})", lim.name), ()
+
+    def release_limits(self, held: Sequence[Reservation]) -> None:
+        """Give back what :meth:`reserve_limits` reserved for a call that failed."""
+        self.store.release_many(held)
+
+
+def _amount(lim: Limit, proposal: Proposal) -> tuple[float, str | None]:
+    """The amount a call adds to a limit's total, or why it cannot be counted."""
+    try:
+        raw = lim.amount(proposal)
+        amount = float(raw)
+    except Exception as exc:  # fail closed: an amount that cannot be read never fits
+        return 0.0, f"the amount cannot be read ({type(exc).__name__}: {exc})"
+    if not math.isfinite(amount) or amount < 0:
+        return 0.0, f"the amount must be a finite number >= 0, not {raw!r}"
+    return amount, None
+
+
+def _missing_scopes(agent: Agent, proposal: Proposal) -> Decision | None:
+    """A denial when the tool needs a scope the run was not granted (``Runtime.run(scopes=)``)."""
+    tool = agent.tool(proposal.tool)
+    if tool is None or not tool.scopes:
+        return None
+    missing = sorted(set(tool.scopes) - proposal.scopes)
+    if not missing:
+        return None
+    return Decision(
+        DecisionKind.DENY,
+        f"{tool.name} needs scope {', '.join(missing)}, which this run was not granted",
+        "scopes",
+    )

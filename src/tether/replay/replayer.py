@@ -119,7 +119,7 @@ async def _drive_with_recorded_humans(
     run_id: str,
 ) -> str:
     """Run in the scratch runtime, answering approvals and questions as the recording did."""
-    result = await runtime.run(agent, run_input, run_id=run_id)
+    result = await runtime.run(agent, run_input, run_id=run_id, scopes=recording.scopes)
     for _ in range(10_000):
         if result.status == "waiting_approval" and result.waiting_for:
             approval = runtime.store.get_approval(result.waiting_for["approval_id"])

@@ -46,6 +46,7 @@ class Recording:
     answers: deque[str] = field(default_factory=deque)
     observed: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_input: Any = None
+    scopes: tuple[str, ...] = ()  # the permissions the run was granted
 
     @classmethod
     def from_events(cls, run_id: str, events: list[Event]) -> Recording:
@@ -61,6 +62,7 @@ class Recording:
             state.apply(ev, p)
             if ev.type == "run_started":
                 rec.run_input = p["input"]
+                rec.scopes = tuple(p.get("scopes", ()))
             elif ev.type == "model_response":
                 rec.responses.append(p["response"])
             elif proposal_in(ev.type, p) is not None or (

@@ -1,0 +1,87 @@
+"""Tool calls within a time limit, on threads a run can walk away from.
+
+A thread cannot be stopped from outside. A sync tool that overruns its timeout keeps running on
+its thread; the run stops waiting for it and discards whatever it returns later. The thread is a
+daemon, so a tool that never returns does not keep the process from exiting either (threads of
+``asyncio.to_thread``'s executor are joined when the event loop or the interpreter shuts down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+
+from tether.tools import Tool, ToolContext
+
+
+class TimedOut(Exception):
+    """A tool call overran its time (distinct from a ``TimeoutError`` the tool itself raised)."""
+
+
+async def call_within(
+    tool: Tool,
+    tctx: ToolContext | None,
+    args: pydantic.BaseModel,
+    timeout: float | None,
+    *,
+    inline: bool,
+) -> Any:
+    """Call a tool within ``timeout`` seconds (``None``: no limit), or raise :class:`TimedOut`.
+
+    A sync tool runs on a daemon thread, which keeps running, unheeded, if it overruns; with no
+    timeout and ``inline`` (no other call runs beside it) it runs inline, with no coroutine or
+    thread made. An async tool that overruns is cancelled.
+    """
+    if timeout is None and inline and not tool.is_async:
+        return tool.call(tctx, args)
+    if timeout is not None and timeout <= 0:
+        raise TimedOut
+    work: asyncio.Future[Any] = (
+        asyncio.ensure_future(tool.call(tctx, args))
+        if tool.is_async
+        else in_daemon_thread(tool.call, tctx, args)
+    )
+    if timeout is None:
+        return await work
+    done, _ = await asyncio.wait({work}, timeout=timeout)
+    if not done:
+        work.cancel()
+        raise TimedOut
+    return work.result()
+
+
+def in_daemon_thread(fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
+    """Start ``fn(*args)`` on a new daemon thread; the future gets its result or exception.
+
+    Cancelling the future (a timeout) abandons the call: its outcome, when it comes, is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # abandoned (timed out, or the run stopped)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = context.run(fn, *args), None
+        except BaseException as exc:  # handed to the awaiting run, as asyncio.to_thread does
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # a closed event loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(
+        target=work, name=f"tether-tool-{getattr(fn, '__name__', 'call')}", daemon=True
+    ).start()
+    return future
