@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tether(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real `tether` CLI in a child process against the store ``db``."""
-    env = {**os.environ, "TETHER_DB": str(db), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    # this checkout's sources first, so the child runs the code under test
+    path = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
+    env = {**os.environ, "TETHER_DB": str(db), "PYTHONPATH": path, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "tether.cli.app", *args],
         cwd=ROOT,

@@ -293,6 +293,9 @@ def _proposal(
         history=s.history,
         deps=ctx.deps,
         recorded=recorded,
+        messages=s.messages,
+        refused=s.refused,
+        answers=s.answers,
     )
 
 

@@ -181,23 +181,53 @@ async def replay_run(store: Store, run_id: str, agent: Agent | None = None) -> R
         )
     except Divergence as div:
         # an earlier decision may already differ (e.g. a denial changed the next prompt)
-        so_far = decisions(scratch.events(new_id))
+        scratch_events = scratch.events(new_id)
+        so_far = decisions(scratch_events)
         step = div.step or (original[-1].step if original else 0)
         earlier = _compare(
             record.id, [s for s in original if s.step < step], [s for s in so_far if s.step < step]
         )
         scratch.close()
         if not earlier.matched:
-            return earlier
+            return _name_broken_rule(earlier, scratch_events)
         return ReplayReport(
             record.id,
             False,
             step,
             {"step": step, "what": div.what, "original": div.original, "replayed": div.replayed},
         )
-    replayed = decisions(scratch.events(new_id))
+    scratch_events = scratch.events(new_id)
     scratch.close()
-    return _compare(record.id, original, replayed)
+    return _name_broken_rule(_compare(record.id, original, decisions(scratch_events)),
+                             scratch_events)  # fmt: skip
+
+
+def _name_broken_rule(report: ReplayReport, replayed: list[Event]) -> ReplayReport:
+    """Say which rule raised on replay, and what, when that is where the decisions part.
+
+    A rule that raises escalates the call (fail closed), so a replay only shows "escalate" where
+    the run allowed; the usual cause is a rule reading ``p.deps`` (absent on replay) instead of
+    reading through ``p.observe``."""
+    if report.matched or report.divergence is None:
+        return report
+    step = report.divergence.get("step")
+    for ev in replayed:
+        p = ev.payload
+        if ev.type != "policy_decision" or p.get("decision") != "escalate":
+            continue
+        rule, reason = str(p.get("rule") or ""), str(p.get("reason") or "")
+        prefix = f"rule {rule} raised "
+        if rule and reason.startswith(prefix) and (step is None or ev.step <= step):
+            error = reason.removeprefix(prefix)
+            report.divergence["what"] = (
+                f"{report.divergence.get('what')}: rule {rule!r} raised {error} on replay "
+                "(a rule must read outside state through p.observe; p.deps is not available "
+                "on replay)"
+            )
+            report.divergence["rule"] = rule
+            report.divergence["error"] = error
+            break
+    return report
 
 
 def _compare(run_id: str, original: list[Step], replayed: list[Step]) -> ReplayReport:
