@@ -221,8 +221,8 @@ def _name_broken_rule(report: ReplayReport, replayed: list[Event]) -> ReplayRepo
             error = reason.removeprefix(prefix)
             report.divergence["what"] = (
                 f"{report.divergence.get('what')}: rule {rule!r} raised {error} on replay "
-                "(a rule must read outside state through p.observe; p.deps is not available "
-                "on replay)"
+                "(read outside state through p.observe, which journals it for replay; on "
+                "replay p.deps may be absent or hold other data)"
             )
             report.divergence["rule"] = rule
             report.divergence["error"] = error
