@@ -150,8 +150,8 @@ def test_writes_wait_for_confirmation_and_reads_run(store: Store) -> None:
 def test_a_customer_found_by_a_lookup_is_unverified(store: Store) -> None:
     """An unknown sender naming a customer: reads and writes of that account wait for a human,
     under the unverified-identity rule (its reason wins over confirm-writes')."""
-    found = (PastCall("find_user_id_by_name_zip", {"first_name": "Yusuf", "last_name": "Rossi",
-                                                   "zip": "19122"}, True, "yusuf_rossi_9620"),)  # fmt: skip
+    looked_up = {"first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"}
+    found = (PastCall("find_user_id_by_name_zip", looked_up, True, "yusuf_rossi_9620"),)
     ticket = {"customer_email": "someone@elsewhere.example"}
     for tool, args in (
         ("get_user_details", {"user_id": "yusuf_rossi_9620"}),
