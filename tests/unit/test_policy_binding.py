@@ -143,3 +143,19 @@ async def test_python_rules_bind_the_run_too(store: Store) -> None:
     assert result.ok and result.output == "paid"
     resumed = [e for e in store.events(result.run_id) if e.type == "run_resumed"]
     assert resumed[0].payload["same_policy"] is True
+
+
+def test_replay_runs_under_the_recorded_policy_file(store_url: str, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(CAP.format(cap=40))
+    out = cli(store_url, "run", REF, "--input", "Refund order #1001 please", "--json",
+              "--policy", str(policy))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "succeeded" and "refund-cap" in result["output"]
+    replayed = cli(store_url, "replay", result["run_id"])
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "replay matched" in replayed.stdout
+    policy.write_text(CAP.format(cap=400))  # changed since: the replay refuses to guess
+    replayed = cli(store_url, "replay", result["run_id"])
+    assert replayed.returncode == 2 and "was started under policy" in replayed.stderr

@@ -330,35 +330,7 @@ class Runtime:
         """
         first = self.store.events(run_id)[:1]
         recorded = PolicyRecord.from_dict(first[0].payload.get("policy")) if first else None
-        if recorded is None or recorded.digest == self.policy.digest:
-            return self.policy, recorded
-        files = ", ".join(recorded.sources) or "rules and limits given in Python"
-        if not self.policy.rules and not self.policy.limits and recorded.sources:
-            try:
-                config = sum((load_policy(f) for f in recorded.sources), PolicyConfig())
-            except UsageError as exc:
-                raise PolicyMismatch(
-                    f"run {run_id} was started under policy {recorded.digest} ({files}), which "
-                    f"cannot be loaded again: {exc}; pass --policy FILE with that content"
-                ) from None
-            engine = PolicyEngine(
-                self.store, rules=config.rules, limits=config.limits, clock=self.clock
-            )
-            if engine.digest == recorded.digest:
-                return engine, recorded
-            raise PolicyMismatch(
-                f"run {run_id} was started under policy {recorded.digest} ({files}); the file "
-                f"now hashes {engine.digest}: pass --policy FILE with the content the run "
-                "started with"
-            )
-        mine = ", ".join(self.policy.sources) or (
-            "no policy" if self.policy.digest == EMPTY else "rules and limits given in Python"
-        )
-        raise PolicyMismatch(
-            f"run {run_id} was started under policy {recorded.digest} ({files}); this process "
-            f"has {self.policy.digest} ({mine}): pass --policy FILE with the content the run "
-            "started with"
-        )
+        return bind_policy(self.policy, recorded, run_id), recorded
 
     # -- human decisions -------------------------------------------------------------------------
 
@@ -452,6 +424,41 @@ class Runtime:
 
     def resume_sync(self, run_id: str, agent: Agent | None = None, **kwargs: Any) -> RunResult:
         return asyncio.run(self.resume(run_id, agent, **kwargs))
+
+
+def bind_policy(engine: PolicyEngine, recorded: PolicyRecord | None, run_id: str) -> PolicyEngine:
+    """``engine`` if its rules and limits are the ones run ``run_id`` recorded; if it has none,
+    an engine on the recorded policy files when their content still hashes the same; otherwise
+    :class:`~tether.errors.PolicyMismatch` (see :meth:`Runtime.policy_for`)."""
+    if recorded is None or recorded.digest == engine.digest:
+        return engine
+    files = ", ".join(recorded.sources) or "rules and limits given in Python"
+    if not engine.rules and not engine.limits and recorded.sources:
+        try:
+            config = sum((load_policy(f) for f in recorded.sources), PolicyConfig())
+        except UsageError as exc:
+            raise PolicyMismatch(
+                f"run {run_id} was started under policy {recorded.digest} ({files}), which "
+                f"cannot be loaded again: {exc}; pass --policy FILE with that content"
+            ) from None
+        loaded = PolicyEngine(
+            engine.store, rules=config.rules, limits=config.limits, clock=engine.clock
+        )
+        if loaded.digest == recorded.digest:
+            return loaded
+        raise PolicyMismatch(
+            f"run {run_id} was started under policy {recorded.digest} ({files}); the file "
+            f"now hashes {loaded.digest}: pass --policy FILE with the content the run "
+            "started with"
+        )
+    mine = ", ".join(engine.sources) or (
+        "no policy" if engine.digest == EMPTY else "rules and limits given in Python"
+    )
+    raise PolicyMismatch(
+        f"run {run_id} was started under policy {recorded.digest} ({files}); this process "
+        f"has {engine.digest} ({mine}): pass --policy FILE with the content the run "
+        "started with"
+    )
 
 
 def _check_json(value: Any) -> None:

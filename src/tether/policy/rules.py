@@ -10,7 +10,9 @@ far) that returns a :class:`Decision` or ``None`` (no opinion):
         return None
 
 Decisions combine by severity: escalate > deny > approve > allow. When no rule decides, the tool's
-effect decides: read and write are allowed, irreversible waits for approval.
+effect decides: read and write are allowed, irreversible waits for approval; a rule's explicit
+allow lifts that default. The agent's autonomy for the tool applies last (docs/policy.md has the
+whole table).
 """
 
 from __future__ import annotations
