@@ -10,6 +10,8 @@ rule                 policy.md
 authenticate-first   authenticate the user (email, or name + zip) before anything personal
 one-customer         help one user per conversation (a second identity escalates)
 own-records-only     only the authenticated user's profile and orders
+unverified-identity  a customer found by a look-up, not the ticket's authenticated sender: every
+                     read or change of their account waits for a human who verifies them
 order-status         cancel/modify only pending orders; return/exchange only delivered ones;
                      items may be modified or exchanged only once per order
 cancel-reason        the reason is 'no longer needed' or 'ordered by mistake'
@@ -20,9 +22,13 @@ payment-method       the user's own method; a gift card must cover the amount; a
 confirm-writes       every change waits for the customer's explicit confirmation (approval)
 ==================== ===========================================================================
 
-Identity: the customer is the user found by the run's successful ``find_user_id_by_*`` calls,
-or the one the run input vouches for (``user_id``, or ``customer_email``/``email`` of a verified
-sender; the input may be a mapping or an object with those attributes).
+Identity: the customer is the one the run input vouches for (``user_id``, or the
+``customer_email``/``email`` of the sender the help desk authenticated; the input may be a
+mapping or an object with those attributes), or else the user found by the run's successful
+``find_user_id_by_*`` calls. Only the first is verified: anyone can type an email address or a
+name and zip code into a ticket. So when the sender is unknown, a customer found by a look-up is a
+different, flagged flow: each read or change of that account needs a human's approval, with a
+reason that says the identity is unverified (it never looks like an ordinary confirmation).
 """
 
 from __future__ import annotations
@@ -125,6 +131,11 @@ def identities(p: Proposal) -> list[str]:
     return found
 
 
+def verified_customer(p: Proposal) -> str | None:
+    """The user the run input vouches for (the ticket's authenticated sender), or ``None``."""
+    return p.observe("identity/run-input", lambda: identity_from_input(p.run_input, store_of(p)))
+
+
 def customer(p: Proposal) -> str | None:
     """The authenticated user of the run (the first identity), or ``None``."""
     found = identities(p)
@@ -190,6 +201,35 @@ def own_records_only(p: Proposal) -> Decision | None:
     if order is not None and order.get("user_id") != me:
         return Decision.deny("This order belongs to another customer.")
     return None
+
+
+def _found_by(p: Proposal, user_id: str) -> str:
+    """The look-up that found ``user_id``, as a human reads it."""
+    for call in p.history:
+        if call.tool in AUTH_TOOLS and call.ok and _user_id_from_result(call.result) == user_id:
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(call.args.items()))
+            return f"{call.tool}({shown})"
+    return "a look-up"
+
+
+@rule("unverified-identity", tools=sorted(ORDER_TOOLS | USER_TOOLS))
+def unverified_identity(p: Proposal) -> Decision | None:
+    """A customer the ticket's sender does not vouch for is not trusted with their account.
+
+    Typing someone's email, or their name and zip code, into a ticket is not authentication.
+    Every read or change of an account found that way waits for a human who verifies the
+    customer; the reason says so, so an approver never mistakes it for a routine confirmation.
+    """
+    me = customer(p)
+    if me is None or verified_customer(p) == me:
+        return None  # authenticate-first speaks, or the sender is the customer
+    sender = _field(p.run_input, "customer_email") or _field(p.run_input, "email")
+    from_whom = f"the sender {sender} is not a known customer" if sender else "no known sender"
+    return Decision.approve(
+        f"UNVERIFIED IDENTITY: customer {me} was found by {_found_by(p, me)}, not "
+        f"authenticated as the ticket's sender ({from_whom}). Verify who is writing before "
+        f"allowing: {describe(p)}."
+    )
 
 
 _STATUS_MESSAGES = {
@@ -352,6 +392,7 @@ RULES: list[Rule] = [
     cancel_reason,
     same_product_items,
     payment_method,
+    unverified_identity,  # before confirm-writes: its reason is the one an approver sees
     confirm_writes,
 ]
 

@@ -2,7 +2,9 @@
 
     TetherError                      base of everything tether raises
     ├── UsageError                   the caller did something wrong (bad agent, input, CLI use)
-    │   └── NotFound                 a run, approval or event that does not exist
+    │   ├── NotFound                 a run, approval or event that does not exist
+    │   ├── InvalidEdit              edited arguments the tool or the policy refuses
+    │   └── PolicyMismatch           a run resumed under another policy than it started with
     ├── ModelError                   a model call failed (carries ``retryable`` and ``retry_after``)
     │   └── ModelTimeout
     ├── JournalError                 the journal cannot be read or written
@@ -27,6 +29,16 @@ class UsageError(TetherError):
 
 class NotFound(UsageError):
     """A run, approval or other record does not exist."""
+
+
+class InvalidEdit(UsageError):
+    """Edited arguments at approval time that the tool's schema or the policy refuses.
+
+    Raised before anything is recorded: the approval stays pending and can be decided again."""
+
+
+class PolicyMismatch(UsageError):
+    """The process's policy is not the one the run started under (rules and limits differ)."""
 
 
 class ModelError(TetherError):

@@ -79,3 +79,25 @@ def test_policy_file_examples_load(where: str, lang: str, text: str, tmp_path: P
 
 def test_docs_have_policy_examples() -> None:
     assert len(policy_examples()) >= 2
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub renders it: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # (not comments in code)
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def test_links_between_docs_reach_their_anchors() -> None:
+    checked = 0
+    for path in DOCS:
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md)?#([\w-]+)\)", path.read_text()):
+            linked = (path.parent / target) if target else path
+            assert linked.is_file(), f"{path.name}: link to missing {target}"
+            assert anchor in _anchors(linked), f"{path.name}: {target}#{anchor} has no such heading"
+            checked += 1
+    assert checked >= 3

@@ -16,6 +16,7 @@ import pytest
 from tether import Agent, Limits, ScriptedModel, ToolContext, ToolError, call, tool
 from tether.builtins import ask_human
 from tether.engine import Runtime, rebuild_state
+from tether.errors import InvalidEdit
 from tether.journal import Store, decision_in, proposal_in, request_in, verify_chain
 from tether.models.scripted import raw_call
 from tether.policy import Decision, Limit, PastCall, Proposal, rule
@@ -554,7 +555,33 @@ async def test_edit_then_policy_denies(sqlite_store: Store) -> None:
     agent = make_agent()
     result = await rt.run(agent, "go")
     approval = sqlite_store.list_approvals()[0]
-    rt.approve(approval.id, by="alice", edit={"order_id": "A", "amount": 90})
+    # the edit is checked before it is recorded: refused with the rule's reason, still pending
+    with pytest.raises(InvalidEdit, match="refund-cap: refunds above 50 need a supervisor"):
+        rt.approve(approval.id, by="alice", edit={"order_id": "A", "amount": 90}, agent=agent)
+    assert sqlite_store.get_approval(approval.id).status == "pending"
+    with pytest.raises(InvalidEdit, match="amount"):
+        rt.approve(approval.id, by="alice", edit={"order_id": "A", "amount": "lots"}, agent=agent)
+    assert sqlite_store.get_approval(approval.id).status == "pending"
+    rt.approve(approval.id, by="alice", edit={"order_id": "A", "amount": 15}, agent=agent)
+    result = await rt.resume(result.run_id, agent)
+    assert result.ok and EXECUTED == [("refund", 15.0)]
+    recheck = [
+        p for p in payloads(sqlite_store, result.run_id, "policy_decision") if p.get("recheck")
+    ]
+    assert recheck[0]["decision"] == "allow" and recheck[0]["args"]["amount"] == 15
+
+
+async def test_edit_recorded_past_the_check_is_still_rechecked(sqlite_store: Store) -> None:
+    """An edit written to the store directly (not through Runtime.approve) is re-checked by
+    the run: the policy still denies it."""
+    rt = runtime(sqlite_store, [call("refund", order_id="A", amount=20), "done"])
+    agent = make_agent()
+    result = await rt.run(agent, "go")
+    approval = sqlite_store.list_approvals()[0]
+    over_cap = {"order_id": "A", "amount": 90}
+    sqlite_store.decide_approval(
+        approval.id, status="edited", decided_by="alice", reason=None, edited_args=over_cap
+    )
     result = await rt.resume(result.run_id, agent)
     assert result.ok and EXECUTED == []
     recheck = [

@@ -27,7 +27,8 @@ async def recorded_run(store: Store) -> str:
     rt = Runtime(store, model=ScriptedModel(script))
     agent = make_agent()
     result = await rt.run(agent, "refund A")
-    rt.approve(store.list_approvals()[0].id, by="alice", edit={"order_id": "A", "amount": 15})
+    edited = {"order_id": "A", "amount": 15}
+    rt.approve(store.list_approvals()[0].id, by="alice", edit=edited, agent=agent)
     result = await rt.resume(result.run_id, agent)
     assert result.ok and EXECUTED == [("update_address", "1 Elm"), ("refund", 15.0)]
     EXECUTED.clear()

@@ -113,15 +113,19 @@ def test_calls_the_reference_rejects_are_blocked_too(report: MutationReport) -> 
     ]
 
 
+SENDER = {"user_id": "yusuf_rossi_9620"}  # the help desk authenticated the ticket's sender
+
+
 def test_writes_wait_for_confirmation_and_reads_run(store: Store) -> None:
     login = (PastCall("find_user_id_by_email", {"email": "x"}, True, "yusuf_rossi_9620"),)
-    read = _proposal(store, "get_order_details", {"order_id": "#W2378156"}, login)
+    read = _proposal(store, "get_order_details", {"order_id": "#W2378156"}, login, SENDER)
     assert evaluate(read) == []
     write = _proposal(
         store,
         "return_delivered_order_items",
         {"order_id": "#W2378156", "item_ids": ["1151293680"], "payment_method_id": "x"},
         login,
+        SENDER,
     )
     decisions = evaluate(write)
     assert blocks(decisions)  # "x" is not one of the customer's payment methods
@@ -135,11 +139,38 @@ def test_writes_wait_for_confirmation_and_reads_run(store: Store) -> None:
             "payment_method_id": "credit_card_9513926",
         },
         login,
+        SENDER,
     )
     decisions = evaluate(ok)
     assert [d.rule for d in decisions] == ["confirm-writes"]
     assert _final(decisions, ok) is DecisionKind.APPROVE
     assert "#W2378156" in decisions[0].reason
+
+
+def test_a_customer_found_by_a_lookup_is_unverified(store: Store) -> None:
+    """An unknown sender naming a customer: reads and writes of that account wait for a human,
+    under the unverified-identity rule (its reason wins over confirm-writes')."""
+    looked_up = {"first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"}
+    found = (PastCall("find_user_id_by_name_zip", looked_up, True, "yusuf_rossi_9620"),)
+    ticket = {"customer_email": "someone@elsewhere.example"}
+    for tool, args in (
+        ("get_user_details", {"user_id": "yusuf_rossi_9620"}),
+        ("get_order_details", {"order_id": "#W2378156"}),
+        ("exchange_delivered_order_items", {
+            "order_id": "#W2378156", "item_ids": ["1151293680", "4983901480"],
+            "new_item_ids": ["7706410293", "7747408585"],
+            "payment_method_id": "credit_card_9513926"}),
+    ):  # fmt: skip
+        p = _proposal(store, tool, args, found, ticket)
+        decisions = evaluate(p)
+        final = combine([*decisions, default_decision(p.effect)])
+        assert final.kind is DecisionKind.APPROVE and final.rule == "unverified-identity", tool
+        assert final.reason.startswith("UNVERIFIED IDENTITY: customer yusuf_rossi_9620")
+        assert "someone@elsewhere.example is not a known customer" in final.reason
+    # the sender the help desk vouches for is verified, with or without a look-up
+    for history in ((), found):
+        p = _proposal(store, "get_user_details", {"user_id": "yusuf_rossi_9620"}, history, SENDER)
+        assert evaluate(p) == []
 
 
 def test_identity_from_run_input_email_or_user_id(store: Store) -> None:

@@ -102,6 +102,8 @@ def approve(
         if not isinstance(edited, dict):
             raise UsageError("--edit must be a JSON object")
     runtime = open_runtime(db, policy)
+    if not no_resume:  # refuse before deciding when the run cannot continue here
+        runtime.policy_for(runtime.store.get_approval(approval_id).run_id)
     record = runtime.approve(approval_id, by=by, edit=edited, reason=reason, four_eyes=four_eyes)
     if not as_json:
         console.print(f"approval {record.id[:12]} {record.status} by {record.decided_by}")
@@ -120,6 +122,8 @@ def reject(
 ) -> None:
     """Reject a pending tool call; the reason goes back to the agent, which continues."""
     runtime = open_runtime(db, policy)
+    if not no_resume:  # refuse before deciding when the run cannot continue here
+        runtime.policy_for(runtime.store.get_approval(approval_id).run_id)
     record = runtime.reject(approval_id, reason=reason, by=by)
     if not as_json:
         console.print(f"approval {record.id[:12]} rejected by {record.decided_by}")
@@ -139,6 +143,8 @@ def answer(
     """Answer a run that is waiting for input, then resume it."""
     runtime = open_runtime(db, policy)
     record = runtime.store.get_run(run_id)
+    if not no_resume:  # refuse before answering when the run cannot continue here
+        runtime.policy_for(record.id)
     runtime.answer(record.id, text, by=by)
     if not no_resume:
         _resume(runtime, record.id, as_json)

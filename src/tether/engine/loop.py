@@ -296,6 +296,9 @@ def _proposal(
         deps=ctx.deps,
         scopes=s.scopes,
         recorded=recorded,
+        messages=s.messages,
+        refused=s.refused,
+        answers=s.answers,
     )
 
 

@@ -28,9 +28,10 @@ import orjson
 from tether.agent import Agent
 from tether.engine.budget import BudgetGuard, CostEstimator
 from tether.engine.context import RunContext
+from tether.engine.edits import check_edit
 from tether.engine.loop import drive
 from tether.engine.state import RunState, RunStatus
-from tether.errors import JournalCorrupted, UsageError
+from tether.errors import JournalCorrupted, PolicyMismatch, UsageError
 from tether.journal.events import (
     GENESIS,
     Event,
@@ -40,6 +41,8 @@ from tether.journal.events import (
 )
 from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
+from tether.policy.binding import EMPTY, PolicyRecord
+from tether.policy.config import PolicyConfig, load_policy
 from tether.policy.pipeline import PolicyEngine
 from tether.policy.rules import Limit, Rule
 
@@ -158,12 +161,14 @@ class Runtime:
         factory = getattr(agent, "deps_factory", None)
         return factory() if callable(factory) else None
 
-    def _context(self, agent: Agent, state: RunState, model: Model) -> RunContext:
+    def _context(
+        self, agent: Agent, state: RunState, model: Model, policy: PolicyEngine | None = None
+    ) -> RunContext:
         return RunContext(
             store=self.store,
             agent=agent,
             model=model,
-            policy=self.policy,
+            policy=self.policy if policy is None else policy,
             state=state,
             deps=self._deps_for(agent),
             clock=self.clock,
@@ -209,6 +214,8 @@ class Runtime:
             "input": input,
             "model": chosen.name,
             "agent_ref": agent_ref,
+            # the rules and limits it runs under: every resume must run under the same
+            "policy": self.policy.record(agent).to_dict(),
         }
         granted = sorted(set(scopes))
         if granted:
@@ -298,7 +305,8 @@ class Runtime:
             raise UsageError(
                 f"run {record.id} belongs to agent {record.agent!r}, not {agent.name!r}"
             )
-        ctx = self._context(agent, state, self._model_for(agent, model))
+        policy, recorded = self.policy_for(record.id)
+        ctx = self._context(agent, state, self._model_for(agent, model), policy)
         waiting = state.waiting_for or {}
         if state.status is RunStatus.WAITING_INPUT:
             kind = waiting.get("kind")
@@ -319,9 +327,24 @@ class Runtime:
             {
                 "fingerprint": agent.fingerprint(),
                 "same_agent": agent.has_fingerprint(state_fingerprint(self.store, record.id)),
+                # the agent's own rules are rebuilt from its code: a change is noted here
+                "same_policy": recorded is None
+                or policy.record(agent).agent_digest == recorded.agent_digest,
             },
         )
         return await self._drive(ctx)
+
+    def policy_for(self, run_id: str) -> tuple[PolicyEngine, PolicyRecord | None]:
+        """The policy engine to continue run ``run_id`` with, and the policy it recorded.
+
+        The runtime's own rules and limits when they are the ones the run started under; when
+        this runtime has none, the policy files the run recorded, if their content still hashes
+        the same. Otherwise :class:`~tether.errors.PolicyMismatch`: continuing would drop or
+        change rules and limits the run was promised.
+        """
+        first = self.store.events(run_id)[:1]
+        recorded = PolicyRecord.from_dict(first[0].payload.get("policy")) if first else None
+        return bind_policy(self.policy, recorded, run_id), recorded
 
     # -- human decisions -------------------------------------------------------------------------
 
@@ -333,8 +356,15 @@ class Runtime:
         edit: dict[str, Any] | None = None,
         reason: str | None = None,
         four_eyes: bool = False,
+        agent: Agent | None = None,
     ) -> ApprovalRecord:
-        """Approve a pending call (optionally with edited arguments). Resume the run after."""
+        """Approve a pending call (optionally with edited arguments). Resume the run after.
+
+        Edited arguments are checked before anything is recorded: against the tool's schema
+        and, as a dry run, against the policy the run started under (``agent``: the run's agent,
+        by default imported from its agent reference). An edit either refuses raises
+        :class:`~tether.errors.InvalidEdit` with the reason and leaves the approval pending.
+        """
         who = by or _whoami()
         record = self.store.get_approval(approval_id)
         if four_eyes:
@@ -344,6 +374,18 @@ class Runtime:
                     f"four-eyes rule: {who} started run {record.run_id} and cannot "
                     "approve its calls"
                 )
+        if edit is not None:
+            if agent is None:
+                run = self.store.get_run(record.run_id)
+                if not run.agent_ref:
+                    raise UsageError(
+                        f"run {run.id} was started from Python without an agent reference; "
+                        "pass the agent to check the edited arguments"
+                    )
+                agent = load_agent(run.agent_ref)
+            policy, _ = self.policy_for(record.run_id)
+            _, state = self.load_state(record.run_id)
+            check_edit(record, edit, agent, policy, state, self._deps_for(agent))
         status = "approved" if edit is None else "edited"
         return self.store.decide_approval(
             record.id, status=status, decided_by=who, reason=reason, edited_args=edit
@@ -396,6 +438,41 @@ class Runtime:
 
     def resume_sync(self, run_id: str, agent: Agent | None = None, **kwargs: Any) -> RunResult:
         return asyncio.run(self.resume(run_id, agent, **kwargs))
+
+
+def bind_policy(engine: PolicyEngine, recorded: PolicyRecord | None, run_id: str) -> PolicyEngine:
+    """``engine`` if its rules and limits are the ones run ``run_id`` recorded; if it has none,
+    an engine on the recorded policy files when their content still hashes the same; otherwise
+    :class:`~tether.errors.PolicyMismatch` (see :meth:`Runtime.policy_for`)."""
+    if recorded is None or recorded.digest == engine.digest:
+        return engine
+    files = ", ".join(recorded.sources) or "rules and limits given in Python"
+    if not engine.rules and not engine.limits and recorded.sources:
+        try:
+            config = sum((load_policy(f) for f in recorded.sources), PolicyConfig())
+        except UsageError as exc:
+            raise PolicyMismatch(
+                f"run {run_id} was started under policy {recorded.digest} ({files}), which "
+                f"cannot be loaded again: {exc}; pass --policy FILE with that content"
+            ) from None
+        loaded = PolicyEngine(
+            engine.store, rules=config.rules, limits=config.limits, clock=engine.clock
+        )
+        if loaded.digest == recorded.digest:
+            return loaded
+        raise PolicyMismatch(
+            f"run {run_id} was started under policy {recorded.digest} ({files}); the file "
+            f"now hashes {loaded.digest}: pass --policy FILE with the content the run "
+            "started with"
+        )
+    mine = ", ".join(engine.sources) or (
+        "no policy" if engine.digest == EMPTY else "rules and limits given in Python"
+    )
+    raise PolicyMismatch(
+        f"run {run_id} was started under policy {recorded.digest} ({files}); this process "
+        f"has {engine.digest} ({mine}): pass --policy FILE with the content the run "
+        "started with"
+    )
 
 
 def _check_json(value: Any) -> None:

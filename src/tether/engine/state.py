@@ -18,7 +18,7 @@ import orjson
 from tether.journal.events import Event, EventType
 from tether.journal.store import Reservation
 from tether.messages import Message, ToolCall
-from tether.policy.rules import PastCall
+from tether.policy.rules import CallOutcome, PastCall
 
 _repeat_key_slow = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
@@ -104,6 +104,8 @@ class RunState:
     agent_snapshot: dict[str, Any] = field(default_factory=dict)
     calls: list[CallProgress] = field(default_factory=list)
     history: list[PastCall] = field(default_factory=list)
+    refused: list[PastCall] = field(default_factory=list)  # calls that never ran, and why
+    answers: list[str] = field(default_factory=list)  # what humans answered, in order
     consecutive_failures: int = 0
     output_retries: int = 0
     call_counts: dict[str, int] = field(default_factory=dict)
@@ -198,6 +200,16 @@ def _model_response(s: RunState, ev: Event, p: dict[str, Any]) -> None:
 def _validation_failed(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.consecutive_failures += 1
     if p.get("call_id"):
+        c = s.call(p["call_id"])
+        s.refused.append(
+            PastCall(
+                p.get("tool") or "",
+                c.args or {},
+                False,
+                outcome=CallOutcome.INVALID,
+                reason=str(p["error"]),
+            )
+        )
         s._tool_message(p["call_id"], p.get("tool") or "", f"Error: {p['error']}")
     else:  # the final output failed validation
         s.output_retries += 1
@@ -226,6 +238,15 @@ def _policy_decision(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     c.decision_rule = p.get("rule", "")
     if p["decision"] == "deny":
         s.consecutive_failures += 1
+        s.refused.append(
+            PastCall(
+                c.tool or "",
+                c.args or {},
+                False,
+                outcome=CallOutcome.DENIED,
+                reason=f"{p.get('rule')}: {p.get('reason')}",
+            )
+        )
         s._tool_message(
             c.call.id, c.tool or "", f"Denied by policy ({p.get('rule')}): {p.get('reason')}"
         )
@@ -247,6 +268,15 @@ def _approval_decided(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     s.waiting_for = None
     if p["status"] == "rejected":
         s.consecutive_failures += 1
+        s.refused.append(
+            PastCall(
+                c.tool or "",
+                c.args or {},
+                False,
+                outcome=CallOutcome.REJECTED,
+                reason=str(p.get("reason") or ""),
+            )
+        )
         s._tool_message(
             c.call.id, c.tool or "", f"A human rejected this call: {p.get('reason') or 'no reason'}"
         )
@@ -314,6 +344,7 @@ def _input_received(s: RunState, ev: Event, p: dict[str, Any]) -> None:
     call_id = waiting.get("call_id")
     if p.get("kind") in ("unpaused", "retry"):  # the run goes on where it stopped
         return
+    s.answers.append(str(p["answer"]))
     if call_id:  # the answer stands for the call's result (ask_human, or a call in doubt)
         name = s.call(call_id).tool or "ask_human"
         s._tool_message(call_id, name, f"The human answered: {p['answer']}")

@@ -2,6 +2,7 @@
 
 from tether.policy.config import PolicyConfig, load_policy
 from tether.policy.rules import (
+    CallOutcome,
     Decision,
     DecisionKind,
     Limit,
@@ -15,6 +16,7 @@ from tether.policy.rules import (
 )
 
 __all__ = [
+    "CallOutcome",
     "Decision",
     "DecisionKind",
     "Limit",

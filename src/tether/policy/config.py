@@ -28,6 +28,7 @@ compared counts as breaking the rule. See ``docs/policy.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -196,8 +197,8 @@ def _limit_amount(arg: str) -> Callable[[Proposal], float]:
     return amount
 
 
-def build_limit(entry: LimitEntry) -> Limit:
-    """The :class:`Limit` a validated ``[[limit]]`` entry stands for."""
+def build_limit(entry: LimitEntry, origin: str = "") -> Limit:
+    """The :class:`Limit` a validated ``[[limit]]`` entry stands for (``origin``: its file)."""
     extra: dict[str, Any] = {}
     if entry.per is not None:
         extra["key"] = _limit_key(entry.per)
@@ -210,6 +211,8 @@ def build_limit(entry: LimitEntry) -> Limit:
         max_count=entry.max_count,
         max_total=None if entry.max_total is None else float(entry.max_total),
         decision=DecisionKind(entry.decision),
+        spec=entry.model_dump_json(),
+        origin=origin,
         **extra,
     )
 
@@ -233,10 +236,11 @@ def _argument_check(entry: RuleEntry) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-def build_rule(entry: RuleEntry) -> Rule:
-    """The :class:`Rule` a validated ``[[rule]]`` entry stands for."""
-    return arg_rule(entry.name, tool=entry.tool, check=_argument_check(entry),
-                    reason=entry.reason, decision=DecisionKind(entry.decision))  # fmt: skip
+def build_rule(entry: RuleEntry, origin: str = "") -> Rule:
+    """The :class:`Rule` a validated ``[[rule]]`` entry stands for (``origin``: its file)."""
+    built = arg_rule(entry.name, tool=entry.tool, check=_argument_check(entry),
+                     reason=entry.reason, decision=DecisionKind(entry.decision))  # fmt: skip
+    return dataclasses.replace(built, spec=entry.model_dump_json(), origin=origin)
 
 
 # -- reading files -------------------------------------------------------------------------------
@@ -270,8 +274,11 @@ def _problem(err: Any) -> str:
     return f"{where}: {msg}" if where else msg
 
 
-def parse_policy(data: Any, source: str = "<policy>") -> PolicyConfig:
-    """Validate already-parsed file contents (a mapping) and build the rules and limits."""
+def parse_policy(data: Any, source: str = "<policy>", origin: str = "") -> PolicyConfig:
+    """Validate already-parsed file contents (a mapping) and build the rules and limits.
+
+    ``origin`` is the file's absolute path, recorded with every run that uses these rules so a
+    process resuming the run can load the same file again."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -291,8 +298,8 @@ def parse_policy(data: Any, source: str = "<policy>") -> PolicyConfig:
                                  f"used by another {kind}; names must be unique")  # fmt: skip
             seen.add(entry.name)
     return PolicyConfig(
-        rules=[build_rule(e) for e in parsed.rule],
-        limits=[build_limit(e) for e in parsed.limit],
+        rules=[build_rule(e, origin) for e in parsed.rule],
+        limits=[build_limit(e, origin) for e in parsed.limit],
         source=source,
     )
 
@@ -315,4 +322,4 @@ def load_policy(path: str | Path) -> PolicyConfig:
         raise UsageError(f"{p}: not valid TOML: {exc}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{p}: not valid YAML: {exc}") from None
-    return parse_policy(data, str(p))
+    return parse_policy(data, str(p), str(p.resolve()))

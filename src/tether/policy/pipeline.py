@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tether.agent import Agent, Autonomy
 from tether.journal.store import Reservation, Store
+from tether.policy import binding
 from tether.policy.rules import (
     Decision,
     DecisionKind,
@@ -53,6 +54,20 @@ class PolicyEngine:
         self.rules = list(rules)
         self.limits = list(limits)
         self.clock = clock
+        # what a run started under this engine records (see tether.policy.binding)
+        self.digest = binding.digest([*self.rules, *self.limits])
+        self.sources = binding.sources([*self.rules, *self.limits])
+        self._agent_digests: dict[int, tuple[Sequence[object], str]] = {}
+
+    def record(self, agent: Agent) -> binding.PolicyRecord:
+        """The policy a run of ``agent`` runs under: these rules and limits, and the agent's."""
+        policy = agent.policy
+        known = self._agent_digests.get(id(policy))
+        if known is None or known[0] is not policy:
+            if len(self._agent_digests) >= 256:
+                self._agent_digests.clear()
+            known = self._agent_digests[id(policy)] = (policy, binding.digest(policy))
+        return binding.PolicyRecord(self.digest, self.sources, known[1])
 
     def _agent_rules(self, agent: Agent) -> tuple[list[Rule], list[Limit]]:
         if not agent.policy:  # nothing of the agent's own (the lists are only read)
@@ -71,7 +86,19 @@ class PolicyEngine:
         return False
 
     def decide(self, agent: Agent, proposal: Proposal) -> Verdict:
-        """Rules (most severe wins) → effect default → the tool's autonomy."""
+        """Rules → effect default → the tool's autonomy (see docs/policy.md for the table).
+
+        * A rule's ``deny`` or ``escalate`` always wins (the most severe rule decides).
+        * A rule's ``approve`` pauses the call for a human.
+        * A rule's ``allow`` (and no rule objecting) lets a read or a write run. An irreversible
+          call still waits for a human unless the operator set the tool's autonomy to ``auto``:
+          a rule can narrow what runs unattended, but only the operator widens it to actions
+          that cannot be undone.
+        * When no rule speaks, the effect decides: read and write run, irreversible waits for
+          approval, unless the tool's autonomy is ``auto``.
+        * Autonomy ``approve`` turns any call that would run into an approval; autonomy
+          ``shadow`` journals any call that would run or wait, without executing it.
+        """
         missing = _missing_scopes(agent, proposal)
         if missing is not None:  # no rule, approval or autonomy grants a permission
             return Verdict(missing)
@@ -81,18 +108,32 @@ class PolicyEngine:
             try:
                 d = r.evaluate(proposal)
             except Exception as exc:  # a broken rule must not let a call through
-                d = Decision.escalate(f"rule raised {type(exc).__name__}: {exc}").by(r.name)
+                d = Decision.escalate(f"rule {r.name} raised {type(exc).__name__}: {exc}").by(
+                    r.name
+                )
             if d is not None:
                 decisions.append(d)
         autonomy = agent.autonomy.get(proposal.tool)
         level = None if autonomy is None else Autonomy(autonomy)
-        if level is Autonomy.AUTO and proposal.effect is Effect.IRREVERSIBLE:
-            base = Decision(DecisionKind.ALLOW, "autonomy auto for this tool", "autonomy")
+        if decisions:
+            final = combine(decisions)
+            if (
+                final.kind is DecisionKind.ALLOW
+                and proposal.effect is Effect.IRREVERSIBLE
+                and level is not Autonomy.AUTO
+            ):
+                final = Decision(
+                    DecisionKind.APPROVE,
+                    f"rule {final.rule} allows it, but an irreversible action needs a human "
+                    "unless the tool's autonomy is auto",
+                    "effect-default",
+                )
+        elif level is Autonomy.AUTO and proposal.effect is Effect.IRREVERSIBLE:
+            final = Decision(DecisionKind.ALLOW, "autonomy auto for this tool", "autonomy")
         else:
-            base = default_decision(proposal.effect)
-        if level is Autonomy.APPROVE:
-            base = Decision(DecisionKind.APPROVE, "autonomy: every call is approved", "autonomy")
-        final = combine([*decisions, base]) if decisions else base  # rules' reasons win ties
+            final = default_decision(proposal.effect)
+        if level is Autonomy.APPROVE and final.kind is DecisionKind.ALLOW:
+            final = Decision(DecisionKind.APPROVE, "autonomy: every call is approved", "autonomy")
         if level is Autonomy.SHADOW and final.kind in (DecisionKind.ALLOW, DecisionKind.APPROVE):
             return Verdict(
                 Decision(DecisionKind.ALLOW, "shadow mode: not executed", "autonomy"), shadow=True

@@ -10,7 +10,10 @@ far) that returns a :class:`Decision` or ``None`` (no opinion):
         return None
 
 Decisions combine by severity: escalate > deny > approve > allow. When no rule decides, the tool's
-effect decides: read and write are allowed, irreversible waits for approval.
+effect decides: read and write are allowed, irreversible waits for approval; a rule's explicit
+allow decides a read or a write, and an irreversible call only where the operator set the tool's
+autonomy to ``auto``. The agent's autonomy for the tool applies last (docs/policy.md has the whole
+table).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from tether.messages import Message
 from tether.tools import Effect
 
 T = TypeVar("T")
@@ -81,21 +85,43 @@ class Decision:
         return {"decision": self.kind.value, "reason": self.reason, "rule": self.rule}
 
 
+class CallOutcome(StrEnum):
+    """How a proposed call ended: it ran (``ok`` or ``failed``) or it never ran."""
+
+    OK = "ok"
+    FAILED = "failed"  # the tool ran and reported an error
+    DENIED = "denied"  # a rule or a limit refused it
+    REJECTED = "rejected"  # a human rejected it at approval time
+    INVALID = "invalid"  # its arguments did not validate (or the tool does not exist)
+
+
 class PastCall:
     """A tool call this run already made, as rules see it: the tool, its arguments, whether it
-    succeeded, and its ``result`` (``None`` for a failed call).
+    succeeded, and its ``result`` (``None`` for a failed call). ``outcome`` says how it ended
+    and ``reason`` why it did not run, for calls in :attr:`Proposal.refused`.
 
     A result the journal holds as JSON text is decoded when a rule first reads it (most runs
     have no rule that looks back)."""
 
-    __slots__ = ("_json", "_result", "args", "ok", "tool")
+    __slots__ = ("_json", "_result", "args", "ok", "outcome", "reason", "tool")
 
-    def __init__(self, tool: str, args: dict[str, Any], ok: bool, result: Any = None) -> None:
+    def __init__(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        ok: bool,
+        result: Any = None,
+        *,
+        outcome: CallOutcome | None = None,
+        reason: str = "",
+    ) -> None:
         self.tool = tool
         self.args = args
         self.ok = ok
         self._result = result
         self._json: str | None = None
+        self.outcome = outcome or (CallOutcome.OK if ok else CallOutcome.FAILED)
+        self.reason = reason
 
     @classmethod
     def from_json(cls, tool: str, args: dict[str, Any], ok: bool, text: str) -> PastCall:
@@ -134,7 +160,16 @@ class PastCall:
 
 @dataclass(slots=True)
 class Proposal:
-    """One proposed, schema-valid tool call, with the context a rule may need."""
+    """One proposed, schema-valid tool call, with the context a rule may need.
+
+    What the run did so far, all folded from its journal (so a replay shows a rule exactly what
+    the run showed it): ``history``, the calls that ran, in order; ``refused``, the calls that
+    never ran (denied, rejected by a human, invalid); ``messages``, the conversation (the system
+    prompt, the input, the model's turns, tool results, feedback and human answers); ``answers``,
+    what humans answered, in order. These are read-only views: a rule must not change them.
+    Outside state (a database, a clock) is read through :meth:`observe`; ``deps`` is not
+    available when a run is replayed.
+    """
 
     tool: str
     effect: Effect
@@ -147,6 +182,9 @@ class Proposal:
     scopes: frozenset[str] = frozenset()
     observed: dict[str, Any] = field(default_factory=dict)
     recorded: dict[str, Any] | None = None
+    messages: Sequence[Message] = ()
+    refused: Sequence[PastCall] = ()
+    answers: Sequence[str] = ()
 
     def observe(self, key: str, read: Callable[[], T]) -> T:
         """Read outside state for a rule (an order's status, a balance) through the journal.
@@ -167,6 +205,19 @@ class Proposal:
         """Earlier successful calls of ``tool`` in this run."""
         return [c for c in self.history if c.tool == tool and c.ok]
 
+    def failed(self) -> list[PastCall]:
+        """Earlier calls that ran and failed."""
+        return [c for c in self.history if not c.ok]
+
+    def denied(self) -> list[PastCall]:
+        """Earlier calls a rule or a limit refused."""
+        return [c for c in self.refused if c.outcome is CallOutcome.DENIED]
+
+    def said(self, role: str = "user") -> list[str]:
+        """The text of the conversation's messages of ``role`` (``"user"``: the input, feedback
+        and answers to general questions; ``"assistant"``: the model's text), in order."""
+        return [m.content for m in self.messages if m.role == role]
+
 
 RuleFunction = Callable[[Proposal], "Decision | None"]
 
@@ -179,6 +230,10 @@ class Rule:
     check: RuleFunction
     tools: frozenset[str] | None = None
     effects: frozenset[Effect] | None = None
+    # what the check compares, for rules built from data (a policy file entry); with ``origin``
+    # (the file it came from) it lets a run record exactly which policy it ran under
+    spec: str = ""
+    origin: str = ""
 
     def applies_to(self, proposal: Proposal) -> bool:
         if self.tools is not None and proposal.tool not in self.tools:
@@ -246,6 +301,8 @@ class Limit:
     key: Callable[[Proposal], str] = field(default=lambda p: "*")
     amount: Callable[[Proposal], float] = field(default=lambda p: 1.0)
     decision: DecisionKind = DecisionKind.DENY
+    spec: str = ""  # as for :class:`Rule`: the file entry it was built from, and the file
+    origin: str = ""
 
 
 def default_decision(effect: Effect) -> Decision:

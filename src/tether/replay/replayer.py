@@ -12,15 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agent import Agent
-from tether.engine.runtime import Runtime, load_agent
+from tether.engine.runtime import Runtime, bind_policy, load_agent
 from tether.errors import UsageError
 from tether.journal.events import Event, decision_in
 from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
+from tether.policy.binding import PolicyRecord
+from tether.policy.pipeline import PolicyEngine
 from tether.policy.rules import Limit, Rule
 from tether.replay.source import Divergence, JournalModel, Recording, ReplayTools
 
@@ -164,14 +167,40 @@ async def _drive_with_recorded_humans(
     return result.run_id
 
 
-async def replay_run(store: Store, run_id: str, agent: Agent | None = None) -> ReplayReport:
-    """Re-run the agent against the journal; report the first decision that differs."""
+def _recorded_policy(
+    scratch: Store,
+    record: RunRecord,
+    events: list[Event],
+    rules: Sequence[Rule] | None,
+    limits: Sequence[Limit] | None,
+) -> PolicyEngine:
+    """The policy the run started under, for the scratch store: ``rules``/``limits`` if they
+    hash the same, or the recorded policy files (see :func:`tether.engine.runtime.bind_policy`)."""
+    recorded = PolicyRecord.from_dict(events[0].payload.get("policy")) if events else None
+    return bind_policy(PolicyEngine(scratch, rules=rules or (), limits=limits or ()), recorded,
+                       record.id)  # fmt: skip
+
+
+async def replay_run(
+    store: Store,
+    run_id: str,
+    agent: Agent | None = None,
+    *,
+    rules: Sequence[Rule] | None = None,
+    limits: Sequence[Limit] | None = None,
+) -> ReplayReport:
+    """Re-run the agent against the journal; report the first decision that differs.
+
+    The replay runs under the policy the run recorded: ``rules`` and ``limits`` as given to the
+    run's ``Runtime``, or, by default, the policy files the run recorded (unchanged since)."""
     record = store.get_run(run_id)
     events = store.events(record.id)
     recording = Recording.from_events(record.id, events)
     agent = _agent_for(store, record, agent)
     scratch = Store(":memory:")
-    runtime = Runtime(scratch, model=JournalModel(recording, strict=True))
+    policy = _recorded_policy(scratch, record, events, rules, limits)
+    runtime = Runtime(scratch, model=JournalModel(recording, strict=True), rules=policy.rules,
+                      limits=policy.limits)  # fmt: skip
     runtime.replay = ReplayTools(recording, strict=True)
     original = decisions(events)
     new_id = uuid.uuid4().hex
@@ -181,23 +210,53 @@ async def replay_run(store: Store, run_id: str, agent: Agent | None = None) -> R
         )
     except Divergence as div:
         # an earlier decision may already differ (e.g. a denial changed the next prompt)
-        so_far = decisions(scratch.events(new_id))
+        scratch_events = scratch.events(new_id)
+        so_far = decisions(scratch_events)
         step = div.step or (original[-1].step if original else 0)
         earlier = _compare(
             record.id, [s for s in original if s.step < step], [s for s in so_far if s.step < step]
         )
         scratch.close()
         if not earlier.matched:
-            return earlier
+            return _name_broken_rule(earlier, scratch_events)
         return ReplayReport(
             record.id,
             False,
             step,
             {"step": step, "what": div.what, "original": div.original, "replayed": div.replayed},
         )
-    replayed = decisions(scratch.events(new_id))
+    scratch_events = scratch.events(new_id)
     scratch.close()
-    return _compare(record.id, original, replayed)
+    return _name_broken_rule(_compare(record.id, original, decisions(scratch_events)),
+                             scratch_events)  # fmt: skip
+
+
+def _name_broken_rule(report: ReplayReport, replayed: list[Event]) -> ReplayReport:
+    """Say which rule raised on replay, and what, when that is where the decisions part.
+
+    A rule that raises escalates the call (fail closed), so a replay only shows "escalate" where
+    the run allowed; the usual cause is a rule reading ``p.deps`` (absent on replay) instead of
+    reading through ``p.observe``."""
+    if report.matched or report.divergence is None:
+        return report
+    step = report.divergence.get("step")
+    for ev in replayed:
+        p = ev.payload
+        if ev.type != "policy_decision" or p.get("decision") != "escalate":
+            continue
+        rule, reason = str(p.get("rule") or ""), str(p.get("reason") or "")
+        prefix = f"rule {rule} raised "
+        if rule and reason.startswith(prefix) and (step is None or ev.step <= step):
+            error = reason.removeprefix(prefix)
+            report.divergence["what"] = (
+                f"{report.divergence.get('what')}: rule {rule!r} raised {error} on replay "
+                "(read outside state through p.observe, which journals it for replay; on "
+                "replay p.deps may be absent or hold other data)"
+            )
+            report.divergence["rule"] = rule
+            report.divergence["error"] = error
+            break
+    return report
 
 
 def _compare(run_id: str, original: list[Step], replayed: list[Step]) -> ReplayReport:
@@ -261,7 +320,10 @@ async def fork_run(
         recording, strict=False, live=live_model, live_from_call=prefix_calls
     )
     scratch = Store(":memory:")
-    runtime = Runtime(scratch, model=journal_model)
+    # the run's own policy, unless the fork replaces the rules
+    policy = (_recorded_policy(scratch, record, events, None, None)
+              if rules is None and limits is None else PolicyEngine(scratch))  # fmt: skip
+    runtime = Runtime(scratch, model=journal_model, rules=policy.rules, limits=policy.limits)
     runtime.replay = ReplayTools(recording, strict=False, live_reads=live_reads)
     runtime.deps = Runtime(store)._deps_for(agent)
     new_id = uuid.uuid4().hex
