@@ -34,6 +34,16 @@ from tether.journal.events import (
 from tether.journal.migrations import migrate
 
 DEFAULT_DB = "tether.db"
+MIN_ID_PREFIX = 6  # the fewest characters of an id that select a record by prefix
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def normalise_url(url: str | None) -> str:
@@ -427,22 +437,62 @@ class Store:
     def _by_id_or_prefix(self, table: str, ident: str) -> tuple[Any, str]:
         """The row whose id is ``ident``, else the one row whose id starts with it.
 
-        Returns ``(row, "")``, or ``(None, why)`` with why = "no such id" / "ambiguous prefix".
+        An exact id of any length matches; a prefix must have at least ``MIN_ID_PREFIX``
+        characters and is matched literally (``%`` and ``_`` are not wildcards), so an empty or
+        tiny argument can never select whichever record happens to be the only one.
+        Returns ``(row, "")``, or ``(None, why)``.
         """
+        if not ident.strip():
+            raise UsageError(f"an id is required (at least {MIN_ID_PREFIX} characters of it)")
         t = self.t[table]
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == ident)).first()
             if row is not None:
                 return row, ""
-            rows = conn.execute(sa.select(t).where(t.c.id.like(f"{ident}%")).limit(2)).all()
+            if len(ident) < MIN_ID_PREFIX:
+                return None, f"no such id (a prefix needs at least {MIN_ID_PREFIX} characters)"
+            rows = conn.execute(
+                sa.select(t).where(t.c.id.startswith(ident, autoescape=True)).limit(2)
+            ).all()
         if len(rows) == 1:
             return rows[0], ""
         return None, "ambiguous prefix" if rows else "no such id"
 
+    def id_prefixes(self, table: str, ids: Sequence[str]) -> dict[str, str]:
+        """For each of ``ids`` the shortest prefix (at least ``MIN_ID_PREFIX`` characters) that
+        selects it alone among every id of ``table`` now; an id no prefix can single out (one
+        that begins another) stays whole, and a whole id always matches exactly."""
+        if not ids:
+            return {}
+        t = self.t[table]
+        with self.engine.connect() as conn:
+            every = sorted(str(r[0]) for r in conn.execute(sa.select(t.c.id)).all())
+        position = {ident: i for i, ident in enumerate(every)}
+        out: dict[str, str] = {}
+        for ident in ids:
+            i = position.get(ident)
+            need = MIN_ID_PREFIX
+            for j in (i - 1, i + 1) if i is not None else ():
+                if 0 <= j < len(every):
+                    need = max(need, _common_prefix(ident, every[j]) + 1)
+            out[ident] = ident if need >= len(ident) else ident[:need]
+        return out
+
+    def count_runs(self, *, status: str | None = None, agent: str | None = None) -> int:
+        """How many runs :meth:`list_runs` would list without a limit."""
+        runs_t = self.t["runs"]
+        q = sa.select(sa.func.count()).select_from(runs_t)
+        if status:
+            q = q.where(runs_t.c.status == status)
+        if agent:
+            q = q.where(runs_t.c.agent == agent)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def get_run(self, run_id: str) -> RunRecord:
         row, why = self._by_id_or_prefix("runs", run_id)
         if row is None:
-            hint = "no such run" if why == "no such id" else why
+            hint = why.replace("no such id", "no such run", 1)
             raise NotFound(f"run {run_id!r}: {hint} (see `tether runs`)")
         return self._run_from_row(row)
 
@@ -518,9 +568,10 @@ class Store:
         return ApprovalRecord(**{c: data[c] for c in _APPROVAL_COLUMNS})
 
     def get_approval(self, approval_id: str) -> ApprovalRecord:
-        row, _ = self._by_id_or_prefix("approvals", approval_id)
+        row, why = self._by_id_or_prefix("approvals", approval_id)
         if row is None:
-            raise NotFound(f"approval {approval_id!r} not found (see `tether approvals`)")
+            hint = why.replace("no such id", "not found", 1)
+            raise NotFound(f"approval {approval_id!r}: {hint} (see `tether approvals`)")
         return self._approval_from_row(row)
 
     def approval_for_call(self, run_id: str, call_id: str) -> ApprovalRecord | None:
