@@ -6,10 +6,10 @@ import sys
 from collections.abc import Callable
 
 import typer
-from rich.markup import escape
 
 from tether.cli import approvals, replay, runs
 from tether.cli.common import err_console
+from tether.cli.render import safe
 from tether.errors import JournalCorrupted, TetherError
 
 app = typer.Typer(
@@ -46,11 +46,11 @@ def main() -> None:
     try:
         app()
     except JournalCorrupted as exc:
-        err_console.print(f"[red]journal corrupt:[/] {escape(str(exc))}")
+        err_console.print(f"[red]journal corrupt:[/] {safe(exc)}")
         err_console.print("check every run with `tether verify --all`; other runs are unaffected")
         sys.exit(2)
     except TetherError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[red]error:[/] {safe(exc)}")
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; the run is journaled: continue it with `tether resume RUN`")

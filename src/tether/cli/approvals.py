@@ -19,8 +19,9 @@ from tether.cli.common import (
     open_runtime,
     open_store,
     print_json,
+    short_ids,
 )
-from tether.cli.render import short, when
+from tether.cli.render import safe, short, when
 from tether.cli.runs import report
 from tether.engine.runtime import Runtime
 from tether.errors import UsageError
@@ -42,24 +43,27 @@ def approvals(
     as_json: JsonOption = False,
 ) -> None:
     """List approvals (pending ones by default)."""
-    records = open_store(db).list_approvals(status=None if status == "all" else status)
+    store = open_store(db)
+    records = store.list_approvals(status=None if status == "all" else status)
     if as_json:
         print_json([r.to_dict() for r in records])
         return
+    ids = short_ids(store, "approvals", [r.id for r in records])
+    run_ids = short_ids(store, "runs", sorted({r.run_id for r in records}))
     table = Table(title=f"{len(records)} {status} approvals")
     for col in ("id", "run", "agent", "tool", "arguments", "why", "requested", "decision"):
         table.add_column(col, overflow="fold")
     for r in records:
         decision = "" if r.status == "pending" else f"{r.status} by {r.decided_by}"
         table.add_row(
-            r.id[:12],
-            r.run_id[:12],
-            r.agent,
-            r.tool,
+            ids[r.id],
+            run_ids[r.run_id],
+            safe(r.agent),
+            safe(r.tool),
             escape(short(r.args, 60)),
             escape(short(r.reason, 40)),
             when(r.created_at),
-            decision,
+            safe(decision),
         )
     console.print(table)
     if records and status == "pending":
@@ -70,7 +74,7 @@ def approvals(
 
 def _resume(runtime: Runtime, run_id: str, as_json: bool) -> None:
     result = asyncio.run(runtime.resume(run_id))
-    report(result, as_json)
+    report(result, as_json, runtime.store)
 
 
 def approve(
@@ -104,7 +108,7 @@ def approve(
     runtime = open_runtime(db, policy)
     record = runtime.approve(approval_id, by=by, edit=edited, reason=reason, four_eyes=four_eyes)
     if not as_json:
-        console.print(f"approval {record.id[:12]} {record.status} by {record.decided_by}")
+        console.print(f"approval {safe(record.id)} {record.status} by {safe(record.decided_by)}")
     if not no_resume:
         _resume(runtime, record.run_id, as_json)
 
@@ -122,7 +126,7 @@ def reject(
     runtime = open_runtime(db, policy)
     record = runtime.reject(approval_id, reason=reason, by=by)
     if not as_json:
-        console.print(f"approval {record.id[:12]} rejected by {record.decided_by}")
+        console.print(f"approval {safe(record.id)} rejected by {safe(record.decided_by)}")
     if not no_resume:
         _resume(runtime, record.run_id, as_json)
 
@@ -154,7 +158,8 @@ def pause(
     from tether.engine.runtime import _whoami
 
     open_store(db).set_paused(agent, True, by=by or _whoami(), reason=reason)
-    console.print(f"[red]agent {agent} paused[/]: no tool runs until `tether unpause {agent}`")
+    name = safe(agent)
+    console.print(f"[red]agent {name} paused[/]: no tool runs until `tether unpause {name}`")
 
 
 def unpause(
@@ -167,7 +172,8 @@ def unpause(
 
     store = open_store(db)
     store.set_paused(agent, False, by=by or _whoami())
-    waiting = [r.id[:12] for r in store.list_runs(status="waiting_input", agent=agent)]
+    waiting = [r.id for r in store.list_runs(status="waiting_input", agent=agent)]
+    waiting = list(store.id_prefixes("runs", waiting).values())
     console.print(
-        f"agent {agent} unpaused" + (f"; resume: {', '.join(waiting)}" if waiting else "")
+        safe(f"agent {agent} unpaused" + (f"; resume: {', '.join(waiting)}" if waiting else ""))
     )

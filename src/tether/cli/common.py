@@ -51,5 +51,13 @@ def open_runtime(db: str | None, policy: Path | None = None) -> Runtime:
     return Runtime(open_store(db), rules=config.rules, limits=config.limits)
 
 
+def short_ids(store: Store, table: str, ids: list[str]) -> dict[str, str]:
+    """Each id as printed for a human: the shortest prefix that selects it alone in the store
+    now (see :meth:`Store.id_prefixes`), safe to paste back into any command."""
+    from tether.cli.render import safe
+
+    return {i: safe(p) for i, p in store.id_prefixes(table, ids).items()}
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
