@@ -72,3 +72,38 @@ def test_like_wildcards_in_a_prefix_are_literal(store_url: str) -> None:
     assert tether(store_url, "show", "orderX").returncode == 2  # `_` is not a wildcard
     exact_short = tether(store_url, "show", "ab")  # a whole id shorter than a prefix matches
     assert exact_short.returncode == 0 and "run ab " in exact_short.stdout
+
+
+def first_column(table: str) -> list[str]:
+    """The first cell of each body row of a Rich table (its header row is drawn with ┃)."""
+    rows = [line.split("│") for line in table.splitlines() if line.startswith("│")]
+    return [cells[1].strip() for cells in rows]
+
+
+def test_listed_ids_select_their_record(store_url: str) -> None:
+    # caller-chosen ids sharing their first 12 characters, and one id that begins another
+    ids = ["customer-0001-a", "customer-0001-b", "order7", "order77"]
+    start_runs(store_url, ids)
+    listed = first_column(tether(store_url, "runs").stdout)
+    assert sorted(listed) == sorted(["customer-0001-a", "customer-0001-b", "order7", "order77"])
+    queue = tether(store_url, "approvals").stdout
+    run_column = [line.split("│")[2].strip() for line in queue.splitlines() if line.startswith("│")]
+    assert sorted(run_column) == sorted(ids)
+    for approval_prefix, run_prefix in zip(first_column(queue), run_column, strict=True):
+        assert len(approval_prefix) >= MIN_ID_PREFIX
+        shown = tether(store_url, "show", run_prefix)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"run {run_prefix} ")
+        out = tether(store_url, "approve", approval_prefix, "--no-resume", "--json")
+        assert out.returncode == 0, out.stderr
+    assert json.loads(tether(store_url, "approvals", "--json").stdout) == []
+
+
+def test_a_cut_listing_says_so(store_url: str) -> None:
+    start_runs(store_url, [f"run-{i:02d}" for i in range(5)])
+    cut = tether(store_url, "runs", "--limit", "2")
+    assert cut.returncode == 0
+    assert "showing 2 of 5 runs; see more with --limit" in cut.stdout
+    assert len(first_column(cut.stdout)) == 2
+    whole = tether(store_url, "runs", "--limit", "5")
+    assert "showing" not in whole.stdout and len(first_column(whole.stdout)) == 5
