@@ -3,9 +3,10 @@
 ``agent``: its tool results, model text and rule reasons carry terminal escape sequences, bidi
 overrides and Rich markup, as data an attacker controls would. The run stops at an approval.
 
-``slow_agent``: its one tool waits (without blocking the event loop) until the file named by
+``slow_agent``: its first tool waits (without blocking the event loop) until the file named by
 ``HOSTILE_RELEASE`` exists, writing the file named by ``HOSTILE_STARTED`` first, so a test can
-interrupt a run in the middle of a step and resume it afterwards.
+interrupt a run in the middle of a step and resume it afterwards; then a write tool writes the
+file named by ``HOSTILE_NOTE``.
 
 ``broken_agent``: building it fails, as an agent whose own setup breaks (a missing setting, an
 unreachable service) would.
@@ -76,17 +77,27 @@ async def wait_for_release() -> str:
     return "released"
 
 
+@tool(effect="write")
+def note(text: str) -> str:
+    """A write, so the kill switch is read from the store right before it runs."""
+    Path(os.environ["HOSTILE_NOTE"]).write_text(text)
+    return "noted"
+
+
 def decide_slow(request: ModelRequest) -> ScriptItem:
-    if not [m for m in request.messages if m.role == "tool"]:
+    results = [m.content for m in request.messages if m.role == "tool"]
+    if not results:
         return ToolCall("w1", "wait_for_release", {})
+    if len(results) == 1:
+        return ToolCall("n1", "note", {"text": "after the wait"})
     return "finished"
 
 
 slow_agent = Agent(
     name="slow",
-    instructions="Wait, then finish.",
-    tools=[wait_for_release],
-    limits=Limits(max_steps=4),
+    instructions="Wait, note, then finish.",
+    tools=[wait_for_release, note],
+    limits=Limits(max_steps=6),
     model=ScriptedModel(decide_slow, name="scripted:slow"),
 )
 

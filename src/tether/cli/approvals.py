@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated, Any
 
@@ -10,12 +9,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from tether.agent import Agent
 from tether.cli.common import (
+    AgentOption,
     ByOption,
     DbOption,
+    Interrupted,
     JsonOption,
     PolicyOption,
     console,
+    drive,
+    load_agent_for,
     open_runtime,
     open_store,
     print_json,
@@ -24,7 +28,7 @@ from tether.cli.common import (
 from tether.cli.render import safe, short, when
 from tether.cli.runs import report
 from tether.engine.runtime import Runtime
-from tether.errors import UsageError
+from tether.errors import TetherError, UsageError
 
 NoResume = Annotated[
     bool,
@@ -72,8 +76,29 @@ def approvals(
         )
 
 
-def _resume(runtime: Runtime, run_id: str, as_json: bool) -> None:
-    result = asyncio.run(runtime.resume(run_id))
+def _agent(runtime: Runtime, run_id: str, ref: str | None, no_resume: bool) -> Agent | None:
+    """The agent that continues the run after a decision, loaded before the decision is
+    recorded: a refused or broken agent leaves the approval pending, not decided and stuck."""
+    if no_resume:
+        return None
+    return load_agent_for(runtime.store.get_run(run_id), ref)
+
+
+def _resume(runtime: Runtime, run_id: str, agent: Agent | None, as_json: bool) -> None:
+    """Continue the run after its decision. The decision is already complete and durable; if the
+    run cannot continue now, one line says so and how to continue it later."""
+    if agent is None:
+        return
+    try:
+        result = drive(runtime.store, run_id, runtime.resume(run_id, agent))
+    except Interrupted:
+        raise
+    except Exception as exc:  # the agent's own code may raise anything
+        why = str(exc) if isinstance(exc, TetherError) else f"{type(exc).__name__}: {exc}"
+        raise TetherError(
+            f"the decision is recorded, but run {run_id} did not continue: {why}; "
+            f"`tether resume {run_id}` continues it"
+        ) from exc
     report(result, as_json, runtime.store)
 
 
@@ -93,6 +118,7 @@ def approve(
     db: DbOption = None,
     by: ByOption = None,
     no_resume: NoResume = False,
+    agent_ref: AgentOption = None,
     policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -101,16 +127,18 @@ def approve(
     if edit is not None:
         try:
             edited = json.loads(edit)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise UsageError(f"--edit must be a JSON object: {exc}") from exc
         if not isinstance(edited, dict):
             raise UsageError("--edit must be a JSON object")
     runtime = open_runtime(db, policy)
-    record = runtime.approve(approval_id, by=by, edit=edited, reason=reason, four_eyes=four_eyes)
+    pending = runtime.store.get_approval(approval_id)
+    # a decided approval is refused below before any agent is loaded
+    agent = _agent(runtime, pending.run_id, agent_ref, no_resume or pending.status != "pending")
+    record = runtime.approve(pending.id, by=by, edit=edited, reason=reason, four_eyes=four_eyes)
     if not as_json:
         console.print(f"approval {safe(record.id)} {record.status} by {safe(record.decided_by)}")
-    if not no_resume:
-        _resume(runtime, record.run_id, as_json)
+    _resume(runtime, record.run_id, agent, as_json)
 
 
 def reject(
@@ -119,16 +147,19 @@ def reject(
     db: DbOption = None,
     by: ByOption = None,
     no_resume: NoResume = False,
+    agent_ref: AgentOption = None,
     policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reject a pending tool call; the reason goes back to the agent, which continues."""
     runtime = open_runtime(db, policy)
-    record = runtime.reject(approval_id, reason=reason, by=by)
+    pending = runtime.store.get_approval(approval_id)
+    # a decided approval is refused below before any agent is loaded
+    agent = _agent(runtime, pending.run_id, agent_ref, no_resume or pending.status != "pending")
+    record = runtime.reject(pending.id, reason=reason, by=by)
     if not as_json:
         console.print(f"approval {safe(record.id)} rejected by {safe(record.decided_by)}")
-    if not no_resume:
-        _resume(runtime, record.run_id, as_json)
+    _resume(runtime, record.run_id, agent, as_json)
 
 
 def answer(
@@ -137,15 +168,16 @@ def answer(
     db: DbOption = None,
     by: ByOption = None,
     no_resume: NoResume = False,
+    agent_ref: AgentOption = None,
     policy: PolicyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a run that is waiting for input, then resume it."""
     runtime = open_runtime(db, policy)
     record = runtime.store.get_run(run_id)
+    agent = _agent(runtime, record.id, agent_ref, no_resume)
     runtime.answer(record.id, text, by=by)
-    if not no_resume:
-        _resume(runtime, record.id, as_json)
+    _resume(runtime, record.id, agent, as_json)
 
 
 def pause(

@@ -52,6 +52,12 @@ def safe(text: Any) -> str:
     return escape(visible(str(text)))
 
 
+def first_line(exc: object) -> str:
+    """An error's message on one line (drivers add context lines and hints below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"

@@ -10,7 +10,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tether.cli.common import DbOption, JsonOption, console, open_store, print_json, short_ids
+from tether.cli.common import (
+    AgentOption,
+    DbOption,
+    JsonOption,
+    console,
+    load_agent_for,
+    open_store,
+    print_json,
+    short_ids,
+)
 from tether.cli.render import safe, short
 from tether.errors import UsageError
 from tether.journal.events import verify_chain
@@ -37,6 +46,7 @@ def replay(
         typer.Option("--live-reads", help="Fork: run read tools live instead of from the journal."),
     ] = False,
     db: DbOption = None,
+    agent_ref: AgentOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Replay a run exactly from its journal, or fork it from a step with changes (what-if).
@@ -47,9 +57,10 @@ def replay(
     from tether.replay import fork_run, replay_run
 
     store = open_store(db)
+    agent = load_agent_for(store.get_run(run_id), agent_ref)
     fork_requested = any(x is not None for x in (from_step, model, instructions, policy))
     if not fork_requested:
-        report = asyncio.run(replay_run(store, run_id))
+        report = asyncio.run(replay_run(store, run_id, agent))
         if as_json:
             print_json(report.to_dict())
         elif report.matched:
@@ -87,6 +98,7 @@ def replay(
             rules=rules,
             limits=limits,
             live_reads=live_reads,
+            agent=agent,
         )
     )
     record = store.get_run(new_id)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,18 +12,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.cli.common import (
+    AgentOption,
     ByOption,
     DbOption,
     JsonOption,
     PolicyOption,
     console,
+    drive,
+    load_agent_for,
+    load_agent_named,
     open_runtime,
     open_store,
     print_json,
     short_ids,
 )
 from tether.cli.render import safe, short, status_text, summarise, timeline_block, when
-from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
+from tether.engine.runtime import RunResult, Runtime, rebuild_state
 from tether.errors import UsageError
 from tether.journal.events import Event, asked_at, decision_in, request_in
 from tether.journal.store import Store
@@ -42,6 +46,8 @@ def _parse_input(text: str) -> Any:
             return json.loads(stripped)
         except ValueError as exc:
             raise UsageError(f"input looks like JSON but does not parse: {exc}") from exc
+        except RecursionError as exc:
+            raise UsageError("input JSON is nested too deeply to read") from exc
     return text
 
 
@@ -97,16 +103,23 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Start a run of an agent and drive it until it finishes or waits for a human."""
-    agent = load_agent(agent_ref)
+    agent = load_agent_named(agent_ref)
+    value = _parse_input(input)
     runtime = open_runtime(db, policy)
     runtime.on_event = _live_printer(quiet or as_json)
-    result = asyncio.run(runtime.run(agent, _parse_input(input), agent_ref=agent_ref, model=model))
+    run_id = secrets.token_hex(16)  # chosen here, so an interruption can name the run
+    result = drive(
+        runtime.store,
+        run_id,
+        runtime.run(agent, value, run_id=run_id, agent_ref=agent_ref, model=model),
+    )
     report(result, as_json, runtime.store)
 
 
 def resume(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
     db: DbOption = None,
+    agent_ref: AgentOption = None,
     model: Annotated[str | None, typer.Option("--model", help="Model spec override.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     policy: PolicyOption = None,
@@ -114,8 +127,10 @@ def resume(
 ) -> None:
     """Continue a run from its journal (after a crash, an approval or an answer)."""
     runtime = open_runtime(db, policy)
+    record = runtime.store.get_run(run_id)
+    agent = load_agent_for(record, agent_ref)
     runtime.on_event = _live_printer(quiet or as_json)
-    result = asyncio.run(runtime.resume(run_id, model=model))
+    result = drive(runtime.store, record.id, runtime.resume(record.id, agent, model=model))
     report(result, as_json, runtime.store)
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ from tether.journal.migrations import migrate
 
 DEFAULT_DB = "tether.db"
 MIN_ID_PREFIX = 6  # the fewest characters of an id that select a record by prefix
+
+
+def shown_url(url: str) -> str:
+    """A store URL as it may be shown: any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -216,8 +227,9 @@ class Store:
             kwargs["pool_pre_ping"] = True
         try:
             self.engine = sa.create_engine(self.url, **kwargs)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise UsageError(f"cannot open store {self.url!r}: {exc}") from exc
+        except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+            # ValueError: a URL that does not parse (a port that is not a number, a stray [)
+            raise UsageError(f"cannot open store {shown_url(self.url)}: {exc}") from exc
         if self.is_sqlite:
             self._setup_sqlite()
         self._ph = "?" if self.is_sqlite else "%s"
@@ -228,13 +240,28 @@ class Store:
         self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
         try:
             self.schema_version = migrate(self.engine)
-        except sa.exc.OperationalError as exc:
-            raise UsageError(f"cannot open store {self.url!r}: {exc.orig}") from exc
-        md = sa.MetaData()
-        md.reflect(
-            self.engine,
-            only=["runs", "event_batches", "blobs", "approvals", "counters", "controls", "cache"],
-        )
+            md = sa.MetaData()
+            md.reflect(
+                self.engine,
+                only=[
+                    "runs",
+                    "event_batches",
+                    "blobs",
+                    "approvals",
+                    "counters",
+                    "controls",
+                    "cache",
+                ],
+            )
+        except sa.exc.DBAPIError as exc:
+            # unreachable server, refused login, or a file that is not (or no longer) a database
+            self.engine.dispose()
+            raise UsageError(f"cannot open store {shown_url(self.url)}: {exc.orig}") from exc
+        except (sa.exc.InvalidRequestError, sa.exc.NoSuchTableError) as exc:
+            self.engine.dispose()
+            raise UsageError(
+                f"cannot open store {shown_url(self.url)}: it is not a tether store ({exc})"
+            ) from exc
         self.t = md.tables
 
     # -- connection plumbing -------------------------------------------------------------------
@@ -265,6 +292,14 @@ class Store:
         if self._raw is None:
             self._raw = self.engine.raw_connection()
         return self._raw
+
+    def _drop_raw(self) -> None:
+        """Discard the journal's connection after a failure on it: invalidated, not returned to
+        the pool (resetting a dead connection would fail again), so the next use opens anew."""
+        if self._raw is not None:
+            with suppress(Exception):
+                self._raw.invalidate()
+        self._raw = self._cur = None
 
     def close(self) -> None:
         with self._lock:
@@ -746,19 +781,29 @@ class Store:
         return value
 
     def _read_paused(self, agent: str) -> tuple[bool, str]:
+        """Read the switch on the journal's connection. A failed read (a dropped connection, a
+        server restart) is a JournalError: the caller stops before anything is decided, and the
+        broken connection is dropped so the next use opens a new one."""
         ph = self._ph
         with self._lock:
-            raw = self._raw_conn()
-            cur = raw.cursor()
             try:
-                cur.execute(
-                    f"SELECT paused, reason, changed_by FROM controls WHERE agent={ph}", (agent,)
-                )
-                row = cur.fetchone()
-                if not self.is_sqlite:
-                    raw.commit()
-            finally:
-                cur.close()
+                raw = self._raw_conn()
+                cur = raw.cursor()
+                try:
+                    cur.execute(
+                        f"SELECT paused, reason, changed_by FROM controls WHERE agent={ph}",
+                        (agent,),
+                    )
+                    row = cur.fetchone()
+                    if not self.is_sqlite:
+                        raw.commit()
+                finally:
+                    cur.close()
+            except Exception as exc:
+                self._drop_raw()
+                raise JournalError(
+                    f"cannot read the kill switch of agent {agent!r}: {_first_line(exc)}"
+                ) from exc
         if row is None or not row[0]:
             return False, ""
         return True, f"paused by {row[2]}: {row[1] or 'no reason given'}"
