@@ -8,6 +8,8 @@ overrides and Rich markup, as data an attacker controls would. The run stops at 
 interrupt a run in the middle of a step and resume it afterwards; then a write tool writes the
 file named by ``HOSTILE_NOTE``.
 
+``deep_agent``: the model's tool arguments are JSON nested 5,000 deep.
+
 ``broken_agent``: building it fails, as an agent whose own setup breaks (a missing setting, an
 unreachable service) would.
 """
@@ -99,6 +101,21 @@ slow_agent = Agent(
     tools=[wait_for_release, note],
     limits=Limits(max_steps=6),
     model=ScriptedModel(decide_slow, name="scripted:slow"),
+)
+
+
+def decide_deep(request: ModelRequest) -> ScriptItem:
+    if not [m for m in request.messages if m.role == "tool"]:
+        return ToolCall("d1", "lookup_customer", '{"email":' * 5000 + '"a"' + "}" * 5000)
+    return "gave up"
+
+
+deep_agent = Agent(
+    name="deep",
+    instructions="Look the customer up.",
+    tools=[lookup_customer],
+    limits=Limits(max_steps=4),
+    model=ScriptedModel(decide_deep, name="scripted:deep"),
 )
 
 

@@ -20,6 +20,7 @@ from tether.journal.store import Store
 
 SLOW = "tests.integration.hostile_agent:slow_agent"
 BROKEN = "tests.integration.hostile_agent:broken_agent"
+DEEP = "tests.integration.hostile_agent:deep_agent"
 QUICK = "examples.quickstart.agent:agent"
 
 
@@ -157,6 +158,14 @@ def test_json_nested_too_deeply(tmp_path: Path) -> None:
     one_clear_line(tether(db, "approve", approval_id, "--edit", edit), "--edit must be")
     pending = json.loads(tether(db, "approvals", "--json").stdout)
     assert [a["id"] for a in pending] == [approval_id]
+
+
+def test_model_arguments_nested_too_deeply_go_back_to_the_model(tmp_path: Path) -> None:
+    out = tether(tmp_path / "deep.db", "run", DEEP, "--input", "find ana", "--json")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert json.loads(out.stdout)["status"] == "succeeded"
+    shown = tether(tmp_path / "deep.db", "show", json.loads(out.stdout)["run_id"]).stdout
+    assert "arguments are nested too deeply" in shown
 
 
 def test_an_agent_whose_setup_fails_leaves_the_approval_pending(store_url: str) -> None:
