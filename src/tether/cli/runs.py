@@ -207,7 +207,7 @@ def show(
             for s in steps:
                 table.add_row(str(s["step"]), f"{s['ms']:.0f}", f"{s['in']}→{s['out']}",
                               f"${s['cost']:.4f}", safe(", ".join(s["calls"])),
-                              " ".join(s["decisions"]))  # fmt: skip
+                              safe(" ".join(s["decisions"])))  # fmt: skip
             console.print(table)
     if full:
         state = rebuild_state(record.id, events)
