@@ -10,6 +10,9 @@ file named by ``HOSTILE_NOTE``.
 
 ``deep_agent``: the model's tool arguments are JSON nested 5,000 deep.
 
+``flaky_agent``: its refunds wait for a human; its dependencies cannot be built while
+``HOSTILE_DEPS_DOWN`` is set.
+
 ``broken_agent``: building it fails, as an agent whose own setup breaks (a missing setting, an
 unreachable service) would.
 """
@@ -116,6 +119,31 @@ deep_agent = Agent(
     tools=[lookup_customer],
     limits=Limits(max_steps=4),
     model=ScriptedModel(decide_deep, name="scripted:deep"),
+)
+
+
+def order_service() -> object:
+    """The agent's dependencies, which cannot be built while ``HOSTILE_DEPS_DOWN`` is set."""
+    if os.environ.get("HOSTILE_DEPS_DOWN"):
+        raise ConnectionError("the order service is down")
+    return object()
+
+
+flaky_agent = Agent(
+    name="flaky",
+    instructions="Refund the order.",
+    tools=[refund],
+    policy=[refunds_need_a_human],
+    limits=Limits(max_steps=4),
+    model=ScriptedModel(
+        lambda r: (
+            ToolCall("f1", "refund", {"order_id": "#1", "amount": 5})
+            if not [m for m in r.messages if m.role == "tool"]
+            else "refunded"
+        ),
+        name="scripted:flaky",
+    ),
+    deps_factory=order_service,
 )
 
 

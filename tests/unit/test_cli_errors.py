@@ -21,6 +21,7 @@ from tether.journal.store import Store
 SLOW = "tests.integration.hostile_agent:slow_agent"
 BROKEN = "tests.integration.hostile_agent:broken_agent"
 DEEP = "tests.integration.hostile_agent:deep_agent"
+FLAKY = "tests.integration.hostile_agent:flaky_agent"
 QUICK = "examples.quickstart.agent:agent"
 
 
@@ -184,6 +185,24 @@ def test_an_agent_whose_setup_fails_leaves_the_approval_pending(store_url: str) 
     assert [a["status"] for a in pending] == ["pending"]  # no decision without a resume
     started = tether(store_url, "run", BROKEN, "--input", "x")
     one_clear_line(started, "failed to set up")
+
+
+def test_an_agent_failing_after_the_decision_leaves_it_whole(store_url: str) -> None:
+    out = tether(store_url, "run", FLAKY, "--input", "refund #1", "--json")
+    result = json.loads(out.stdout)
+    approval_id, run_id = result["waiting_for"]["approval_id"], result["run_id"]
+    down = tether(
+        store_url, "approve", approval_id, "--agent", FLAKY, env={"HOSTILE_DEPS_DOWN": "1"}
+    )
+    one_clear_line(
+        down, "the decision is recorded", "ConnectionError: the order service is down",
+        f"`tether resume {run_id}` continues it",
+    )  # fmt: skip
+    decided = json.loads(tether(store_url, "approvals", "--status", "all", "--json").stdout)
+    assert [a["status"] for a in decided] == ["approved"]
+    resumed = tether(store_url, "resume", run_id, "--agent", FLAKY, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["output"] == "refunded"
 
 
 # -- a PostgreSQL connection killed while reading the kill switch --------------------------------
