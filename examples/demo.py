@@ -39,6 +39,7 @@ DB = HOME / "demo.db"
 DESK_DB = HOME / "support.db"
 CHOSEN = HOME / "demo-model"
 MODEL_ENV = "TETHER_DEMO_MODEL"
+AGENT_REF = "examples.demo:demo_agent"  # what `tether approve` / `resume` import, once allowed
 
 
 def _ticket_of(request: ModelRequest) -> Ticket | None:
@@ -177,7 +178,7 @@ def main() -> None:
         for ticket in TICKETS[: args.tickets]:
             progress.update(task, description=f"ticket {ticket.id}")
             result = asyncio.run(
-                runtime.run(agent, ticket.as_input(), agent_ref="examples.demo:demo_agent")
+                runtime.run(agent, ticket.as_input(), agent_ref=AGENT_REF)
             )
             rows.append((ticket, result, _counts(runtime.store, result.run_id)))
             progress.advance(task)
@@ -230,14 +231,17 @@ def main() -> None:
     for a in pending[:8]:
         console.print(f"  {a.id[:12]}  {a.tool}({json.dumps(a.args)[:70]})  ← {a.reason[:50]}")
     db = f"--db {DB}"
-    console.print("\n[bold]next[/]")
+    console.print("\n[bold]next[/] (continuing a run imports only agents you allow)")
+    console.print(f"  export TETHER_AGENTS={AGENT_REF}")
     console.print(f"  tether approvals {db}")
     if pending:
-        console.print(f"  tether approve {pending[0].id[:12]} {db}        # or --edit '{{...}}'")
-        console.print(f"  tether reject {pending[0].id[:12]} --reason 'not today' {db}")
+        aid = runtime.store.id_prefixes("approvals", [pending[0].id])[pending[0].id]
+        console.print(f"  tether approve {aid} {db}        # or --edit '{{...}}'")
+        console.print(f"  tether reject {aid} --reason 'not today' {db}")
     if rows:
-        console.print(f"  tether show {rows[0][1].run_id[:12]} {db}")
-        console.print(f"  tether replay {rows[0][1].run_id[:12]} {db}")
+        rid = runtime.store.id_prefixes("runs", [rows[0][1].run_id])[rows[0][1].run_id]
+        console.print(f"  tether show {rid} {db}")
+        console.print(f"  tether replay {rid} {db}")
     console.print(f"  tether runs {db}")
 
 

@@ -19,10 +19,18 @@ PG_URL = os.environ.get("TETHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tether(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real `tether` CLI in a child process against the store ``db``."""
-    path = f"{ROOT / 'src'}{os.pathsep}{ROOT}"  # this checkout's sources, not an installed copy
-    env = {**os.environ, "TETHER_DB": str(db), "PYTHONPATH": path, "COLUMNS": "200"}
+def tether(
+    db: Path | str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `tether` CLI in a child process against the store ``db`` (a SQLite file or
+    a PostgreSQL URL); ``env`` adds to the child's environment."""
+    env = {
+        **os.environ,
+        "TETHER_DB": str(db),
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",  # these sources, installed or not
+        "COLUMNS": "200",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "tether.cli.app", *args],
         cwd=ROOT,

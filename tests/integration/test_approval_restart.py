@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.approval_agent import ASKED, LEDGER_ENV
+from tests.integration.approval_agent import AGENT_REF, ASKED, LEDGER_ENV
+from tether.agent_refs import AGENTS_ENV
 from tether.engine import Runtime
 from tether.errors import UsageError
 from tether.journal import Store, verify_chain
@@ -26,8 +27,12 @@ from tether.journal.store import args_hash
 
 
 def _env(ledger: Path) -> dict[str, str]:
-    path = os.pathsep.join((str(ROOT / "src"), str(ROOT)))  # this checkout's sources first
-    env = {**os.environ, "PYTHONPATH": path, LEDGER_ENV: str(ledger)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+        LEDGER_ENV: str(ledger),
+        AGENTS_ENV: AGENT_REF,  # the operator allows this agent's code to continue its runs
+    }
     env.pop("TETHER_DB", None)
     return env
 

@@ -19,7 +19,7 @@ TRIALS = 24
 
 
 def _spawn(db: Path, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     # unbuffered bytes: reading the READY line must not swallow what the child prints next
     # (on a loaded machine a quick resume prints its RESULT before the parent reads READY)
     return subprocess.Popen(
@@ -131,7 +131,11 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
 
 def test_in_doubt_irreversible_call_escalates_instead_of_repeating(tmp_path: Path) -> None:
     db, ledger = tmp_path / "w.db", tmp_path / "w-ledger"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CRASH_LEDGER": str(ledger)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+        "CRASH_LEDGER": str(ledger),
+    }
     cmd = [sys.executable, "-m", "tether.cli.app"]
     ref = "tests.integration.crash_agent:wire_agent"
     first = subprocess.run(
@@ -145,7 +149,7 @@ def test_in_doubt_irreversible_call_escalates_instead_of_repeating(tmp_path: Pat
     run_id = _run_id(db)
     assert run_id is not None
     second = subprocess.run(
-        [*cmd, "resume", run_id, "--db", str(db), "--json"],
+        [*cmd, "resume", run_id, "--db", str(db), "--json", "--agent", ref],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import edit_stored_payload, tether
 
 REF = "examples.quickstart.agent:agent"
+ALLOWED = {"TETHER_AGENTS": REF}  # the operator allows the quickstart agent to continue runs
 
 
 @pytest.fixture
@@ -31,7 +32,9 @@ def test_run_approve_with_edit_and_refuse_a_second_decision(db: Path) -> None:
     assert [a["id"] for a in pending] == [approval_id]
     assert pending[0]["args"] == {"order_id": "#1001", "amount": 42.5, "reason": "arrived damaged"}
     edit = json.dumps({"order_id": "#1001", "amount": 40, "reason": "partial refund"})
-    out = tether(db, "approve", approval_id[:10], "--edit", edit, "--by", "alice", "--json")
+    out = tether(
+        db, "approve", approval_id[:10], "--edit", edit, "--by", "alice", "--json", env=ALLOWED
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["output"] == "Done: refunded $40.00 for #1001 (partial refund)."
     again = tether(db, "approve", approval_id, "--by", "mallory")
@@ -46,7 +49,9 @@ def test_run_approve_with_edit_and_refuse_a_second_decision(db: Path) -> None:
 
 def test_reject_reaches_the_agent(db: Path) -> None:
     _run_id, approval_id = start_waiting_run(db)
-    out = tether(db, "reject", approval_id, "--reason", "order is under investigation", "--json")
+    out = tether(
+        db, "reject", approval_id, "--reason", "order is under investigation", "--json", env=ALLOWED
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["status"] == "succeeded"
@@ -85,7 +90,7 @@ def test_corrupt_journal_row_is_reported_not_crashed(db: Path) -> None:
     run_id, approval_id = start_waiting_run(db)
     assert edit_stored_payload(db, run_id, 3, lambda payload: payload[:20])
     tether(db, "approve", approval_id, "--no-resume")
-    resumed = tether(db, "resume", run_id)
+    resumed = tether(db, "resume", run_id, env=ALLOWED)
     assert resumed.returncode == 2
     assert f"run {run_id}: event #3 is corrupt" in resumed.stderr
     assert "Traceback" not in resumed.stderr

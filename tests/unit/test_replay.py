@@ -16,6 +16,8 @@ from tether.journal import Store
 from tether.policy import Decision, Proposal, rule
 from tether.replay import diff_runs, fork_run, replay_run
 
+REF = "examples.quickstart.agent:agent"
+
 
 async def recorded_run(store: Store) -> str:
     script = [
@@ -109,20 +111,30 @@ async def test_fork_reuses_the_recorded_result_of_an_identical_call(sqlite_store
 @pytest.fixture
 def cli_run(tmp_path: Path) -> tuple[Path, str]:
     db = tmp_path / "r.db"
-    out = tether(db, "run", "examples.quickstart.agent:agent", "--input", "refund #1001", "--json")
+    out = tether(db, "run", REF, "--input", "refund #1001", "--json")
     run_id = json.loads(out.stdout)["run_id"]
     approval = json.loads(tether(db, "approvals", "--json").stdout)[0]["id"]
-    assert tether(db, "approve", approval, "--json").returncode == 0
+    assert tether(db, "approve", approval, "--json", "--agent", REF).returncode == 0
     return db, run_id
 
 
 def test_cli_replay_fork_diff(cli_run: tuple[Path, str], tmp_path: Path) -> None:
     db, run_id = cli_run
-    out = tether(db, "replay", run_id)
+    out = tether(db, "replay", run_id, "--agent", REF)
     assert out.returncode == 0 and "replay matched" in out.stdout
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Refund only half.")
-    fork = tether(db, "replay", run_id, "--from-step", "2", "--instructions", str(prompt), "--json")
+    fork = tether(
+        db,
+        "replay",
+        run_id,
+        "--from-step",
+        "2",
+        "--instructions",
+        str(prompt),
+        "--json",
+        env={"TETHER_AGENTS": REF},
+    )
     assert fork.returncode == 0, fork.stderr
     fork_id = json.loads(fork.stdout)["id"]
     diff = json.loads(tether(db, "diff", run_id, fork_id, "--json").stdout)

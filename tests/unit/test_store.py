@@ -217,7 +217,9 @@ def test_a_version_1_journal_moves_to_batches_intact(store_url: str) -> None:
 
 def test_run_prefix_lookup_and_not_found(store: Store) -> None:
     store.create_run(_run("abcdef123"))
-    assert store.get_run("abcd").id == "abcdef123"
+    assert store.get_run("abcdef").id == "abcdef123"
+    with pytest.raises(NotFound, match="at least 6 characters"):
+        store.get_run("abcd")  # too short to be a prefix
     with pytest.raises(NotFound):
         store.get_run("zzz")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections.abc import Callable
 
+import sqlalchemy as sa
 import typer
-from rich.markup import escape
 
 from tether.cli import approvals, replay, runs
-from tether.cli.common import err_console
+from tether.cli.common import Interrupted, err_console
+from tether.cli.render import first_line, safe
 from tether.errors import JournalCorrupted, TetherError
 
 app = typer.Typer(
@@ -45,16 +47,35 @@ def main() -> None:
     """Entry point: errors become one clear line and exit code 2, never a traceback."""
     try:
         app()
+    except Interrupted as stop:
+        rid = safe(stop.run_id)
+        if stop.status is None:
+            err_console.print(f"interrupted: run {rid} did not start")
+        else:
+            err_console.print(
+                f"interrupted: run {rid} is {stop.status}; every finished step is journaled: "
+                f"continue it with `tether resume {rid}`"
+            )
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
     except JournalCorrupted as exc:
-        err_console.print(f"[red]journal corrupt:[/] {escape(str(exc))}")
+        err_console.print(f"[red]journal corrupt:[/] {safe(exc)}")
         err_console.print("check every run with `tether verify --all`; other runs are unaffected")
         sys.exit(2)
     except TetherError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[red]error:[/] {safe(exc)}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; the run is journaled: continue it with `tether resume RUN`")
-        sys.exit(130)
+    except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
+        # a store that fails mid-command (a damaged file, a dropped connection): transactions
+        # roll back, so nothing is half-written
+        why = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        err_console.print(f"[red]store error:[/] {safe(first_line(why))}")
+        sys.exit(2)
+    except RecursionError:
+        err_console.print("[red]error:[/] data nested too deeply to read")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

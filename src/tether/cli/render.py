@@ -6,7 +6,10 @@ import json
 from datetime import datetime
 from typing import Any
 
+from rich.markup import escape
+
 from tether.journal.events import Event
+from tether.text import visible
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -37,9 +40,22 @@ TYPE_STYLE = {
 
 
 def short(text: Any, width: int = 100) -> str:
+    """One line of at most ``width`` characters, control and bidi characters made visible."""
     s = text if isinstance(text, str) else json.dumps(text, default=str, separators=(",", ":"))
-    s = s.replace("\n", " ⏎ ")
+    s = visible(s.replace("\n", " ⏎ "))
     return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def safe(text: Any) -> str:
+    """Text a model, tool, rule or store supplied, ready for Rich: control and bidi characters
+    made visible and ``[...]`` not read as markup."""
+    return escape(visible(str(text)))
+
+
+def first_line(exc: object) -> str:
+    """An error's message on one line (drivers add context lines and hints below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def when(ts: float | None) -> str:
@@ -60,7 +76,11 @@ def _asked(request: dict[str, Any] | None) -> str:
 
 
 def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
-    """One line saying what an event means."""
+    """One line saying what an event means, control and bidi characters made visible."""
+    return visible(_summarise(ev, p, width))
+
+
+def _summarise(ev: Event, p: dict[str, Any], width: int) -> str:
     t = ev.type
     if t == "run_started":
         agent = p["agent"]
@@ -91,7 +111,7 @@ def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
         head = f"{p['decision'].upper()} {p.get('tool')} by rule {p.get('rule')}"
         return f"{head}: {p.get('reason')}{extra}"
     if t == "approval_requested":
-        return f"approval {p['approval_id'][:12]} for {p['tool']} {short(p['args'], width)}"
+        return f"approval {p['approval_id']} for {p['tool']} {short(p['args'], width)}"
     if t == "approval_decided":
         edit = f" edited to {short(p['edited_args'], 80)}" if p.get("edited_args") else ""
         why = f" ({p['reason']})" if p.get("reason") else ""
@@ -148,8 +168,8 @@ def timeline_block(events: list[Event], width: int = 100, *, color: bool = False
             summary = summarise(ev, ev.payload, width)
             bad = False
         except (ValueError, KeyError, TypeError) as exc:
-            summary, bad = f"cannot decode: {exc}", True
-        kind = f"{ev.type:<18}"
+            summary, bad = visible(f"cannot decode: {exc}"), True
+        kind = visible(f"{ev.type:<18}")
         code = _ANSI.get(TYPE_STYLE.get(ev.type, ""))
         if color and code:
             kind = f"\x1b[{code}m{kind}\x1b[0m"

@@ -10,8 +10,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tether.cli.common import DbOption, JsonOption, console, open_store, print_json
-from tether.cli.render import short
+from tether.cli.common import (
+    AgentOption,
+    DbOption,
+    JsonOption,
+    console,
+    load_agent_for,
+    open_store,
+    print_json,
+    short_ids,
+)
+from tether.cli.render import safe, short
 from tether.errors import UsageError
 from tether.journal.events import verify_chain
 
@@ -37,6 +46,7 @@ def replay(
         typer.Option("--live-reads", help="Fork: run read tools live instead of from the journal."),
     ] = False,
     db: DbOption = None,
+    agent_ref: AgentOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Replay a run exactly from its journal, or fork it from a step with changes (what-if).
@@ -47,9 +57,10 @@ def replay(
     from tether.replay import fork_run, replay_run
 
     store = open_store(db)
+    agent = load_agent_for(store.get_run(run_id), agent_ref)
     fork_requested = any(x is not None for x in (from_step, model, instructions, policy))
     if not fork_requested:
-        report = asyncio.run(replay_run(store, run_id))
+        report = asyncio.run(replay_run(store, run_id, agent))
         if as_json:
             print_json(report.to_dict())
         elif report.matched:
@@ -59,7 +70,7 @@ def replay(
         else:
             d = report.divergence or {}
             console.print(
-                f"[red]replay diverged at step {d.get('step')}[/]: {escape(str(d.get('what')))}"
+                f"[red]replay diverged at step {safe(d.get('step'))}[/]: {safe(d.get('what'))}"
             )
             console.print(f"  recorded: {escape(short(d.get('original'), 300))}")
             console.print(f"  replayed: {escape(short(d.get('replayed'), 300))}")
@@ -87,6 +98,7 @@ def replay(
             rules=rules,
             limits=limits,
             live_reads=live_reads,
+            agent=agent,
         )
     )
     record = store.get_run(new_id)
@@ -94,10 +106,11 @@ def replay(
         print_json(record.to_dict())
         return
     console.print(
-        f"fork [bold]{new_id}[/] of {record.parent_run_id} from step "
+        f"fork [bold]{safe(new_id)}[/] of {safe(record.parent_run_id)} from step "
         f"{record.fork_step}: {record.status}"
     )
-    console.print(f"compare: `tether diff {run_id[:12]} {new_id[:12]}`")
+    ids = short_ids(store, "runs", [record.parent_run_id or run_id, new_id])
+    console.print(f"compare: `tether diff {ids[record.parent_run_id or run_id]} {ids[new_id]}`")
 
 
 def diff(
@@ -109,7 +122,8 @@ def diff(
     """Show where two runs (e.g. a run and its fork) make different decisions."""
     from tether.replay import diff_runs
 
-    report = diff_runs(open_store(db), run_a, run_b)
+    store = open_store(db)
+    report = diff_runs(store, run_a, run_b)
     if as_json:
         print_json(report.to_dict())
         return
@@ -119,8 +133,9 @@ def diff(
     console.print(f"[yellow]first divergence at step {report.first_divergent_step}[/]")
     table = Table(show_lines=True)
     table.add_column("step", justify="right")
-    table.add_column(f"A {report.run_a[:12]}", overflow="fold")
-    table.add_column(f"B {report.run_b[:12]}", overflow="fold")
+    ids = short_ids(store, "runs", [report.run_a, report.run_b])
+    table.add_column(f"A {ids[report.run_a]}", overflow="fold")
+    table.add_column(f"B {ids[report.run_b]}", overflow="fold")
     for row in report.steps:
         if row["step"] < (report.first_divergent_step or 0):
             continue
@@ -159,7 +174,7 @@ def export(
     spans = export_run(store, record.id, tracer_provider=provider, capture_content=content or None)
     provider.force_flush()
     provider.shutdown()
-    console.print(f"exported {spans} spans of run {record.id} to {endpoint}")
+    console.print(f"exported {spans} spans of run {safe(record.id)} to {safe(endpoint)}")
 
 
 def verify(
@@ -211,9 +226,9 @@ def verify(
     else:
         for p in problems:
             where = "" if p["seq"] is None else f" event #{p['seq']}"
-            console.print(f"[red]TAMPERED[/] run {p['run_id']}{where}: {escape(p['reason'])}")
+            console.print(f"[red]TAMPERED[/] run {safe(p['run_id'])}{where}: {safe(p['reason'])}")
         for line in damage:
-            console.print(f"[red]DATABASE DAMAGED[/] {escape(line)}")
+            console.print(f"[red]DATABASE DAMAGED[/] {safe(line)}")
         if not problems and not damage:
             checked = "" if integrity is None else "; the database passes its integrity check"
             console.print(f"[green]ok[/]: {len(ids)} run(s), every hash chain verifies{checked}")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,19 +12,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.cli.common import (
+    AgentOption,
     ByOption,
     DbOption,
     JsonOption,
     PolicyOption,
     console,
+    drive,
+    load_agent_for,
+    load_agent_named,
     open_runtime,
     open_store,
     print_json,
+    short_ids,
 )
-from tether.cli.render import short, status_text, summarise, timeline_block, when
-from tether.engine.runtime import RunResult, Runtime, load_agent, rebuild_state
+from tether.cli.render import safe, short, status_text, summarise, timeline_block, when
+from tether.engine.runtime import RunResult, Runtime, rebuild_state
 from tether.errors import UsageError
 from tether.journal.events import Event, asked_at, decision_in, request_in
+from tether.journal.store import Store
+from tether.text import visible
 
 
 def _parse_input(text: str) -> Any:
@@ -39,6 +46,8 @@ def _parse_input(text: str) -> Any:
             return json.loads(stripped)
         except ValueError as exc:
             raise UsageError(f"input looks like JSON but does not parse: {exc}") from exc
+        except RecursionError as exc:
+            raise UsageError("input JSON is nested too deeply to read") from exc
     return text
 
 
@@ -51,32 +60,35 @@ def _live_printer(quiet: bool) -> Any:
             line = escape(summarise(ev, ev.payload, 90))
         except Exception:
             line = ""
-        console.print(f"  [dim]{ev.step:>3}[/] {ev.type:<18} {line}")
+        console.print(f"  [dim]{ev.step:>3}[/] {safe(f'{ev.type:<18}')} {line}")
 
     return on_event
 
 
-def report(result: RunResult, as_json: bool) -> None:
+def report(result: RunResult, as_json: bool, store: Store) -> None:
+    """Where a run stands, with the command that moves it on (its ids as the store selects)."""
     if as_json:
         print_json(result.to_dict())
         return
     console.print(
-        f"run [bold]{result.run_id}[/] {status_text(result.status)} · "
+        f"run [bold]{safe(result.run_id)}[/] {status_text(result.status)} · "
         f"{result.steps} steps · {result.input_tokens}→{result.output_tokens} tokens"
     )
     if result.reason:
-        console.print(f"  reason: {escape(result.reason)}")
+        console.print(f"  reason: {safe(result.reason)}")
     if result.output is not None:
         console.print(f"  output: {escape(short(result.output, 400))}")
     if result.status == "waiting_approval" and result.waiting_for:
         aid = result.waiting_for["approval_id"]
+        aid = short_ids(store, "approvals", [aid])[aid]
         console.print(
-            f"  waiting for approval [bold]{aid[:12]}[/]: "
-            f"`tether approve {aid[:12]}` or `tether reject {aid[:12]} --reason ...`"
+            f"  waiting for approval [bold]{aid}[/]: "
+            f"`tether approve {aid}` or `tether reject {aid} --reason ...`"
         )
     if result.status == "waiting_input" and result.waiting_for:
-        console.print(f"  question: {escape(str(result.waiting_for.get('question')))}")
-        console.print(f'  answer with `tether answer {result.run_id[:12]} "..."`')
+        console.print(f"  question: {safe(result.waiting_for.get('question'))}")
+        rid = short_ids(store, "runs", [result.run_id])[result.run_id]
+        console.print(f'  answer with `tether answer {rid} "..."`')
 
 
 def run(
@@ -91,16 +103,23 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Start a run of an agent and drive it until it finishes or waits for a human."""
-    agent = load_agent(agent_ref)
+    agent = load_agent_named(agent_ref)
+    value = _parse_input(input)
     runtime = open_runtime(db, policy)
     runtime.on_event = _live_printer(quiet or as_json)
-    result = asyncio.run(runtime.run(agent, _parse_input(input), agent_ref=agent_ref, model=model))
-    report(result, as_json)
+    run_id = secrets.token_hex(16)  # chosen here, so an interruption can name the run
+    result = drive(
+        runtime.store,
+        run_id,
+        runtime.run(agent, value, run_id=run_id, agent_ref=agent_ref, model=model),
+    )
+    report(result, as_json, runtime.store)
 
 
 def resume(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
     db: DbOption = None,
+    agent_ref: AgentOption = None,
     model: Annotated[str | None, typer.Option("--model", help="Model spec override.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     policy: PolicyOption = None,
@@ -108,9 +127,11 @@ def resume(
 ) -> None:
     """Continue a run from its journal (after a crash, an approval or an answer)."""
     runtime = open_runtime(db, policy)
+    record = runtime.store.get_run(run_id)
+    agent = load_agent_for(record, agent_ref)
     runtime.on_event = _live_printer(quiet or as_json)
-    result = asyncio.run(runtime.resume(run_id, model=model))
-    report(result, as_json)
+    result = drive(runtime.store, record.id, runtime.resume(record.id, agent, model=model))
+    report(result, as_json, runtime.store)
 
 
 def runs(
@@ -121,17 +142,20 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """List runs, newest first."""
-    records = open_store(db).list_runs(status=status, agent=agent, limit=limit)
+    store = open_store(db)
+    records = store.list_runs(status=status, agent=agent, limit=limit)
     if as_json:
         print_json([r.to_dict() for r in records])
         return
+    total = store.count_runs(status=status, agent=agent) if len(records) == limit else len(records)
+    ids = short_ids(store, "runs", [r.id for r in records])
     table = Table(title=f"{len(records)} runs", show_lines=False)
     for col in ("run", "agent", "status", "steps", "tokens", "cost", "started", "reason"):
         table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
-            r.id[:12],
-            f"{r.agent} v{r.agent_version}",
+            ids[r.id],
+            safe(f"{r.agent} v{r.agent_version}"),
             status_text(r.status),
             str(r.steps),
             f"{r.input_tokens}→{r.output_tokens}",
@@ -140,6 +164,8 @@ def runs(
             escape(short(r.reason or "", 50)),
         )
     console.print(table)
+    if total > len(records):
+        console.print(f"showing {len(records)} of {total} runs; see more with --limit")
 
 
 def show(
@@ -156,11 +182,12 @@ def show(
         print_json({"run": record.to_dict(), "events": [e.to_dict() for e in events]})
         return
     console.print(
-        f"[bold]run {record.id}[/] · agent {record.agent} v{record.agent_version} · "
+        f"[bold]run {safe(record.id)}[/] · agent {safe(record.agent)} "
+        f"v{safe(record.agent_version)} · "
         f"{status_text(record.status)} · {len(events)} events"
     )
     if record.reason:
-        console.print(f"reason: {escape(record.reason)}")
+        console.print(f"reason: {safe(record.reason)}")
     width = 10_000 if full else 100
     color = console.is_terminal and not console.no_color
     console.file.write(timeline_block(events, width, color=color))
@@ -179,16 +206,16 @@ def show(
                 table.add_column(col, justify="right" if col != "calls" else "left")
             for s in steps:
                 table.add_row(str(s["step"]), f"{s['ms']:.0f}", f"{s['in']}→{s['out']}",
-                              f"${s['cost']:.4f}", escape(", ".join(s["calls"])),
-                              " ".join(s["decisions"]))  # fmt: skip
+                              f"${s['cost']:.4f}", safe(", ".join(s["calls"])),
+                              safe(" ".join(s["decisions"])))  # fmt: skip
             console.print(table)
     if full:
         state = rebuild_state(record.id, events)
         console.print("\n[bold]conversation as the model last saw it[/]")
         for m in state.messages:
-            console.print(f"[bold]{m.role}[/]: {escape(m.content)}")
+            console.print(f"[bold]{safe(m.role)}[/]: {escape(visible(m.content, newlines=True))}")
             for c in m.tool_calls:
-                console.print(f"  → {c.name}({escape(c.arguments_text())}) [{c.id}]")
+                console.print(f"  → {safe(c.name)}({safe(c.arguments_text())}) \\[{safe(c.id)}]")
 
 
 def step_summary(events: list[Event]) -> list[dict[str, Any]]:
@@ -239,5 +266,7 @@ def cancel(
     by: ByOption = None,
 ) -> None:
     """Cancel a run that has not finished."""
-    Runtime(open_store(db)).cancel(run_id, reason=reason, by=by)
-    console.print(f"run {run_id} cancelled")
+    store = open_store(db)
+    record = store.get_run(run_id)
+    Runtime(store).cancel(record.id, reason=reason, by=by)
+    console.print(f"run {safe(record.id)} cancelled")

@@ -508,6 +508,8 @@ def _parse_arguments(raw: str | dict[str, Any]) -> tuple[dict[str, Any], str | N
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         return {}, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+    except RecursionError:  # the model's text decides the depth: an answer, not a crash
+        return {}, "arguments are nested too deeply"
     if not isinstance(value, dict):
         return {}, f"arguments must be a JSON object, got {type(value).__name__}"
     return value, None

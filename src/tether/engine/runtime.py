@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from tether.agent import Agent
+from tether.agent_refs import recorded_ref
 from tether.engine.budget import BudgetGuard, CostEstimator
 from tether.engine.context import RunContext
 from tether.engine.edits import check_edit
@@ -294,13 +295,8 @@ class Runtime:
             raise JournalCorrupted(record.id, 1, "the run has no events (it never started)")
         if state.status.terminal:
             return _result(state)
-        if agent is None:
-            if not record.agent_ref:
-                raise UsageError(
-                    f"run {record.id} was started from Python without an agent reference; "
-                    "pass the agent to resume it"
-                )
-            agent = load_agent(record.agent_ref)
+        if agent is None:  # only a reference the operator allows is imported
+            agent = load_agent(recorded_ref(record.id, record.agent_ref))
         if agent.name != record.agent:
             raise UsageError(
                 f"run {record.id} belongs to agent {record.agent!r}, not {agent.name!r}"
@@ -382,7 +378,7 @@ class Runtime:
                         f"run {run.id} was started from Python without an agent reference; "
                         "pass the agent to check the edited arguments"
                     )
-                agent = load_agent(run.agent_ref)
+                agent = load_agent(recorded_ref(run.id, run.agent_ref))
             policy, _ = self.policy_for(record.run_id)
             _, state = self.load_state(record.run_id)
             check_edit(record, edit, agent, policy, state, self._deps_for(agent))

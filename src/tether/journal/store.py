@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,6 +56,28 @@ def _read_only_sqlite_url(url: str) -> str:
     if not os.access(Path(path).parent, os.W_OK) and not Path(f"{path}-wal").exists():
         params += "&immutable=1"
     return f"sqlite:///file:{quote(path)}?{params}&uri=true"
+
+
+MIN_ID_PREFIX = 6  # the fewest characters of an id that select a record by prefix
+
+
+def shown_url(url: str) -> str:
+    """A store URL as it may be shown: any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def normalise_url(url: str | None) -> str:
@@ -261,8 +284,9 @@ class Store:
             kwargs["pool_pre_ping"] = True  # a pooled connection the server dropped is replaced
         try:
             self.engine = sa.create_engine(engine_url, **kwargs)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise UsageError(f"cannot open store {self.url!r}: {exc}") from exc
+        except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+            # ValueError: a URL that does not parse (a port that is not a number, a stray [)
+            raise UsageError(f"cannot open store {shown_url(self.url)}: {exc}") from exc
         if self.is_sqlite:
             self._setup_sqlite(busy_timeout)
         elif read_only:
@@ -279,12 +303,24 @@ class Store:
             md.reflect(
                 self.engine,
                 only=[
-                    "runs", "event_batches", "blobs", "approvals", "counters", "controls", "cache"
+                    "runs",
+                    "event_batches",
+                    "blobs",
+                    "approvals",
+                    "counters",
+                    "controls",
+                    "cache",
                 ],
-            )  # fmt: skip
+            )
         except sa.exc.DBAPIError as exc:
+            # unreachable server, refused login, or a file that is not (or no longer) a database
             self.engine.dispose()
-            raise UsageError(f"cannot open store {self.url!r}: {exc.orig}") from exc
+            raise UsageError(f"cannot open store {shown_url(self.url)}: {exc.orig}") from exc
+        except (sa.exc.InvalidRequestError, sa.exc.NoSuchTableError) as exc:
+            self.engine.dispose()
+            raise UsageError(
+                f"cannot open store {shown_url(self.url)}: it is not a tether store ({exc})"
+            ) from exc
         self.t = md.tables
 
     def _check_schema(self) -> int:
@@ -293,10 +329,11 @@ class Store:
         with self.engine.connect() as conn:
             version = schema_version(conn)
         if version is None:
-            raise UsageError(f"store {self.url!r} holds no tether journal")
+            raise UsageError(f"store {shown_url(self.url)} holds no tether journal")
         if version != latest:
             raise UsageError(
-                f"store {self.url!r} has schema version {version}, this tether reads {latest}: "
+                f"store {shown_url(self.url)} has schema version {version}, "
+                f"this tether reads {latest}: "
                 "open it writable once (any other tether command) to migrate it"
             )
         return version
@@ -635,22 +672,62 @@ class Store:
     def _by_id_or_prefix(self, table: str, ident: str) -> tuple[Any, str]:
         """The row whose id is ``ident``, else the one row whose id starts with it.
 
-        Returns ``(row, "")``, or ``(None, why)`` with why = "no such id" / "ambiguous prefix".
+        An exact id of any length matches; a prefix must have at least ``MIN_ID_PREFIX``
+        characters and is matched literally (``%`` and ``_`` are not wildcards), so an empty or
+        tiny argument can never select whichever record happens to be the only one.
+        Returns ``(row, "")``, or ``(None, why)``.
         """
+        if not ident.strip():
+            raise UsageError(f"an id is required (at least {MIN_ID_PREFIX} characters of it)")
         t = self.t[table]
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == ident)).first()
             if row is not None:
                 return row, ""
-            rows = conn.execute(sa.select(t).where(t.c.id.like(f"{ident}%")).limit(2)).all()
+            if len(ident) < MIN_ID_PREFIX:
+                return None, f"no such id (a prefix needs at least {MIN_ID_PREFIX} characters)"
+            rows = conn.execute(
+                sa.select(t).where(t.c.id.startswith(ident, autoescape=True)).limit(2)
+            ).all()
         if len(rows) == 1:
             return rows[0], ""
         return None, "ambiguous prefix" if rows else "no such id"
 
+    def id_prefixes(self, table: str, ids: Sequence[str]) -> dict[str, str]:
+        """For each of ``ids`` the shortest prefix (at least ``MIN_ID_PREFIX`` characters) that
+        selects it alone among every id of ``table`` now; an id no prefix can single out (one
+        that begins another) stays whole, and a whole id always matches exactly."""
+        if not ids:
+            return {}
+        t = self.t[table]
+        with self.engine.connect() as conn:
+            every = sorted(str(r[0]) for r in conn.execute(sa.select(t.c.id)).all())
+        position = {ident: i for i, ident in enumerate(every)}
+        out: dict[str, str] = {}
+        for ident in ids:
+            i = position.get(ident)
+            need = MIN_ID_PREFIX
+            for j in (i - 1, i + 1) if i is not None else ():
+                if 0 <= j < len(every):
+                    need = max(need, _common_prefix(ident, every[j]) + 1)
+            out[ident] = ident if need >= len(ident) else ident[:need]
+        return out
+
+    def count_runs(self, *, status: str | None = None, agent: str | None = None) -> int:
+        """How many runs :meth:`list_runs` would list without a limit."""
+        runs_t = self.t["runs"]
+        q = sa.select(sa.func.count()).select_from(runs_t)
+        if status:
+            q = q.where(runs_t.c.status == status)
+        if agent:
+            q = q.where(runs_t.c.agent == agent)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def get_run(self, run_id: str) -> RunRecord:
         row, why = self._by_id_or_prefix("runs", run_id)
         if row is None:
-            hint = "no such run" if why == "no such id" else why
+            hint = why.replace("no such id", "no such run", 1)
             raise NotFound(f"run {run_id!r}: {hint} (see `tether runs`)")
         return self._run_from_row(row)
 
@@ -726,9 +803,10 @@ class Store:
         return ApprovalRecord(**{c: data[c] for c in _APPROVAL_COLUMNS})
 
     def get_approval(self, approval_id: str) -> ApprovalRecord:
-        row, _ = self._by_id_or_prefix("approvals", approval_id)
+        row, why = self._by_id_or_prefix("approvals", approval_id)
         if row is None:
-            raise NotFound(f"approval {approval_id!r} not found (see `tether approvals`)")
+            hint = why.replace("no such id", "not found", 1)
+            raise NotFound(f"approval {approval_id!r}: {hint} (see `tether approvals`)")
         return self._approval_from_row(row)
 
     def approval_for_call(self, run_id: str, call_id: str) -> ApprovalRecord | None:

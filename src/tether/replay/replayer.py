@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agent import Agent
+from tether.agent_refs import recorded_ref
 from tether.engine.runtime import Runtime, bind_policy, load_agent
 from tether.errors import UsageError
 from tether.journal.events import Event, decision_in
@@ -107,9 +108,7 @@ def _args(raw: Any) -> Any:
 def _agent_for(store: Store, record: RunRecord, agent: Agent | None) -> Agent:
     if agent is not None:
         return agent
-    if not record.agent_ref:
-        raise UsageError(f"run {record.id} has no agent reference; pass the agent to replay it")
-    return load_agent(record.agent_ref)
+    return load_agent(recorded_ref(record.id, record.agent_ref))  # only an allowed reference
 
 
 async def _drive_with_recorded_humans(
