@@ -81,11 +81,19 @@ class ServerSettings:
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int | None = None
     seed: int = 0
+    verbose: bool = False  # llama.cpp's own log, in the server's log file
 
     def key(self) -> str:
         """A short name for these settings (and the Python running the server)."""
         text = json.dumps(
-            [str(self.model_path.resolve()), self.n_ctx, self.n_threads, self.seed, sys.executable]
+            [
+                str(self.model_path.resolve()),
+                self.n_ctx,
+                self.n_threads,
+                self.seed,
+                self.verbose,
+                sys.executable,
+            ]
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -223,6 +231,8 @@ class LocalServer:
         ]
         if self.settings.n_threads:
             command += ["--n-threads", str(self.settings.n_threads)]
+        if self.settings.verbose:
+            command.append("--verbose")
         with open(self.log_path, "ab") as log:
             child = subprocess.Popen(
                 command,
@@ -320,6 +330,7 @@ class LocalModel:
         name: str | None = None,
         home: Path | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        verbose: bool = False,
     ) -> None:
         self._sdk = _import_openai()
         path = Path(model_path) if model_path else default_model_path()
@@ -329,7 +340,7 @@ class LocalModel:
         self.seed = seed
         self.timeout = timeout
         self.server = LocalServer(
-            ServerSettings(path, n_ctx=n_ctx, n_threads=n_threads, seed=seed),
+            ServerSettings(path, n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=verbose),
             home=home,
             idle_timeout=idle_timeout,
         )

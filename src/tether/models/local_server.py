@@ -9,6 +9,7 @@ without a request, so a server shared by several processes never outlives its us
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import threading
 import time
 from typing import Any
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--idle-timeout", type=float, default=600.0)
+    parser.add_argument("--verbose", action="store_true", help="llama.cpp's own log")
     return parser
 
 
@@ -41,7 +43,6 @@ class _Activity:
 
 
 def _track(app: Any, activity: _Activity) -> None:
-    @app.middleware("http")
     async def count(request: Any, call_next: Any) -> Any:
         with activity.lock:
             activity.active += 1
@@ -52,9 +53,12 @@ def _track(app: Any, activity: _Activity) -> None:
                 activity.active -= 1
                 activity.last = time.monotonic()
 
+    app.middleware("http")(count)
+
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    faulthandler.enable()  # a native crash leaves its Python stack in the server's log
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_ctx": args.n_ctx,
         "n_batch": args.n_batch,
         "seed": args.seed,
-        "verbose": False,
+        "verbose": args.verbose,
     }
     if args.n_threads:
         model["n_threads"] = args.n_threads
