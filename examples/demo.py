@@ -39,6 +39,7 @@ DB = HOME / "demo.db"
 DESK_DB = HOME / "support.db"
 CHOSEN = HOME / "demo-model"
 MODEL_ENV = "TETHER_DEMO_MODEL"
+LOCAL_MAX_TOKENS = 128
 
 
 def _ticket_of(request: ModelRequest) -> Ticket | None:
@@ -104,6 +105,15 @@ def _model_spec(requested: str | None) -> str:
 def _model(spec: str) -> Any:
     if spec == "scripted":
         return plan_model()
+    if spec == "local":
+        # the `local` spec, with answers kept short: the grammar fits each JSON answer (a tool
+        # call, or the ticket result with a brief reply draft) in LOCAL_MAX_TOKENS
+        from tether.models import RetryModel
+        from tether.models.local import LocalModel
+        from tether.models.resolve import LOCAL_ATTEMPTS
+
+        local = LocalModel(max_tokens=LOCAL_MAX_TOKENS)
+        return RetryModel(local, max_attempts=LOCAL_ATTEMPTS, base_delay=0.2, max_delay=2.0)
     from tether.models.resolve import resolve_model
 
     return resolve_model(spec)

@@ -1,4 +1,4 @@
-"""`make demo`'s output in an 80-column terminal: a line per ticket as it finishes, a compact table."""
+"""`make demo` in an 80-column terminal: a line per ticket as it finishes, a compact table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from examples.support_desk import data
 from examples.support_desk.tickets import TICKETS
 

@@ -40,6 +40,8 @@ import httpx
 from tether.errors import ModelError, ModelTimeout
 from tether.messages import ModelRequest, ModelResponse
 from tether.models.local_prompt import (
+    DEFAULT_MAX_TOKENS,
+    ReplyMode,
     build_completion,
     default_model_path,
     json_grammar,
@@ -313,7 +315,9 @@ def stop_all(home: Path | None = None) -> int:
 class LocalModel:
     """SmolLM2-135M-Instruct (or another GGUF chat model) behind a supervised local server.
 
-    Request ``params`` are those of :func:`tether.models.local_prompt.build_completion`. A server
+    Request ``params`` are those of :func:`tether.models.local_prompt.build_completion`;
+    ``max_tokens`` is the answer length when a request does not say (the grammar keeps a JSON
+    answer within it). A server
     crash or hang during a request raises a retryable :class:`ModelError`; wrap the model in
     :class:`~tether.models.retry.RetryModel` (the ``local`` spec does) to carry on with a new
     server.
@@ -331,8 +335,10 @@ class LocalModel:
         home: Path | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         verbose: bool = False,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         self._sdk = _import_openai()
+        self.max_tokens = max_tokens
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -348,8 +354,6 @@ class LocalModel:
             "local:smollm2-135m-instruct" if model_path is None else f"local:{path.stem}"
         )
         self._grammars: dict[str, str] = {}
-        self._client: Any = None
-        self._client_key: tuple[int, str] | None = None
 
     @property
     def name(self) -> str:
@@ -384,19 +388,13 @@ class LocalModel:
             body["extra_body"] = extra
         return body
 
-    def _client_for(self, base_url: str) -> Any:
-        # an HTTP client belongs to one event loop; asyncio.run() per call gets a new one
-        key = (id(asyncio.get_running_loop()), base_url)
-        if self._client is None or self._client_key != key:
-            self._client = self._sdk.AsyncOpenAI(
-                base_url=base_url, api_key="none", timeout=self.timeout, max_retries=0
-            )
-            self._client_key = key
-        return self._client
-
     async def _complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         base_url = await asyncio.to_thread(self.server.ensure)
-        client = self._client_for(base_url)
+        # a client per call: an HTTP client belongs to one event loop, and callers may use many
+        # (asyncio.run per run); on loopback a new connection costs next to nothing
+        client = self._sdk.AsyncOpenAI(
+            base_url=base_url, api_key="none", timeout=self.timeout, max_retries=0
+        )
         try:
             completion = await client.chat.completions.create(**self.body(kwargs))
         except self._sdk.OpenAIError as exc:
@@ -404,15 +402,24 @@ class LocalModel:
             if error.retryable:
                 self.server.suspect()
             raise error from exc
+        finally:
+            await client.close()
         result: dict[str, Any] = completion.model_dump()
         return result
 
+    def _build(
+        self, request: ModelRequest, shrink: float = 1.0
+    ) -> tuple[dict[str, Any], ReplyMode]:
+        return build_completion(
+            request, seed=self.seed, name=self._name, shrink=shrink, max_tokens=self.max_tokens
+        )
+
     async def request(self, request: ModelRequest) -> ModelResponse:
-        kwargs, mode = build_completion(request, seed=self.seed, name=self._name)
+        kwargs, mode = self._build(request)
         turn = len(request.messages)
         response = parse_completion(await self._complete(kwargs), mode, turn, self._name)
         if truncated(response):  # the JSON was cut by max_tokens: once more, tighter
-            kwargs, mode = build_completion(request, seed=self.seed, name=self._name, shrink=3.0)
+            kwargs, mode = self._build(request, shrink=3.0)
             second = parse_completion(await self._complete(kwargs), mode, turn, self._name)
             response = merge_retry(response, second)
         return response

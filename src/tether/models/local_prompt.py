@@ -320,18 +320,23 @@ def _grammar_schema(
 
 
 def build_completion(
-    request: ModelRequest, *, seed: int, name: str, shrink: float = 1.0
+    request: ModelRequest,
+    *,
+    seed: int,
+    name: str,
+    shrink: float = 1.0,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> tuple[dict[str, Any], ReplyMode]:
     """The chat-completion arguments for ``request`` and its :class:`ReplyMode`.
 
     A JSON reply is constrained by ``response_format={"type": "json_object", "schema": ...}``;
     ``shrink`` tightens the grammar's length limits (used after a truncated answer). Request
-    ``params``: ``max_tokens`` (default 256), ``temperature`` (default 0: deterministic), ``top_p``,
-    ``top_k``, ``min_p``, ``repeat_penalty``, ``stop``, ``seed``, ``tool_choice`` (``"auto"``,
-    ``"required"``, or a tool name in OpenAI or Anthropic form).
+    ``params``: ``max_tokens`` (default: the argument), ``temperature`` (default 0:
+    deterministic), ``top_p``, ``top_k``, ``min_p``, ``repeat_penalty``, ``stop``, ``seed``,
+    ``tool_choice`` (``"auto"``, ``"required"``, or a tool name in OpenAI or Anthropic form).
     """
     params = request.params
-    max_tokens = int(params.get("max_tokens") or DEFAULT_MAX_TOKENS)
+    max_tokens = int(params.get("max_tokens") or max_tokens)
     kwargs: dict[str, Any] = {
         "max_tokens": max_tokens,
         "temperature": float(params.get("temperature", 0.0)),
