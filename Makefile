@@ -9,16 +9,18 @@ EXTRAS ?= dev,postgres,openai,anthropic,otel,local,server,workers
 # `make setup LLAMA_NATIVE=1` builds one tuned to this CPU on purpose; LLAMA_CMAKE_ARGS overrides.
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 ARCH := $(shell uname -m)
-ifeq ($(LLAMA_NATIVE),1)
+ifneq ($(origin LLAMA_CMAKE_ARGS),undefined)
+LLAMA_FLAVOUR := custom
+else ifeq ($(LLAMA_NATIVE),1)
 LLAMA_FLAVOUR := native
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON
 else ifeq ($(ARCH),x86_64)
 LLAMA_FLAVOUR := portable
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 else
 LLAMA_FLAVOUR := portable
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 endif
 WHEELS := $(VENV)/wheels/$(LLAMA_FLAVOUR)
 STAMP := $(VENV)/.installed-$(shell echo '$(EXTRAS)' | tr ',' '-')-$(LLAMA_FLAVOUR)
@@ -33,6 +35,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@case ',$(EXTRAS),' in *,local,*) $(MAKE) --no-print-directory llama-wheel ;; esac
 	@echo "installing tether and its extras into $(VENV)"
 	$(PY) -m pip install --quiet --find-links $(WHEELS) -c constraints.txt -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*  # one stamp: another flavour or set of extras installs again
 	@touch $@
 
 # The llama-cpp-python wheel, compiled once per flavour; --no-cache-dir because pip's wheel cache
