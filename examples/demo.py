@@ -273,6 +273,10 @@ def main() -> None:
         console.print(f"  tether show {rows[0].result.run_id[:12]} {db}     # a run in detail")
         console.print(f"  tether replay {rows[0].result.run_id[:12]} {db}")
     console.print(f"  tether runs {db}")
+    if spec == "local":
+        console.print(
+            "(the local model server stays up for these; it exits after 10 idle minutes)"
+        )
 
 
 if __name__ == "__main__":
