@@ -235,9 +235,13 @@ class LocalServer:
             command += ["--n-threads", str(self.settings.n_threads)]
         if self.settings.verbose:
             command.append("--verbose")
+        # llama.cpp's OpenMP threads spin while they wait for work by default: on a busy
+        # machine that burns the CPU the model needs (a demo ticket took 5x longer); they sleep
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         with open(self.log_path, "ab") as log:
             child = subprocess.Popen(
                 command,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
