@@ -22,8 +22,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from examples.support_desk.agent import make_ticket_agent
@@ -33,6 +34,7 @@ from tether import Agent, ModelRequest, ScriptedModel, ToolCall
 from tether.engine import Runtime
 from tether.journal import Store, decision_in
 from tether.models.scripted import ScriptItem
+from tether.text import visible
 
 HOME = Path(os.environ.get("TETHER_DEMO_DIR", ".tether"))
 DB = HOME / "demo.db"
@@ -40,6 +42,7 @@ DESK_DB = HOME / "support.db"
 CHOSEN = HOME / "demo-model"
 MODEL_ENV = "TETHER_DEMO_MODEL"
 AGENT_REF = "examples.demo:demo_agent"  # what `tether approve` / `resume` import, once allowed
+LOCAL_MAX_TOKENS = 128
 
 
 def _ticket_of(request: ModelRequest) -> Ticket | None:
@@ -105,6 +108,15 @@ def _model_spec(requested: str | None) -> str:
 def _model(spec: str) -> Any:
     if spec == "scripted":
         return plan_model()
+    if spec == "local":
+        # the `local` spec, with answers kept short: the grammar fits each JSON answer (a tool
+        # call, or the ticket result with a brief reply draft) in LOCAL_MAX_TOKENS
+        from tether.models import RetryModel
+        from tether.models.local import LocalModel
+        from tether.models.resolve import LOCAL_ATTEMPTS
+
+        local = LocalModel(max_tokens=LOCAL_MAX_TOKENS)
+        return RetryModel(local, max_attempts=LOCAL_ATTEMPTS, base_delay=0.2, max_delay=2.0)
     from tether.models.resolve import resolve_model
 
     return resolve_model(spec)
@@ -142,6 +154,64 @@ def _counts(store: Store, run_id: str) -> Counter[str]:
     return c
 
 
+@dataclasses.dataclass
+class Row:
+    """One ticket's run, for the summary."""
+
+    ticket: Ticket
+    result: Any
+    counts: Counter[str]
+    seconds: float
+
+
+def _fit(line: str, width: int = 79) -> str:
+    """``line`` cut to ``width`` characters (the full text is one `tether approvals` away)."""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _totals(rows: list[Row]) -> Counter[str]:
+    totals: Counter[str] = Counter()
+    for row in rows:
+        totals.update(row.counts)
+        totals["steps"] += row.result.steps
+        totals["tokens"] += row.result.input_tokens + row.result.output_tokens
+    totals["escalated"] = totals["escalate"] + totals["escalated"]
+    return totals
+
+
+def summary(rows: list[Row], elapsed: float, run_ids: dict[str, str]) -> Table:
+    """One line per ticket, narrow enough for an 80-column terminal; `tether show RUN` has the rest.
+
+    ``calls`` counts the policy's verdicts on the run's tool calls: allowed / denied / waiting for a
+    human (``!`` marks a hostile ticket). ``run_ids``: the shortest prefix that selects each run.
+    """
+    table = Table(
+        title=f"{len(rows)} tickets in {elapsed:.1f} s", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for col, justify in (
+        ("ticket", "left"),
+        ("status", "left"),
+        ("steps", "right"),
+        ("tokens", "right"),
+        ("secs", "right"),
+        ("calls a/d/w", "right"),
+        ("run", "left"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        c = row.counts
+        table.add_row(
+            row.ticket.id + (" !" if row.ticket.hostile else ""),
+            str(row.result.status),
+            str(row.result.steps),
+            str(row.result.input_tokens + row.result.output_tokens),
+            f"{row.seconds:.1f}",
+            f"{c['allow']}/{c['deny']}/{c['waiting']}",
+            run_ids.get(row.result.run_id, row.result.run_id),
+        )
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", help="local, scripted, or a model spec (openai:..., ...)")
@@ -160,76 +230,45 @@ def main() -> None:
     console.print(
         f"[bold]tether demo[/]: the support-desk agent on {args.tickets} tickets, "
         f"model [cyan]{spec}[/]"
-        + (" (a scripted planner: no model installed or chosen)" if spec == "scripted" else "")
     )
+    if spec == "scripted":
+        console.print("(a scripted planner: no model installed or chosen)")
     started = time.perf_counter()
     runtime = Runtime(Store(str(DB)))
     agent = demo_agent()
-    rows = []
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    with progress:
-        task = progress.add_task("tickets", total=args.tickets)
-        for ticket in TICKETS[: args.tickets]:
-            progress.update(task, description=f"ticket {ticket.id}")
-            result = asyncio.run(
-                runtime.run(agent, ticket.as_input(), agent_ref=AGENT_REF)
-            )
-            rows.append((ticket, result, _counts(runtime.store, result.run_id)))
-            progress.advance(task)
-    elapsed = time.perf_counter() - started
-
-    table = Table(title=f"{len(rows)} tickets in {elapsed:.1f} s")
-    for col in (
-        "ticket",
-        "subject",
-        "status",
-        "steps",
-        "tokens",
-        "allowed",
-        "denied",
-        "invalid",
-        "waiting",
-        "escalated",
-        "run",
-    ):
-        table.add_column(col, overflow="fold")
-    totals: Counter[str] = Counter()
-    for ticket, result, c in rows:
-        totals.update(c)
-        totals["steps"] += result.steps
-        totals["tokens"] += result.input_tokens + result.output_tokens
-        table.add_row(
-            ticket.id,
-            ticket.subject[:32] + (" ⚠" if ticket.hostile else ""),
-            result.status,
-            str(result.steps),
-            f"{result.input_tokens + result.output_tokens}",
-            str(c["allow"]),
-            str(c["deny"]),
-            str(c["invalid"]),
-            str(c["waiting"]),
-            str(c["escalate"] + c["escalated"]),
-            result.run_id[:12],
+    rows: list[Row] = []
+    tickets = TICKETS[: args.tickets]
+    for n, ticket in enumerate(tickets, 1):
+        began = time.perf_counter()
+        result = asyncio.run(
+            runtime.run(agent, ticket.as_input(), agent_ref=AGENT_REF)
         )
-    console.print(table)
+        counts = _counts(runtime.store, result.run_id)
+        row = Row(ticket, result, counts, time.perf_counter() - began)
+        rows.append(row)
+        console.print(
+            f"[{n:>2}/{len(tickets)}] {ticket.id} {result.status!s:<16} "
+            f"{result.steps} steps {row.seconds:5.1f} s  {ticket.subject[:28]}",
+            highlight=False,
+        )
+    elapsed = time.perf_counter() - started
+    run_ids = runtime.store.id_prefixes("runs", [row.result.run_id for row in rows])
+    console.print(summary(rows, elapsed, run_ids))
+    totals = _totals(rows)
     console.print(
-        f"totals: {totals['steps']} steps · {totals['tokens']} tokens · tool calls "
-        f"allowed {totals['allow']} · denied {totals['deny']} · invalid "
-        f"{totals['invalid']} · waiting for approval {totals['waiting']} · "
-        f"escalations {totals['escalate'] + totals['escalated']}"
+        f"totals: {totals['steps']} steps · {totals['tokens']} tokens · tool calls allowed "
+        f"{totals['allow']} · denied {totals['deny']} · invalid {totals['invalid']}\n"
+        f"        waiting for approval {totals['waiting']} · escalations {totals['escalated']}",
+        highlight=False,
     )
     pending = runtime.store.list_approvals()
     console.print(
         f"\n[bold]{len(pending)} actions wait for a human[/] (nothing that writes ran without one):"
     )
+    approval_ids = runtime.store.id_prefixes("approvals", [a.id for a in pending[:8]])
     for a in pending[:8]:
-        console.print(f"  {a.id[:12]}  {a.tool}({json.dumps(a.args)[:70]})  ← {a.reason[:50]}")
+        line = _fit(f"  {approval_ids[a.id]}  {a.tool}({visible(json.dumps(a.args))})")
+        console.print(escape(line), highlight=False)
     db = f"--db {DB}"
     console.print("\n[bold]next[/] (continuing a run imports only agents you allow)")
     console.print(f"  export TETHER_AGENTS={AGENT_REF}")
@@ -239,10 +278,14 @@ def main() -> None:
         console.print(f"  tether approve {aid} {db}        # or --edit '{{...}}'")
         console.print(f"  tether reject {aid} --reason 'not today' {db}")
     if rows:
-        rid = runtime.store.id_prefixes("runs", [rows[0][1].run_id])[rows[0][1].run_id]
-        console.print(f"  tether show {rid} {db}")
+        rid = runtime.store.id_prefixes("runs", [rows[0].result.run_id])[rows[0].result.run_id]
+        console.print(f"  tether show {rid} {db}     # a run in detail")
         console.print(f"  tether replay {rid} {db}")
     console.print(f"  tether runs {db}")
+    if spec == "local":
+        console.print(
+            "(the local model server stays up for these; it exits after 10 idle minutes)"
+        )
 
 
 if __name__ == "__main__":

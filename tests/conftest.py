@@ -147,3 +147,22 @@ def _drop_test_schemas() -> Iterator[None]:
         for name in _created_schemas:
             conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Local model servers of this session live in a directory of their own, and end with it.
+
+    Child processes inherit the variable, so the CLI runs of a test share the session's servers.
+    """
+    home = tmp_path_factory.mktemp("model_servers")
+    previous = os.environ.get("TETHER_MODEL_DIR")
+    os.environ["TETHER_MODEL_DIR"] = str(home)
+    yield home
+    from tether.models.local import stop_all
+
+    stop_all(home)
+    if previous is None:
+        os.environ.pop("TETHER_MODEL_DIR", None)
+    else:
+        os.environ["TETHER_MODEL_DIR"] = previous

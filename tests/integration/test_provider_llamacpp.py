@@ -1,4 +1,4 @@
-"""LlamaCppModel with the real SmolLM2-135M-Instruct weights, in-process."""
+"""The local model with the real SmolLM2-135M-Instruct weights, in its supervised server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, create_model
 
 from tether.messages import Message, ModelRequest
-from tether.models.llamacpp import LlamaCppModel, json_grammar
+from tether.models.local import LocalModel
+from tether.models.local_prompt import json_grammar
 
 pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python is not installed: pip install 'tether[local]'"
@@ -66,10 +67,11 @@ def validator(schema: dict[str, Any]) -> type[BaseModel]:
 
 
 @pytest.fixture(scope="module")
-def model() -> Iterator[LlamaCppModel]:
-    local = LlamaCppModel(n_ctx=2048)
-    local.load()
+def model() -> Iterator[LocalModel]:
+    local = LocalModel(n_ctx=2048)
+    local.server.ensure()
     yield local
+    local.server.stop()
 
 
 PROMPTS = [
@@ -82,7 +84,7 @@ PROMPTS = [
 
 @pytest.mark.parametrize(("prompt", "choice", "temperature"), PROMPTS)
 async def test_tool_calls_parse_and_validate(
-    model: LlamaCppModel, prompt: str, choice: str, temperature: float
+    model: LocalModel, prompt: str, choice: str, temperature: float
 ) -> None:
     request = ModelRequest(
         [Message("system", "You are a retail support agent."), Message("user", prompt)],
@@ -104,7 +106,7 @@ async def test_tool_calls_parse_and_validate(
     json.loads(call.arguments_text())  # round-trips as strict JSON
 
 
-async def test_tool_result_then_final_answer(model: LlamaCppModel) -> None:
+async def test_tool_result_then_final_answer(model: LocalModel) -> None:
     messages = [
         Message("system", "You are a retail support agent."),
         Message("user", "What's the status of order #W2378156?"),
@@ -131,7 +133,7 @@ async def test_tool_result_then_final_answer(model: LlamaCppModel) -> None:
         assert isinstance(answer["delivered"], bool) and isinstance(answer["status"], str)
 
 
-async def test_strings_never_hold_raw_control_characters(model: LlamaCppModel) -> None:
+async def test_strings_never_hold_raw_control_characters(model: LocalModel) -> None:
     schema = {
         "type": "object",
         "properties": {"poem": {"type": "string", "maxLength": 300}},

@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-import tether.models.llamacpp as llamacpp
+import tether.models.local as local
 from tether.errors import UsageError
 from tether.messages import ModelRequest, ModelResponse
 from tether.models import ScriptedModel
 from tether.models.resolve import resolve_model
+from tether.models.retry import RetryModel
 
 
 class FakeLocal:
@@ -27,7 +28,7 @@ class FakeLocal:
 
 @pytest.fixture
 def fake_local(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llamacpp, "LlamaCppModel", FakeLocal)
+    monkeypatch.setattr(local, "LocalModel", FakeLocal)
 
 
 def test_model_instances_pass_through() -> None:
@@ -80,17 +81,18 @@ def test_anthropic_needs_key(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_model("anthropic:claude-sonnet-4-6")
 
 
-def test_local(fake_local: None) -> None:
+def test_local_is_the_server_model_retried(fake_local: None) -> None:
+    # a crashed server fails one attempt; the retry runs on a restarted server
     model: Any = resolve_model("local")
-    assert isinstance(model, FakeLocal)
-    assert model.model_path is None
+    assert isinstance(model, RetryModel) and isinstance(model.inner, FakeLocal)
+    assert model.inner.model_path is None and model.max_attempts > 1
     model = resolve_model("local:/models/other.gguf")
-    assert model.model_path == "/models/other.gguf"
+    assert model.inner.model_path == "/models/other.gguf"
 
 
 def test_none_uses_env_then_local(fake_local: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TETHER_MODEL", raising=False)
-    assert isinstance(resolve_model(None), FakeLocal)
+    assert isinstance(resolve_model(None).inner, FakeLocal)  # type: ignore[attr-defined]
     monkeypatch.setenv("TETHER_MODEL", "bogus:thing")
     with pytest.raises(UsageError, match="unknown model spec 'bogus:thing'"):
         resolve_model(None)

@@ -6,8 +6,8 @@ Accepted forms::
     openai_compat:<base_url>#<model>        any OpenAI-compatible server (key from OPENAI_API_KEY,
                                             or "none")
     anthropic:<model>                       Anthropic (key from ANTHROPIC_API_KEY)
-    local                                   SmolLM2-135M-Instruct in-process via llama.cpp
-    local:<path/to/model.gguf>              another GGUF file in-process
+    local                                   SmolLM2-135M-Instruct in a supervised llama.cpp server
+    local:<path/to/model.gguf>              another GGUF file, the same way
 
 ``None`` means the ``TETHER_MODEL`` environment variable, else ``local``. Provider packages are
 imported only when their spec is used.
@@ -30,6 +30,8 @@ ACCEPTED_FORMS = (
 )
 
 ENV_VAR = "TETHER_MODEL"
+# A crashed local server costs one attempt; the next starts a new server.
+LOCAL_ATTEMPTS = 3
 
 
 def _usage(message: str) -> UsageError:
@@ -47,6 +49,15 @@ def _build(factory: Any, spec: str, **kwargs: Any) -> Model:
     except Exception as exc:  # the SDKs raise their own errors for missing keys
         raise UsageError(f"model {spec!r} cannot be created: {exc}") from exc
     return model
+
+
+def _local(spec: str, model_path: str | None) -> Model:
+    """The out-of-process local model, retried: a crashed server is restarted by the next call."""
+    from tether.models.local import LocalModel
+    from tether.models.retry import RetryModel
+
+    local = _build(LocalModel, spec, model_path=model_path)
+    return RetryModel(local, max_attempts=LOCAL_ATTEMPTS, base_delay=0.2, max_delay=2.0)
 
 
 def resolve_model(spec: str | Model | None) -> Model:
@@ -68,11 +79,7 @@ def resolve_model(spec: str | Model | None) -> Model:
     rest = rest.strip()
 
     if provider == "local":
-        from tether.models.llamacpp import LlamaCppModel
-
-        if sep and rest:
-            return _build(LlamaCppModel, text, model_path=rest)
-        return _build(LlamaCppModel, text)
+        return _local(text, rest if sep and rest else None)
 
     if provider == "scripted":
         raise _usage(
