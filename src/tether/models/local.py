@@ -151,6 +151,7 @@ class LocalServer:
     ) -> None:
         self.settings = settings
         self.home = home if home is not None else model_home()
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.start_timeout = start_timeout
         self.idle_timeout = idle_timeout
         key = settings.key()
