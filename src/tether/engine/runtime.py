@@ -282,7 +282,7 @@ class Runtime:
         guard = BudgetGuard(limits, estimate_cost=estimate, agent=ctx.agent.name, spend=self.store)
         lease = ctx.lease
         heartbeat = None
-        if lease is not None:
+        if lease is not None and not self.store.in_memory:  # (its one connection is not shared)
             heartbeat = Heartbeat(lease, self.store.renew_lease, self.store.lease_ttl / 3).start()
         try:
             await drive(ctx, guard)

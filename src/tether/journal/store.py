@@ -258,6 +258,8 @@ class Store:
         self.lease_ttl = default_ttl() if lease_ttl is None else lease_ttl
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        # one connection, in this process alone: no other process can drive its runs
+        self.in_memory = self.url in ("sqlite://", "sqlite:///:memory:")
         self.read_only = read_only
         self.retry = retry or StoreRetry()
         self._unavailable = False  # the last write gave up: the next one tries once (see _write)
