@@ -9,7 +9,9 @@
     │   └── ModelTimeout
     ├── JournalError                 the journal cannot be read or written
     │   ├── JournalCorrupted         an event fails to decode or breaks the hash chain
-    │   └── StoreUnavailable         the store stayed down or locked through every retry
+    │   ├── StoreUnavailable         the store stayed down or locked through every retry
+    │   ├── RunLeased                another live process is driving the run (its lease holds)
+    │   └── LeaseLost                this process's lease on a run was taken over: it must stop
     └── RunError                     a run ended badly; carries the run id and its final status
 
 Errors that steer a run (invalid arguments, denied calls) are not exceptions: they are journaled
@@ -17,6 +19,8 @@ and fed back to the model.
 """
 
 from __future__ import annotations
+
+import datetime
 
 
 class TetherError(Exception):
@@ -106,3 +110,34 @@ class StoreUnavailable(JournalError):
     def __init__(self, message: str, *, attempts: int) -> None:
         super().__init__(message)
         self.attempts = attempts
+
+
+class RunLeased(JournalError):
+    """Another process holds the run's lease: it is driving the run now.
+
+    Only one process drives a run at a time; a second one refuses instead of journaling the
+    first one's calls as in doubt or running them twice. Try again once the holder stops (its
+    lease is released) or its lease expires (the holder died without releasing it).
+    """
+
+    def __init__(self, run_id: str, owner: str, expires: float) -> None:
+        until = datetime.datetime.fromtimestamp(expires, tz=datetime.UTC)
+        super().__init__(
+            f"run {run_id} is being driven by {owner} until {until:%Y-%m-%d %H:%M:%S} UTC "
+            "(its lease, renewed while it runs); try again when it has stopped"
+        )
+        self.run_id = run_id
+        self.owner = owner
+        self.expires = expires
+
+
+class LeaseLost(JournalError):
+    """This process's lease on a run was taken over (it stalled past the lease's expiry), so
+    nothing it writes lands: the process that took the run over drives it from its journal."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"lease lost on run {run_id}: another process took the run over after this one's "
+            "lease expired; nothing more is written by this process"
+        )
+        self.run_id = run_id

@@ -16,10 +16,11 @@ from tests.integration.crash_agent import TRANSFERS
 from tether.journal import Store, verify_chain
 
 TRIALS = 24
+_PATH = os.pathsep.join((str(ROOT / "src"), str(ROOT)))  # this checkout's sources first
 
 
 def _spawn(db: Path, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    env = {**os.environ, "PYTHONPATH": _PATH}
     # unbuffered bytes: reading the READY line must not swallow what the child prints next
     # (on a loaded machine a quick resume prints its RESULT before the parent reads READY)
     return subprocess.Popen(
@@ -131,11 +132,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
 
 def test_in_doubt_irreversible_call_escalates_instead_of_repeating(tmp_path: Path) -> None:
     db, ledger = tmp_path / "w.db", tmp_path / "w-ledger"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
-        "CRASH_LEDGER": str(ledger),
-    }
+    env = {**os.environ, "PYTHONPATH": _PATH, "CRASH_LEDGER": str(ledger)}
     cmd = [sys.executable, "-m", "tether.cli.app"]
     ref = "tests.integration.crash_agent:wire_agent"
     first = subprocess.run(

@@ -12,7 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from tether.errors import NotFound, UsageError
-from tether.journal import GENESIS, ApprovalRecord, RunRecord, Store, make_event, verify_chain
+from tether.journal import (
+    GENESIS,
+    ApprovalRecord,
+    RunRecord,
+    Store,
+    make_event,
+    migrations,
+    verify_chain,
+)
 from tether.journal.store import args_hash
 
 
@@ -52,7 +60,7 @@ def _events(run_id: str, n: int) -> list:
 def test_migrations_are_idempotent(store_url: str) -> None:
     first = Store(store_url)
     second = Store(store_url)
-    assert first.schema_version == second.schema_version == 2
+    assert first.schema_version == second.schema_version == migrations.MIGRATIONS[-1][0]
     first.close()
     second.close()
 
@@ -202,7 +210,7 @@ def test_a_version_1_journal_moves_to_batches_intact(store_url: str) -> None:
     engine.dispose()
     store = Store(store_url)
     try:
-        assert store.schema_version == 2
+        assert store.schema_version == migrations.MIGRATIONS[-1][0]
         for run_id, events in runs.items():
             assert store.events(run_id) == events
             assert verify_chain(run_id, store.events(run_id)) is None

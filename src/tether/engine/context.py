@@ -26,6 +26,7 @@ from typing import Any
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
 from tether.journal.events import Event, encode_payload_bytes, seal_events, unsealed_event
+from tether.journal.leases import Lease
 from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
@@ -78,6 +79,8 @@ class RunContext:
     # unchanged by validation, then need no second look)
     response_clean: bool = False
     last_clean: bool = False  # whether the event emitted last had nothing to mask
+    # this process's lease on the run: every write checks it (None: writes unchecked)
+    lease: Lease | None = None
 
     def start(self, record: RunRecord) -> None:
         """Begin a new run whose ``run_started`` event is buffered: its row and that event are
@@ -203,10 +206,10 @@ class RunContext:
         if new_run is not None:
             assert update is not None
             update.pop("id", None)
-            self.store.create_run(new_run, self.buffer, update, lines=self.lines)
+            self.store.create_run(new_run, self.buffer, update, lines=self.lines, lease=self.lease)
             self._new_run = None
         else:
-            self.store.append(self.buffer, update, lines=self.lines)
+            self.store.append(self.buffer, update, lines=self.lines, lease=self.lease)
         self.buffer.clear()
         self.lines.clear()
         self._settled = 0
@@ -250,10 +253,12 @@ class RunContext:
             return
         self.seal()
         if self._new_run is not None:
-            self.store.create_run(self._new_run, self.buffer[:n], lines=self.lines[:n])
+            self.store.create_run(
+                self._new_run, self.buffer[:n], lines=self.lines[:n], lease=self.lease
+            )
             self._new_run = None
         else:
-            self.store.append(self.buffer[:n], lines=self.lines[:n])
+            self.store.append(self.buffer[:n], lines=self.lines[:n], lease=self.lease)
         del self.buffer[:n]
         del self.lines[:n]
         self._settled = 0

@@ -11,6 +11,7 @@ if result.status == "waiting_approval":
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import importlib
@@ -19,7 +20,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from tether.engine.context import RunContext
 from tether.engine.edits import check_edit
 from tether.engine.loop import drive
 from tether.engine.state import RunState, RunStatus
-from tether.errors import JournalCorrupted, PolicyMismatch, UsageError
+from tether.errors import JournalCorrupted, JournalError, PolicyMismatch, UsageError
 from tether.journal.events import (
     GENESIS,
     Event,
@@ -40,6 +41,7 @@ from tether.journal.events import (
     encode_payload_bytes,
     verify_chain,
 )
+from tether.journal.leases import Heartbeat, Lease, this_owner
 from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
 from tether.policy.binding import EMPTY, PolicyRecord
@@ -209,6 +211,8 @@ class Runtime:
         fingerprint = agent.fingerprint(snapshot)
         state = RunState(run_id=run_id, last_hash=GENESIS)
         ctx = self._context(agent, state, chosen)
+        # the run's first lease comes with its row: this process drives it from the start
+        ctx.lease = Lease(run_id, this_owner(), 1)
         started: dict[str, Any] = {
             "agent": snapshot,  # its instructions are the system prompt
             "fingerprint": fingerprint,
@@ -277,10 +281,36 @@ class Runtime:
 
             estimate = cost_estimator(ctx.model.name, ESTIMATED_OUTPUT_TOKENS, self.prices)
         guard = BudgetGuard(limits, estimate_cost=estimate, agent=ctx.agent.name, spend=self.store)
-        await drive(ctx, guard)
+        lease = ctx.lease
+        heartbeat = None
+        if lease is not None and not self.store.in_memory:  # (its one connection is not shared)
+            heartbeat = Heartbeat(lease, self.store.renew_lease, self.store.lease_ttl / 3).start()
+        try:
+            await drive(ctx, guard)
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+            if lease is not None:
+                self._release(lease)
         if ctx.state.status.terminal and self.exporting:
             await asyncio.to_thread(_export, self.store, ctx.state.run_id)
         return _result(ctx.state)
+
+    def _release(self, lease: Lease) -> None:
+        """Give a run's lease up once this process stops driving it (waiting, finished or
+        failed). A store that is down at that moment only delays the next driver until the
+        lease expires."""
+        with contextlib.suppress(JournalError):
+            self.store.release_lease(lease)
+
+    @contextlib.contextmanager
+    def _leased(self, run_id: str) -> Iterator[Lease]:
+        """Hold run ``run_id``'s lease for a short write (an answer, a cancellation)."""
+        lease = self.store.acquire_lease(run_id, this_owner())
+        try:
+            yield lease
+        finally:
+            self._release(lease)
 
     def load_state(self, run_id: str) -> tuple[RunRecord, RunState]:
         record = self.store.get_run(run_id)
@@ -289,8 +319,20 @@ class Runtime:
     async def resume(
         self, run_id: str, agent: Agent | None = None, *, model: Model | str | None = None
     ) -> RunResult:
-        """Continue a run from its journal. Recorded responses and results are never redone."""
-        record, state = self.load_state(run_id)
+        """Continue a run from its journal. Recorded responses and results are never redone.
+
+        This process first takes the run's lease: a run another live process is driving is
+        refused with :class:`~tether.errors.RunLeased` (see :mod:`tether.journal.leases`)."""
+        lease = self.store.acquire_lease(self.store.get_run(run_id).id, this_owner())
+        try:
+            return await self._resume(lease, agent, model)
+        finally:
+            self._release(lease)
+
+    async def _resume(
+        self, lease: Lease, agent: Agent | None, model: Model | str | None
+    ) -> RunResult:
+        record, state = self.load_state(lease.run_id)
         if state.last_seq == 0:
             raise JournalCorrupted(record.id, 1, "the run has no events (it never started)")
         if state.status.terminal:
@@ -303,6 +345,7 @@ class Runtime:
             )
         policy, recorded = self.policy_for(record.id)
         ctx = self._context(agent, state, self._model_for(agent, model), policy)
+        ctx.lease = lease
         waiting = state.waiting_for or {}
         if state.status is RunStatus.WAITING_INPUT:
             kind = waiting.get("kind")
@@ -399,7 +442,11 @@ class Runtime:
         """Record a human's answer to a run waiting for input. Resume the run after."""
         if not text.strip():
             raise UsageError("the answer is empty")
-        record, state = self.load_state(run_id)
+        with self._leased(self.store.get_run(run_id).id) as lease:
+            self._answer(lease, text, by)
+
+    def _answer(self, lease: Lease, text: str, by: str | None) -> None:
+        record, state = self.load_state(lease.run_id)
         if state.status is not RunStatus.WAITING_INPUT:
             raise UsageError(f"run {record.id} is {state.status.value}, not waiting for input")
         if (state.waiting_for or {}).get("kind") == "paused":
@@ -407,6 +454,7 @@ class Runtime:
         ctx = RunContext(
             self.store, _placeholder_agent(record), _NoModel(), self.policy, state, clock=self.clock
         )
+        ctx.lease = lease
         ctx.emit(
             EventType.INPUT_RECEIVED, {"kind": "answer", "answer": text, "by": by or _whoami()}
         )
@@ -414,12 +462,17 @@ class Runtime:
 
     def cancel(self, run_id: str, *, reason: str, by: str | None = None) -> None:
         """Cancel a run that has not finished."""
-        record, state = self.load_state(run_id)
+        with self._leased(self.store.get_run(run_id).id) as lease:
+            self._cancel(lease, reason, by)
+
+    def _cancel(self, lease: Lease, reason: str, by: str | None) -> None:
+        record, state = self.load_state(lease.run_id)
         if state.status.terminal:
             raise UsageError(f"run {record.id} already ended ({state.status.value})")
         ctx = RunContext(
             self.store, _placeholder_agent(record), _NoModel(), self.policy, state, clock=self.clock
         )
+        ctx.lease = lease
         ctx.emit(
             EventType.RUN_FINISHED,
             {"status": "cancelled", "reason": f"{reason} (by {by or _whoami()})", "output": None},

@@ -158,9 +158,23 @@ def _m002_event_batches(conn: sa.Connection) -> None:
     old.drop(conn)
 
 
+def _m004_leases(conn: sa.Connection) -> None:
+    """Each run's lease: which process drives it (``lease_owner``), until when unless renewed
+    (``lease_expires``, store clock seconds), and the fencing token (``lease_token``) every
+    write of the driver is checked against. Taking the lease over increases the token, so the
+    previous holder's writes no longer land (see :mod:`tether.journal.leases`)."""
+    for column in (
+        "lease_owner VARCHAR(200)",
+        "lease_expires FLOAT",
+        "lease_token INTEGER NOT NULL DEFAULT 0",
+    ):
+        conn.execute(sa.text(f"ALTER TABLE runs ADD COLUMN {column}"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "runs, events, blobs, approvals, counters, controls, cache", _m001_core),
     (2, "the journal in batches: one row per flush", _m002_event_batches),
+    (4, "run leases: one driver per run", _m004_leases),
 ]
 
 

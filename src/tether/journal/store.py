@@ -25,7 +25,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from tether.errors import JournalCorrupted, JournalError, NotFound, StoreUnavailable, UsageError
+from tether.errors import (
+    JournalCorrupted,
+    JournalError,
+    LeaseLost,
+    NotFound,
+    RunLeased,
+    StoreUnavailable,
+    UsageError,
+)
 from tether.journal.events import (
     GENESIS,
     Event,
@@ -34,6 +42,7 @@ from tether.journal.events import (
     encode_payload_bytes,
 )
 from tether.journal.faults import NO_RETRY, StoreRetry, is_transient
+from tether.journal.leases import Lease, default_ttl, holder_gone
 from tether.journal.migrations import MIGRATIONS, migrate, schema_version
 
 DEFAULT_DB = "tether.db"
@@ -258,6 +267,7 @@ class Store:
         read_only: bool = False,
         retry: StoreRetry | None = None,
         busy_timeout: float = 60.0,
+        lease_ttl: float | None = None,
     ) -> None:
         """Open (and on first use create or migrate) the store at ``url``.
 
@@ -265,10 +275,14 @@ class Store:
         check a journal on read-only media); the schema must be current. ``retry``: how the
         journal's writer retries transient store errors (see :class:`StoreRetry`).
         ``busy_timeout``: on SQLite, how long a statement waits for another process's lock
-        before the error counts as transient.
+        before the error counts as transient. ``lease_ttl``: seconds a run's lease holds without
+        renewal (default ``TETHER_LEASE_TTL``, else 15; see :mod:`tether.journal.leases`).
         """
+        self.lease_ttl = default_ttl() if lease_ttl is None else lease_ttl
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        # one connection, in this process alone: no other process can drive its runs
+        self.in_memory = self.url in ("sqlite://", "sqlite:///:memory:")
         self.read_only = read_only
         self.retry = retry or StoreRetry()
         self._unavailable = False  # the last write gave up: the next one tries once (see _write)
@@ -408,19 +422,21 @@ class Store:
         values: dict[str, Any] | None = None,
         *,
         lines: Sequence[str] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """Insert a run's row together with its first events, in one transaction.
 
         ``values`` (column → value) override the record's, as :meth:`append`'s ``run_update``
         would, so a run that ends before its first write is written once, as it ended.
-        ``lines``: the events' stored lines if already made (see :meth:`append`)."""
+        ``lines``: the events' stored lines if already made (see :meth:`append`). ``lease``:
+        the run's first lease (token 1), taken in the same transaction."""
         row = record.to_dict()
         if values:
             row.update(values)
         row["input"] = encode_payload_bytes(row["input"]).decode()
         if row["output"] is not None:
             row["output"] = encode_payload_bytes(row["output"]).decode()
-        self._write(events, new_run=row, lines=lines)
+        self._write(events, new_run=row, lines=lines, lease=lease)
 
     def append(
         self,
@@ -428,14 +444,17 @@ class Store:
         run_update: dict[str, Any] | None = None,
         *,
         lines: Sequence[str] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """Write events (and optionally update the run's row) in one transaction.
 
         ``lines``, if given, are the events' stored lines as :func:`~tether.journal.events.
-        stored_event` made them (the engine keeps them, so nothing is formatted twice)."""
+        stored_event` made them (the engine keeps them, so nothing is formatted twice).
+        ``lease``: the writer's lease on the run; if it was taken over, nothing is written and
+        :class:`~tether.errors.LeaseLost` is raised (the check renews the lease too)."""
         if not events and not run_update:
             return
-        self._write(events, run_update=run_update, lines=lines)
+        self._write(events, run_update=run_update, lines=lines, lease=lease)
 
     def _write(
         self,
@@ -444,6 +463,7 @@ class Store:
         new_run: dict[str, Any] | None = None,
         run_update: dict[str, Any] | None = None,
         lines: Sequence[str] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """The journal's write path: one short transaction straight on the DBAPI connection.
 
@@ -461,7 +481,7 @@ class Store:
         body = encode_batch(events, lines) if events else None
 
         def attempt(retried: bool) -> None:
-            self._write_once(events, new_run, run_update, body, retried=retried)
+            self._write_once(events, new_run, run_update, body, retried=retried, lease=lease)
 
         def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
             return self._gave_up(events, new_run, run_update, failure, attempts)
@@ -526,6 +546,7 @@ class Store:
         body: str | None,
         *,
         retried: bool,
+        lease: Lease | None = None,
     ) -> None:
         """One attempt of :meth:`_write`; raises ``_Transient`` for an error worth retrying.
 
@@ -543,9 +564,13 @@ class Store:
                 cur = self._cur = raw.cursor()
             if self.is_sqlite:
                 cur.execute("BEGIN IMMEDIATE")
+            if new_run is None and lease is not None:
+                self._fence(cur, lease)
             if not (retried and self._written(cur, events, new_run, body)):
                 if new_run is not None:
                     cur.execute(sql.insert_run, [new_run[c] for c in _RUN_COLUMNS])
+                    if lease is not None:
+                        self._first_lease(cur, lease)
                 if events:
                     first = events[0]
                     if new_run is None:
@@ -577,6 +602,8 @@ class Store:
             if transient:
                 self._discard_raw()
                 raise _Transient(exc) from exc
+            if isinstance(exc, LeaseLost):
+                raise
             unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
             if unique and new_run is not None and "runs" in str(exc):
                 raise JournalError(f"run {new_run['id']} already exists") from exc
@@ -616,6 +643,97 @@ class Store:
         if raw is not None:
             with suppress(Exception):
                 raw.invalidate()
+
+    # -- leases (one driver per run; see tether.journal.leases) ----------------------------------
+
+    def _fence(self, cur: Any, lease: Lease) -> None:
+        """Inside a journal write: check the writer still holds ``lease`` and renew it; the row
+        stays locked to the transaction's end, so no takeover slips in between."""
+        ph = self._ph
+        cur.execute(
+            f"UPDATE runs SET lease_expires={ph} WHERE id={ph} AND lease_token={ph}"
+            f" AND lease_owner={ph}",
+            (time.time() + self.lease_ttl, lease.run_id, lease.token, lease.owner),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(lease.run_id)
+
+    def _first_lease(self, cur: Any, lease: Lease) -> None:
+        """Inside the write that creates a run: its creator holds the first lease."""
+        ph = self._ph
+        cur.execute(
+            f"UPDATE runs SET lease_owner={ph}, lease_expires={ph}, lease_token={ph} WHERE id={ph}",
+            (lease.owner, time.time() + self.lease_ttl, lease.token, lease.run_id),
+        )
+
+    def acquire_lease(self, run_id: str, owner: str) -> Lease:
+        """Take run ``run_id``'s lease for ``owner``, with a new fencing token.
+
+        Free, expired, already ``owner``'s, or held by a process of this host that is gone: it
+        is taken (one compare-and-set on the token, so of two processes taking it at once one
+        wins). Otherwise :class:`~tether.errors.RunLeased` names the holder and its expiry.
+        """
+        runs = self.t["runs"]
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(runs.c.lease_owner, runs.c.lease_expires, runs.c.lease_token).where(
+                    runs.c.id == run_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"run {run_id!r}: no such run (see `tether runs`)")
+            holder, expires, token = row[0], row[1], int(row[2])
+            if (
+                holder is not None
+                and holder != owner
+                and expires is not None
+                and float(expires) >= now
+                and not holder_gone(str(holder))
+            ):
+                raise RunLeased(run_id, str(holder), float(expires))
+            taken = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.lease_token == token)
+                .values(
+                    lease_owner=owner, lease_expires=now + self.lease_ttl, lease_token=token + 1
+                )
+            )
+            if taken.rowcount != 1:  # another process took it between our read and write
+                raise RunLeased(run_id, "another process", now + self.lease_ttl)
+        return Lease(run_id, owner, token + 1)
+
+    def renew_lease(self, lease: Lease) -> None:
+        """Push the lease's expiry a time to live ahead; :class:`~tether.errors.LeaseLost` if
+        it was taken over. A run not written yet (its row comes with its first flush) has
+        nothing to renew."""
+        runs = self.t["runs"]
+        with self._tx() as conn:
+            renewed = conn.execute(
+                runs.update()
+                .where(
+                    runs.c.id == lease.run_id,
+                    runs.c.lease_token == lease.token,
+                    runs.c.lease_owner == lease.owner,
+                )
+                .values(lease_expires=time.time() + self.lease_ttl)
+            )
+            if renewed.rowcount == 1:
+                return
+            exists = conn.execute(sa.select(runs.c.id).where(runs.c.id == lease.run_id)).first()
+        if exists is not None:
+            raise LeaseLost(lease.run_id)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up (the token stays, so writes made under it stay refused once another
+        process takes the run); a lease already taken over is left alone."""
+        runs = self.t["runs"]
+        with self._tx() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == lease.run_id, runs.c.lease_token == lease.token)
+                .values(lease_owner=None, lease_expires=None)
+            )
 
     def update_run(self, run_id: str, **values: Any) -> None:
         for key in ("output", "input"):
