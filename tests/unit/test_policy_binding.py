@@ -31,8 +31,9 @@ reason = "refunds over ${cap} need a supervisor"
 
 
 def cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI on ``db``: a SQLite file or a PostgreSQL URL."""
-    return tether(db, *args)  # type: ignore[arg-type]  # (the store option takes either)
+    """The real CLI on ``db`` (a SQLite file or a PostgreSQL URL), by an operator who allows the
+    quickstart agent to continue its runs."""
+    return tether(db, *args, env={"TETHER_AGENTS": REF})
 
 
 def start(db: str, *args: str) -> tuple[str, str]:
