@@ -33,6 +33,7 @@ def _env(tmp_path: Path, ttl: float) -> dict[str, str]:
         LOG_ENV: str(tmp_path / "executions.log"),
         GATE_ENV: str(tmp_path / "gate"),
         "TETHER_LEASE_TTL": str(ttl),
+        "TETHER_AGENTS": ",".join(AGENTS.values()),  # the operator allows these agents' code
         "COLUMNS": "200",
     }
     env.pop("TETHER_DB", None)
