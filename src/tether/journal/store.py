@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -87,6 +88,26 @@ def _common_prefix(a: str, b: str) -> int:
             break
         n += 1
     return n
+
+
+def _enter_wal(cur: Any, busy_timeout: float) -> None:
+    """Switch a SQLite connection to write-ahead logging.
+
+    The switch needs the file's exclusive lock, and SQLite answers "database is locked" at once,
+    without waiting, when another process holds it (several processes opening a brand-new file
+    together), so the switch is tried again until ``busy_timeout`` has passed.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def normalise_url(url: str | None) -> str:
@@ -361,12 +382,12 @@ class Store:
         def _connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             if read_only:  # no journal-mode change, which writes the file's header
                 cur.execute("PRAGMA query_only=ON")
             else:
-                cur.execute("PRAGMA journal_mode=WAL")
+                _enter_wal(cur, busy_timeout)
                 cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
 
         # a read-only connection cannot take the write lock that BEGIN IMMEDIATE asks for
