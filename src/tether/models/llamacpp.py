@@ -22,16 +22,14 @@ from tether.models.local_prompt import (
     MAX_STRING_CHARS,
     MIN_STRING_CHARS,
     ReplyMode,
+    answer,
     bound_schema,
     build_completion,
     decision_schema,
     default_model_path,
     json_grammar,
-    merge_retry,
-    parse_completion,
     to_chat_messages,
     tools_prompt,
-    truncated,
 )
 
 __all__ = [
@@ -170,14 +168,7 @@ class LlamaCppModel:
             raise ModelError(f"{self._name}: {exc}", provider=self._name) from exc
 
     async def request(self, request: ModelRequest) -> ModelResponse:
-        kwargs, mode = self.build_completion(request)
-        turn = len(request.messages)
-        response = parse_completion(await self._run(kwargs), mode, turn, self._name)
-        if truncated(response):  # the JSON was cut by max_tokens: once more, tighter
-            kwargs, mode = self.build_completion(request, shrink=3.0)
-            second = parse_completion(await self._run(kwargs), mode, turn, self._name)
-            response = merge_retry(response, second)
-        return response
+        return await answer(request, self.build_completion, self._run, self._name)
 
     def __repr__(self) -> str:
         return f"LlamaCppModel({str(self.model_path)!r})"

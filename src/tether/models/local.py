@@ -42,12 +42,10 @@ from tether.messages import ModelRequest, ModelResponse
 from tether.models.local_prompt import (
     DEFAULT_MAX_TOKENS,
     ReplyMode,
+    answer,
     build_completion,
     default_model_path,
     json_grammar,
-    merge_retry,
-    parse_completion,
-    truncated,
 )
 
 HOME_ENV = "TETHER_MODEL_DIR"
@@ -420,14 +418,7 @@ class LocalModel:
         )
 
     async def request(self, request: ModelRequest) -> ModelResponse:
-        kwargs, mode = self._build(request)
-        turn = len(request.messages)
-        response = parse_completion(await self._complete(kwargs), mode, turn, self._name)
-        if truncated(response):  # the JSON was cut by max_tokens: once more, tighter
-            kwargs, mode = self._build(request, shrink=3.0)
-            second = parse_completion(await self._complete(kwargs), mode, turn, self._name)
-            response = merge_retry(response, second)
-        return response
+        return await answer(request, self._build, self._complete, self._name)
 
     def __repr__(self) -> str:
         return f"LocalModel({str(self.model_path)!r})"

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import importlib.util
 import json
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -425,3 +426,22 @@ def merge_retry(first: ModelResponse, second: ModelResponse) -> ModelResponse:
     )
     second.meta["retried_truncated"] = True
     return second
+
+
+async def answer(
+    request: ModelRequest,
+    build: Callable[..., tuple[dict[str, Any], Any]],
+    complete: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    name: str,
+) -> ModelResponse:
+    """One model turn for ``request``: ``build(request, shrink=...)`` makes the completion's
+    arguments, ``complete`` runs it. A JSON answer cut by ``max_tokens`` is asked once more with
+    tighter length limits (the in-process and the server-backed models share this)."""
+    kwargs, mode = build(request)
+    turn = len(request.messages)
+    response = parse_completion(await complete(kwargs), mode, turn, name)
+    if truncated(response):
+        kwargs, mode = build(request, shrink=3.0)
+        second = parse_completion(await complete(kwargs), mode, turn, name)
+        response = merge_retry(response, second)
+    return response
