@@ -42,37 +42,26 @@ def tether(
 
 
 def stored_event_types(db: Path, run_id: str) -> dict[int, str]:
-    """Each stored event's type by sequence number, read with plain SQL from the batch rows."""
+    """Each stored event's type by sequence number, read with plain SQL from the events table."""
     with sqlite3.connect(db) as conn:
-        bodies = conn.execute(
-            "SELECT events FROM event_batches WHERE run_id = ? ORDER BY first_seq", (run_id,)
-        ).fetchall()
-    lines = [line.split("\t", 5) for (body,) in bodies for line in body.split("\n")]
-    return {int(parts[0]): parts[1] for parts in lines}
+        rows = conn.execute("SELECT seq, type FROM events WHERE run_id = ?", (run_id,)).fetchall()
+    return {int(seq): str(type_) for seq, type_ in rows}
 
 
 def edit_stored_payload(db: Path, run_id: str, seq: int, edit: Callable[[str], str]) -> bool:
-    """Rewrite one stored event's payload text with plain SQL, as tampering or a damaged disk
-    would (the hash stays as it was). Returns whether the payload changed."""
-    conn = sqlite3.connect(db)
-    try:
-        row_id, body = conn.execute(
-            "SELECT id, events FROM event_batches WHERE run_id = ? AND first_seq <= ? "
-            "AND last_seq >= ?",
-            (run_id, seq, seq),
+    """Rewrite one stored event's payload (its hashed text and its JSON column) with plain SQL,
+    as tampering or a damaged disk would (the hash stays as it was). Returns whether the
+    payload changed."""
+    with sqlite3.connect(db) as conn:
+        (text,) = conn.execute(
+            "SELECT payload_text FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)
         ).fetchone()
-        lines = body.split("\n")
-        for i, line in enumerate(lines):
-            parts = line.split("\t", 5)
-            if int(parts[0]) == seq:
-                parts[5] = edit(parts[5])
-                lines[i] = "\t".join(parts)
-        changed = "\n".join(lines) != body
-        conn.execute("UPDATE event_batches SET events = ? WHERE id = ?", ("\n".join(lines), row_id))
-        conn.commit()
-        return changed
-    finally:
-        conn.close()
+        edited = edit(text)
+        conn.execute(
+            "UPDATE events SET payload_text = ?, payload = ? WHERE run_id = ? AND seq = ?",
+            (edited, edited, run_id, seq),
+        )
+    return bool(edited != text)
 
 
 def pg_available() -> bool:

@@ -139,4 +139,3 @@ async def test_with_autonomy_auto_a_rule_allows_an_irreversible_call(store: Stor
     decided = [e.payload for e in store.events(result.run_id) if e.payload.get("decision")]
     assert [(d["decision"], d["rule"]) for d in decided] == [("allow", "small-is-fine")]
     assert store.list_approvals(status=None) == []
-

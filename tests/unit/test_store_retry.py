@@ -15,8 +15,8 @@ from tests.conftest import PG_URL, fresh_pg_url
 from tests.unit.test_store import _events, _run
 from tether.errors import JournalError, StoreUnavailable
 from tether.journal import Store, verify_chain
-from tether.journal.events import encode_batch
 from tether.journal.faults import StoreRetry, is_transient
+from tether.journal.rows import event_tuples
 
 
 def _terminate(application_name: str) -> int:
@@ -102,21 +102,27 @@ def test_the_writer_reconnects_after_its_postgresql_connection_is_terminated(
 
 
 def test_a_retry_reads_back_what_the_failed_attempt_committed(store: Store) -> None:
-    """A commit whose reply was lost may have gone through: the retry finds the batch stored,
-    at its place and with its exact text, and writes nothing; anything else stored there is
+    """A commit whose reply was lost may have gone through: the retry finds the events stored,
+    at their place and with their exact hashes, and writes nothing; anything else stored there is
     another writer's, and refused as before."""
     events = _events("r1", 6)
     store.create_run(_run(), events[:2])
     store.append(events[2:4])
-    body = encode_batch(events[2:4])
-    store._write_once(events[2:4], None, {"steps": 4, "id": "r1"}, body, retried=True)
+    dialect = "sqlite" if store.is_sqlite else "postgresql"
+    store._write_once(
+        events[2:4],
+        None,
+        {"steps": 4, "id": "r1"},
+        event_tuples(events[2:4], dialect),
+        retried=True,
+    )
     assert store.events("r1") == events[:4]
     other = _events("r1", 4)  # the same places, other events (other times, so other hashes)
     assert other[2:4] != events[2:4]
     with pytest.raises(JournalError, match="another process appended"):
-        store._write_once(other[2:4], None, None, encode_batch(other[2:4]), retried=True)
+        store._write_once(other[2:4], None, None, event_tuples(other[2:4], dialect), retried=True)
     # a retry of a write that did not go through writes it
-    store._write_once(events[4:], None, None, encode_batch(events[4:]), retried=True)
+    store._write_once(events[4:], None, None, event_tuples(events[4:], dialect), retried=True)
     assert store.events("r1") == events
 
 

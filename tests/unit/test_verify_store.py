@@ -147,4 +147,6 @@ def test_verify_all_on_postgresql_checks_every_chain(pg_url: str) -> None:
         "problems": [],
         "database_checked": False,
         "database_problems": [],
+        "keyed": False,
+        "hashes_unchecked": 0,
     }

@@ -22,7 +22,6 @@ from tether.cli.common import (
 )
 from tether.cli.render import safe, short
 from tether.errors import UsageError
-from tether.journal.events import verify_chain
 
 
 def replay(
@@ -187,6 +186,9 @@ def verify(
 ) -> None:
     """Check hash chains: any edited, dropped or reordered event is named.
 
+    Each run's chain is checked against its anchor in the run row (head hash, event count), its
+    approvals against the journal, and with ``--all`` the run ledger too (a deleted run). With
+    ``TETHER_JOURNAL_KEY`` set, keyed runs' HMACs are checked; without it their links only.
     The store is opened read-only (nothing is migrated or written, so a journal on read-only
     media can be checked). ``--all`` also runs the database's own integrity check (SQLite), which
     finds damage no chain covers, such as a corrupt index page.
@@ -197,10 +199,13 @@ def verify(
 
     if (run_id is None) == (not all_runs):
         raise UsageError("give a run id or --all (not both)")
+    from tether.journal.audit import verify_ledger, verify_run
+
     store = Store(db, read_only=True)
     integrity = store.integrity_problems() if all_runs else None
     damage = list(integrity or [])
     problems: list[dict[str, Any]] = []
+    unkeyed_checks = 0  # keyed runs whose HMACs could not be checked (no key given)
     try:
         ids = store.run_ids() if all_runs else [store.get_run(run_id or "").id]
     except sa.exc.DBAPIError as exc:
@@ -208,12 +213,15 @@ def verify(
         ids = []
     for rid in ids:
         try:
-            problem = verify_chain(rid, store.events(rid))
+            problem, hashed = verify_run(store, rid, store.journal_key)
+            unkeyed_checks += not hashed
         except sa.exc.DBAPIError as exc:
             problems.append({"run_id": rid, "seq": None, "reason": f"unreadable: {exc.orig}"})
             continue
         if problem is not None:
             problems.append({"run_id": rid, "seq": problem.seq, "reason": problem.reason})
+    if all_runs:
+        problems += [{"run_id": None, "seq": None, "reason": r} for r in verify_ledger(store)]
     if as_json:
         print_json(
             {
@@ -221,16 +229,25 @@ def verify(
                 "problems": problems,
                 "database_checked": integrity is not None,
                 "database_problems": damage,
+                "keyed": store.journal_key is not None,
+                "hashes_unchecked": unkeyed_checks,
             }
         )
     else:
         for p in problems:
-            where = "" if p["seq"] is None else f" event #{p['seq']}"
-            console.print(f"[red]TAMPERED[/] run {safe(p['run_id'])}{where}: {safe(p['reason'])}")
+            where = "" if not p["seq"] else f" event #{p['seq']}"
+            who = "" if p["run_id"] is None else f" run {safe(p['run_id'])}{where}:"
+            console.print(f"[red]TAMPERED[/]{who} {safe(p['reason'])}")
         for line in damage:
             console.print(f"[red]DATABASE DAMAGED[/] {safe(line)}")
         if not problems and not damage:
             checked = "" if integrity is None else "; the database passes its integrity check"
             console.print(f"[green]ok[/]: {len(ids)} run(s), every hash chain verifies{checked}")
+            if store.journal_key is None:
+                console.print("the chains were checked unkeyed (TETHER_JOURNAL_KEY is not set)")
+            if unkeyed_checks:
+                console.print(
+                    f"{unkeyed_checks} keyed run(s): links checked, HMACs not (no key given)"
+                )
     if problems or damage:
         raise typer.Exit(1)

@@ -210,7 +210,7 @@ def show(
                               safe(" ".join(s["decisions"])))  # fmt: skip
             console.print(table)
     if full:
-        state = rebuild_state(record.id, events)
+        state = rebuild_state(record.id, events, store.chain_key(record.id))
         console.print("\n[bold]conversation as the model last saw it[/]")
         for m in state.messages:
             console.print(f"[bold]{safe(m.role)}[/]: {escape(visible(m.content, newlines=True))}")

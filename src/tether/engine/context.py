@@ -163,7 +163,9 @@ class RunContext:
             return
         buffer = self.buffer
         first = len(buffer) - len(raws)
-        sealed, lines = seal_events(buffer[first:], raws, self.state.last_hash)
+        sealed, lines = seal_events(
+            buffer[first:], raws, self.state.last_hash, self.store.journal_key
+        )
         buffer[first:] = sealed
         self.lines += lines
         raws.clear()

@@ -96,9 +96,11 @@ def load_agent(ref: str) -> Agent:
     return obj
 
 
-def rebuild_state(run_id: str, events: Sequence[Event]) -> RunState:
-    """Fold a run's journal into its state; a broken chain or row raises JournalCorrupted."""
-    problem = verify_chain(run_id, events)
+def rebuild_state(run_id: str, events: Sequence[Event], key: bytes | None = None) -> RunState:
+    """Fold a run's journal into its state; a broken chain or row raises JournalCorrupted.
+
+    ``key``: the journal key the run's chain is keyed with (see ``Store.chain_key``)."""
+    problem = verify_chain(run_id, events, key)
     if problem is not None:
         raise JournalCorrupted(run_id, problem.seq, problem.reason)
     state = RunState(run_id=run_id, last_hash=GENESIS)
@@ -314,7 +316,8 @@ class Runtime:
 
     def load_state(self, run_id: str) -> tuple[RunRecord, RunState]:
         record = self.store.get_run(run_id)
-        return record, rebuild_state(record.id, self.store.events(record.id))
+        key = self.store.chain_key(record.id)
+        return record, rebuild_state(record.id, self.store.events(record.id), key)
 
     async def resume(
         self, run_id: str, agent: Agent | None = None, *, model: Model | str | None = None

@@ -4,12 +4,19 @@ Each event's hash covers the hash of the one before it in the same run, so editi
 reordering any stored event breaks the chain at that point (see :func:`verify_chain`).
 The hash covers exactly the stored text of the payload, so verification needs no canonical form.
 The store keeps only each event's own hash: the previous one is the hash of the row before.
+
+There is one definition of the chain, :func:`_digest`: SHA-256, or HMAC-SHA-256 when a journal
+key is configured (``TETHER_JOURNAL_KEY``, see :func:`journal_key`), so that whoever can write
+the database but does not hold the key cannot recompute the hashes after an edit.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +25,16 @@ from typing import Any, NamedTuple
 import orjson
 
 GENESIS = "0" * 64
+KEY_ENV = "TETHER_JOURNAL_KEY"
+
+
+def journal_key() -> bytes | None:
+    """The journal key from ``TETHER_JOURNAL_KEY`` (UTF-8), or ``None`` (an unkeyed chain).
+
+    The key is read from the environment only and never stored: the database records whether a
+    run was keyed, not the key."""
+    value = os.environ.get(KEY_ENV)
+    return value.encode() if value else None
 
 
 class EventType(StrEnum):
@@ -98,9 +115,16 @@ def encode_payload_bytes(payload: Any) -> bytes:
         return _encode_escaped(payload).encode()
 
 
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
 def decode_json(text: str | bytes) -> Any:
     """``json.loads``, fast (orjson), with the standard library for what orjson rejects
-    (``NaN``, integers beyond 64 bits, lone surrogates written by older versions)."""
+    (``NaN``, integers beyond 64 bits, lone surrogates written by older versions) and for text
+    with numbers of 19 digits or more (orjson reads an integer below -2**63 as a float)."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if _LONG_NUMBER.search(raw):
+        return json.loads(raw)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -120,17 +144,28 @@ def time_text(ts: float) -> str:
 
 
 def event_hash(
-    prev_hash: str, seq: int, type_: str, step: int, ts: float, payload_json: str
+    prev_hash: str,
+    seq: int,
+    type_: str,
+    step: int,
+    ts: float,
+    payload_json: str,
+    key: bytes | None = None,
 ) -> str:
-    """SHA-256 of ``prev_hash|seq|type|step|repr(ts)|payload_json`` as UTF-8, in hex."""
+    """SHA-256 (HMAC-SHA-256 with ``key``) of ``prev_hash|seq|type|step|repr(ts)|payload_json``
+    as UTF-8, in hex."""
     raw = payload_json.encode("utf-8", "surrogatepass")
-    return _digest(prev_hash, seq, type_, step, time_text(ts), raw)
+    return _digest(prev_hash, seq, type_, step, time_text(ts), raw, key)
 
 
-def _digest(prev_hash: str, seq: int, type_: str, step: int, when: str, raw: bytes) -> str:
-    # ``when`` is ``time_text(ts)``; the joined text is never built: its head and the payload's
-    # bytes are hashed together
-    return _sha256(f"{prev_hash}|{seq}|{type_}|{step}|{when}|".encode() + raw).hexdigest()
+def _digest(
+    prev_hash: str, seq: int, type_: str, step: int, when: str, raw: bytes, key: bytes | None
+) -> str:
+    """The chain's one definition. ``when`` is ``time_text(ts)``."""
+    message = f"{prev_hash}|{seq}|{type_}|{step}|{when}|".encode() + raw
+    if key is None:
+        return _sha256(message).hexdigest()
+    return hmac.new(key, message, _sha256).hexdigest()
 
 
 def _line(seq: int, type_: str, step: int, when: str, digest: str, text: str) -> str:
@@ -139,21 +174,44 @@ def _line(seq: int, type_: str, step: int, when: str, digest: str, text: str) ->
 
 
 def make_event(
-    run_id: str, seq: int, type_: str, step: int, ts: float, payload: dict[str, Any], prev: str
+    run_id: str,
+    seq: int,
+    type_: str,
+    step: int,
+    ts: float,
+    payload: dict[str, Any],
+    prev: str,
+    key: bytes | None = None,
 ) -> Event:
     raw = encode_payload_bytes(payload)
-    return encoded_event(run_id, seq, type_, step, ts, raw, raw.decode(), prev)
+    return encoded_event(run_id, seq, type_, step, ts, raw, raw.decode(), prev, key)
 
 
 def encoded_event(
-    run_id: str, seq: int, type_: str, step: int, ts: float, raw: bytes, text: str, prev: str
+    run_id: str,
+    seq: int,
+    type_: str,
+    step: int,
+    ts: float,
+    raw: bytes,
+    text: str,
+    prev: str,
+    key: bytes | None = None,
 ) -> Event:
     """An event whose payload is already encoded (``raw`` is ``text`` as UTF-8)."""
-    return stored_event(run_id, seq, type_, step, ts, raw, text, prev)[0]
+    return stored_event(run_id, seq, type_, step, ts, raw, text, prev, key)[0]
 
 
 def stored_event(
-    run_id: str, seq: int, type_: str, step: int, ts: float, raw: bytes, text: str, prev: str
+    run_id: str,
+    seq: int,
+    type_: str,
+    step: int,
+    ts: float,
+    raw: bytes,
+    text: str,
+    prev: str,
+    key: bytes | None = None,
 ) -> tuple[Event, str]:
     """:func:`encoded_event`, and the event's line of stored text (see :func:`encode_batch`).
 
@@ -163,7 +221,7 @@ def stored_event(
     if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
         type_ = str(type_)
     when = time_text(ts)
-    digest = _digest(prev, seq, type_, step, when, raw)
+    digest = _digest(prev, seq, type_, step, when, raw, key)
     event = _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
     return event, _line(seq, type_, step, when, digest, text)
 
@@ -177,7 +235,7 @@ def unsealed_event(run_id: str, seq: int, type_: str, step: int, ts: float, text
 
 
 def seal_events(
-    pending: Sequence[Event], raws: Sequence[bytes], prev: str
+    pending: Sequence[Event], raws: Sequence[bytes], prev: str, key: bytes | None = None
 ) -> tuple[list[Event], list[str]]:
     """:func:`stored_event` over a run of events: the engine's flush.
 
@@ -189,7 +247,7 @@ def seal_events(
     lines: list[str] = []
     for ev, raw in zip(pending, raws, strict=True):
         event, line = stored_event(
-            ev.run_id, ev.seq, ev.type, ev.step, ev.ts, raw, ev.payload_json, prev
+            ev.run_id, ev.seq, ev.type, ev.step, ev.ts, raw, ev.payload_json, prev, key
         )
         sealed.append(event)
         lines.append(line)
@@ -202,7 +260,8 @@ UNREADABLE = "unreadable"
 
 
 def encode_batch(events: Sequence[Event], lines: Sequence[str] | None = None) -> str:
-    """Events as the stored text of one journal batch: one line per event,
+    """Events as the stored text of one journal batch (schema version 2's layout, which
+    migration 3 reads): one line per event,
     ``seq<TAB>type<TAB>step<TAB>time<TAB>hash<TAB>payload`` (the time as :func:`time_text`
     writes it, ``repr`` of the float).
 
@@ -300,8 +359,13 @@ class ChainProblem:
     reason: str
 
 
-def verify_chain(run_id: str, events: Iterable[Event]) -> ChainProblem | None:
-    """Check sequence numbers, links and hashes; return the first problem or ``None``."""
+def verify_chain(
+    run_id: str, events: Iterable[Event], key: bytes | None = None, *, hashes: bool = True
+) -> ChainProblem | None:
+    """Check sequence numbers, links and hashes; return the first problem or ``None``.
+
+    ``key``: the journal key the run was hashed with (``None``: plain SHA-256). ``hashes=False``
+    checks sequence numbers and links only (a keyed run checked without its key)."""
     prev = GENESIS
     expected_seq = 1
     for ev in events:
@@ -309,7 +373,11 @@ def verify_chain(run_id: str, events: Iterable[Event]) -> ChainProblem | None:
             return ChainProblem(run_id, expected_seq, f"event #{expected_seq} is missing")
         if ev.prev_hash != prev:
             return ChainProblem(run_id, ev.seq, "link to the previous event does not match")
-        if event_hash(ev.prev_hash, ev.seq, ev.type, ev.step, ev.ts, ev.payload_json) != ev.hash:
+        if not ev.hash or (
+            hashes
+            and event_hash(ev.prev_hash, ev.seq, ev.type, ev.step, ev.ts, ev.payload_json, key)
+            != ev.hash
+        ):
             return ChainProblem(run_id, ev.seq, "content does not match its hash (edited?)")
         try:
             decode_json(ev.payload_json)

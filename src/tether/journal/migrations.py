@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 Migration = Callable[[sa.Connection], None]
 
@@ -158,6 +160,78 @@ def _m002_event_batches(conn: sa.Connection) -> None:
     old.drop(conn)
 
 
+def _m003_events_table(conn: sa.Connection) -> None:
+    """The journal as one row per event again, queryable with SQL, anchored and ledgered.
+
+    ``events`` holds each event's exact hashed text (``payload_text``) and the same payload as
+    JSON for queries (``payload``: JSONB on PostgreSQL; NULL where the database cannot hold the
+    text as JSON). The run row anchors its chain (``head_hash``, ``event_count``, ``keyed``) and
+    ``run_ledger`` chains the runs themselves, so a deleted run is noticed. Stored batches are
+    moved over run by run (their hashes unchanged: the chain's definition is the same) and
+    ``event_batches`` is dropped.
+    """
+    from tether.journal.events import GENESIS, decode_batch
+    from tether.journal.ledger import ledger_hash
+    from tether.journal.rows import event_tuples, insert_events_sql
+
+    md = sa.MetaData()
+    payload_type: sa.types.TypeEngine[Any] = (
+        postgresql.JSONB() if conn.dialect.name == "postgresql" else sa.Text()
+    )
+    events = sa.Table(
+        "events",
+        md,
+        sa.Column("run_id", sa.String(64), primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True),
+        sa.Column("type", sa.String(40), nullable=False),
+        sa.Column("step", sa.Integer, nullable=False),
+        sa.Column("ts", sa.Float, nullable=False),
+        sa.Column("payload", payload_type),
+        sa.Column("payload_text", sa.Text, nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sqlite_with_rowid=False,
+    )
+    ledger = sa.Table(
+        "run_ledger",
+        md,
+        sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("run_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
+    md.create_all(conn)
+    sa.Index("ix_events_type", events.c.type).create(conn)
+    for column in ("head_hash VARCHAR(64)", "event_count INTEGER", "keyed BOOLEAN"):
+        conn.execute(sa.text(f"ALTER TABLE runs ADD COLUMN {column}"))
+    batches = sa.Table("event_batches", sa.MetaData(), autoload_with=conn)
+    runs = sa.Table("runs", sa.MetaData(), autoload_with=conn)
+    run_ids = [
+        str(r[0]) for r in conn.execute(sa.select(runs.c.id).order_by(runs.c.created_at, runs.c.id))
+    ]
+    prev_entry = GENESIS
+    for position, run_id in enumerate(run_ids, start=1):
+        rows = conn.execute(
+            sa.select(batches.c.first_seq, batches.c.last_seq, batches.c.events)
+            .where(batches.c.run_id == run_id)
+            .order_by(batches.c.first_seq)
+        ).all()
+        head, count = GENESIS, 0
+        for first_seq, last_seq, body in rows:
+            moved = decode_batch(run_id, int(first_seq), int(last_seq), str(body), head)
+            if moved:
+                conn.exec_driver_sql(
+                    insert_events_sql(conn.dialect.name), event_tuples(moved, conn.dialect.name)
+                )
+                head, count = moved[-1].hash, moved[-1].seq
+        conn.execute(
+            runs.update()
+            .where(runs.c.id == run_id)
+            .values(head_hash=head, event_count=count, keyed=False)
+        )
+        prev_entry = ledger_hash(prev_entry, position, run_id)
+        conn.execute(ledger.insert().values(position=position, run_id=run_id, hash=prev_entry))
+    batches.drop(conn)
+
+
 def _m004_leases(conn: sa.Connection) -> None:
     """Each run's lease: which process drives it (``lease_owner``), until when unless renewed
     (``lease_expires``, store clock seconds), and the fencing token (``lease_token``) every
@@ -174,6 +248,7 @@ def _m004_leases(conn: sa.Connection) -> None:
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "runs, events, blobs, approvals, counters, controls, cache", _m001_core),
     (2, "the journal in batches: one row per flush", _m002_event_batches),
+    (3, "one row per event, anchored in the run row; the run ledger", _m003_events_table),
     (4, "run leases: one driver per run", _m004_leases),
 ]
 

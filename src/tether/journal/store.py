@@ -1,8 +1,10 @@
 """The store: runs, the event journal, approvals, counters, controls and caches.
 
 SQLAlchemy 2 over SQLite (a WAL file, the default) or PostgreSQL (by URL). Appending events is the
-hot path: it goes straight to the DBAPI cursor inside one short transaction, and the events of one
-flush are one row of ``event_batches`` (see :func:`tether.journal.events.encode_batch`).
+hot path: it goes straight to the DBAPI cursor inside one short transaction: the events of one
+flush are rows of ``events`` (one INSERT of many rows), and the run's row, which anchors its chain
+(``head_hash``, ``event_count``), is updated in the same transaction. Each new run is also entered
+in ``run_ledger`` (see :mod:`tether.journal.ledger`).
 On SQLite every write transaction is ``BEGIN IMMEDIATE`` so concurrent processes serialise cleanly.
 """
 
@@ -38,13 +40,14 @@ from tether.errors import (
 from tether.journal.events import (
     GENESIS,
     Event,
-    decode_batch,
-    encode_batch,
     encode_payload_bytes,
+    journal_key,
 )
 from tether.journal.faults import NO_RETRY, StoreRetry, is_transient
 from tether.journal.leases import Lease, default_ttl, holder_gone
+from tether.journal.ledger import ledger_hash
 from tether.journal.migrations import MIGRATIONS, migrate, schema_version
+from tether.journal.rows import event_tuples, insert_events_sql
 
 DEFAULT_DB = "tether.db"
 _T = TypeVar("_T")
@@ -193,22 +196,30 @@ class _Statements:
     """The journal's write statements, written once for a placeholder style."""
 
     insert_run: str
-    insert_batch: str
-    last_batch: str
-    batch_at: str
+    insert_events: str
+    anchor: str
+    set_anchor: str
+    hash_at: str
     run_exists: str
+    ledger_tail: str
+    insert_ledger: str
 
     @classmethod
-    def using(cls, ph: str) -> _Statements:
+    def using(cls, ph: str, dialect: str) -> _Statements:
+        columns = (*_RUN_COLUMNS, *_ANCHOR_COLUMNS)
+        lock = " FOR UPDATE" if dialect == "postgresql" else ""
         return cls(
-            insert_run=f"INSERT INTO runs ({','.join(_RUN_COLUMNS)})"
-            f" VALUES ({','.join([ph] * len(_RUN_COLUMNS))})",
-            insert_batch="INSERT INTO event_batches (run_id, first_seq, last_seq, events)"
-            f" VALUES ({ph},{ph},{ph},{ph})",
-            last_batch=f"SELECT last_seq FROM event_batches WHERE run_id={ph}"
-            " ORDER BY first_seq DESC LIMIT 1",
-            batch_at=f"SELECT events FROM event_batches WHERE run_id={ph} AND first_seq={ph}",
+            insert_run=f"INSERT INTO runs ({','.join(columns)})"
+            f" VALUES ({','.join([ph] * len(columns))})",
+            insert_events=insert_events_sql(dialect),
+            anchor=f"SELECT event_count, head_hash, keyed FROM runs WHERE id={ph}{lock}",
+            set_anchor=f"UPDATE runs SET event_count={ph}, head_hash={ph}"
+            f" WHERE id={ph} AND event_count={ph}",
+            hash_at=f"SELECT hash FROM events WHERE run_id={ph} AND seq={ph}",
             run_exists=f"SELECT 1 FROM runs WHERE id={ph}",
+            ledger_tail="SELECT position, hash FROM run_ledger ORDER BY position DESC LIMIT 1",
+            insert_ledger="INSERT INTO run_ledger (position, run_id, hash)"
+            f" VALUES ({ph},{ph},{ph})",
         )
 
 
@@ -255,6 +266,10 @@ _RUN_COLUMNS = (
     "created_at",
     "updated_at",
 )
+_ANCHOR_COLUMNS = ("head_hash", "event_count", "keyed")
+"""The run row's anchor of its chain: the last event's hash, the number of events, and whether
+the chain is keyed (an HMAC: see :func:`tether.journal.events.journal_key`)."""
+_LEDGER_LOCK = 7410032  # the PostgreSQL advisory lock that serialises entries in run_ledger
 _APPROVAL_COLUMNS = (
     "id",
     "run_id",
@@ -327,7 +342,8 @@ class Store:
         elif read_only:
             self._setup_read_only_postgresql()
         self._ph = "?" if self.is_sqlite else "%s"
-        self._sql = _Statements.using(self._ph)
+        self._sql = _Statements.using(self._ph, "sqlite" if self.is_sqlite else "postgresql")
+        self.journal_key = journal_key()  # read from the environment, never stored
         self._lock = threading.RLock()
         self._raw: Any = None
         self._cur: Any = None  # the journal's write cursor on ``_raw`` (see _write)
@@ -339,7 +355,8 @@ class Store:
                 self.engine,
                 only=[
                     "runs",
-                    "event_batches",
+                    "events",
+                    "run_ledger",
                     "blobs",
                     "approvals",
                     "counters",
@@ -488,9 +505,11 @@ class Store:
     ) -> None:
         """The journal's write path: one short transaction straight on the DBAPI connection.
 
-        The events (all of one run, in order) become one batch row. An append must continue the
-        stored journal exactly: a batch that does not start right after the last stored event
-        means another writer got there first, and nothing is written.
+        The events (all of one run, in order) become rows of ``events``, and the run row's anchor
+        (``event_count``, ``head_hash``) moves to the last of them. An append must continue the
+        stored journal exactly (its first event follows the anchor's count and links to its
+        hash): otherwise another writer got there first, and nothing is written. ``lines`` are
+        not used (the engine's stored lines of an older layout).
 
         A transient store error (see :func:`~tether.journal.faults.is_transient`) is retried on
         a fresh connection, with backoff, within ``self.retry``. A failed commit's outcome is
@@ -499,10 +518,10 @@ class Store:
         written twice. A store still failing after the last attempt raises
         :class:`StoreUnavailable` (see :meth:`_retrying`).
         """
-        body = encode_batch(events, lines) if events else None
+        rows = event_tuples(events, "sqlite" if self.is_sqlite else "postgresql")
 
         def attempt(retried: bool) -> None:
-            self._write_once(events, new_run, run_update, body, retried=retried, lease=lease)
+            self._write_once(events, new_run, run_update, rows, retried=retried, lease=lease)
 
         def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
             return self._gave_up(events, new_run, run_update, failure, attempts)
@@ -564,7 +583,7 @@ class Store:
         events: Sequence[Event],
         new_run: dict[str, Any] | None,
         run_update: dict[str, Any] | None,
-        body: str | None,
+        rows: list[tuple[Any, ...]],
         *,
         retried: bool,
         lease: Lease | None = None,
@@ -587,19 +606,22 @@ class Store:
                 cur.execute("BEGIN IMMEDIATE")
             if new_run is None and lease is not None:
                 self._fence(cur, lease)
-            if not (retried and self._written(cur, events, new_run, body)):
+            if not (retried and self._written(cur, events, new_run)):
                 if new_run is not None:
-                    cur.execute(sql.insert_run, [new_run[c] for c in _RUN_COLUMNS])
+                    self._insert_run(cur, new_run, events)
                     if lease is not None:
                         self._first_lease(cur, lease)
+                elif events:
+                    self._check_continues(cur, events)
                 if events:
-                    first = events[0]
+                    cur.executemany(sql.insert_events, rows)
                     if new_run is None:
-                        cur.execute(sql.last_batch, (first.run_id,))
-                        row = cur.fetchone()
-                        if (0 if row is None else int(row[0])) != first.seq - 1:
+                        first, last = events[0], events[-1]
+                        cur.execute(
+                            sql.set_anchor, (last.seq, last.hash, first.run_id, first.seq - 1)
+                        )
+                        if cur.rowcount != 1:
                             raise _Conflict(first.run_id)
-                    cur.execute(sql.insert_batch, (first.run_id, first.seq, events[-1].seq, body))
                 if run_update:
                     cols = sorted(run_update)
                     values = [
@@ -635,23 +657,51 @@ class Store:
                 ) from exc
             raise JournalError(f"cannot append to the journal: {exc}") from exc
 
+    def _insert_run(self, cur: Any, new_run: dict[str, Any], events: Sequence[Event]) -> None:
+        """The run's row (anchored at its first events) and its entry in the run ledger."""
+        head = events[-1].hash if events else GENESIS
+        anchor = [head, len(events), self.journal_key is not None]
+        cur.execute(self._sql.insert_run, [*(new_run[c] for c in _RUN_COLUMNS), *anchor])
+        if not self.is_sqlite:  # SQLite's BEGIN IMMEDIATE serialises writers already
+            cur.execute(f"SELECT pg_advisory_xact_lock({_LEDGER_LOCK})")
+        cur.execute(self._sql.ledger_tail)
+        tail = cur.fetchone()
+        position, prev = (1, GENESIS) if tail is None else (int(tail[0]) + 1, str(tail[1]))
+        digest = ledger_hash(prev, position, new_run["id"])
+        cur.execute(self._sql.insert_ledger, (position, new_run["id"], digest))
+
+    def _check_continues(self, cur: Any, events: Sequence[Event]) -> None:
+        """Raise ``_Conflict`` unless ``events`` continue the run's stored journal, and
+        ``JournalError`` if they are keyed differently from it."""
+        first = events[0]
+        cur.execute(self._sql.anchor, (first.run_id,))
+        row = cur.fetchone()
+        count, head, keyed = (0, GENESIS, False) if row is None else row
+        if int(count or 0) != first.seq - 1 or (head or GENESIS) != first.prev_hash:
+            raise _Conflict(first.run_id)
+        if bool(keyed) != (self.journal_key is not None):
+            state = "with" if keyed else "without"
+            raise JournalError(
+                f"run {first.run_id} was journaled {state} a journal key: set "
+                f"TETHER_JOURNAL_KEY as it was to continue it"
+            )
+
     def _written(
         self,
         cur: Any,
         events: Sequence[Event],
         new_run: dict[str, Any] | None,
-        body: str | None,
     ) -> bool:
         """Whether an earlier attempt of this write was committed (read in its transaction).
 
-        A batch is known by its run, first sequence number and exact text: the same batch at
-        that place means the earlier commit went through. A new run without events is known by
-        its row. An update of the run's row alone is simply made again.
+        The events are known by their run, last sequence number and hash: the same hash at that
+        place means the earlier commit went through. A new run without events is known by its
+        row. An update of the run's row alone is simply made again.
         """
         if events:
-            cur.execute(self._sql.batch_at, (events[0].run_id, events[0].seq))
+            cur.execute(self._sql.hash_at, (events[-1].run_id, events[-1].seq))
             row = cur.fetchone()
-            return row is not None and str(row[0]) == body
+            return row is not None and str(row[0]) == events[-1].hash
         if new_run is not None:
             cur.execute(self._sql.run_exists, (new_run["id"],))
             return cur.fetchone() is not None
@@ -772,29 +822,41 @@ class Store:
         the first): the chain is checked by recomputing every hash over it (verify_chain). Stored
         text that cannot be parsed comes back as ``unreadable`` events, which never verify.
         """
-        b = self.t["event_batches"]
+        ev = self.t["events"]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(b.c.first_seq, b.c.last_seq, b.c.events)
-                .where(b.c.run_id == run_id, b.c.last_seq >= after_seq)
-                .order_by(b.c.first_seq)
+                sa.select(ev.c.seq, ev.c.type, ev.c.step, ev.c.ts, ev.c.payload_text, ev.c.hash)
+                .where(ev.c.run_id == run_id, ev.c.seq >= after_seq)
+                .order_by(ev.c.seq)
             ).all()
         out: list[Event] = []
         prev = GENESIS
-        for first_seq, last_seq, body in rows:
-            out += decode_batch(run_id, int(first_seq), int(last_seq), str(body), prev)
-            prev = out[-1].hash
-        # the batch holding event ``after_seq`` was read too, so the first event kept is linked
-        # to its stored hash
+        for seq, type_, step, ts, text, digest in rows:
+            out.append(Event(run_id, int(seq), type_, int(step), float(ts), text, prev, digest))
+            prev = digest
+        # the event ``after_seq`` was read too, so the first event kept is linked to its hash
         return [e for e in out if e.seq > after_seq] if after_seq > 0 else out
 
+    def chain_key(self, run_id: str) -> bytes | None:
+        """The key a run's chain is checked with: this store's journal key if the run was
+        journaled with one, else ``None``. A keyed run without the key cannot be checked or
+        continued, which is an error naming the setting."""
+        runs_t = self.t["runs"]
+        with self.engine.connect() as conn:
+            keyed = conn.execute(sa.select(runs_t.c.keyed).where(runs_t.c.id == run_id)).scalar()
+        if not keyed:
+            return None
+        if self.journal_key is None:
+            raise UsageError(
+                f"run {run_id} was journaled with a journal key: set TETHER_JOURNAL_KEY to read it"
+            )
+        return self.journal_key
+
     def count_events(self, run_id: str) -> int:
-        b = self.t["event_batches"]
+        ev = self.t["events"]
         with self.engine.connect() as conn:
             n = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(b.c.last_seq - b.c.first_seq + 1), 0)).where(
-                    b.c.run_id == run_id
-                )
+                sa.select(sa.func.count()).select_from(ev).where(ev.c.run_id == run_id)
             ).scalar_one()
         return int(n)
 
@@ -1259,6 +1321,7 @@ class Store:
                 "runs",
                 "events",
                 "event_batches",
+                "run_ledger",
                 "blobs",
                 "approvals",
                 "counters",
