@@ -32,7 +32,8 @@ from examples.support_desk.store import Store as DeskStore
 from examples.support_desk.tickets import TICKETS, Ticket, TicketResult
 from tether import Agent, ModelRequest, ScriptedModel, ToolCall
 from tether.engine import Runtime
-from tether.journal import Store, decision_in
+from tether.journal import Store
+from tether.journal.events import decision_of
 from tether.models.scripted import ScriptItem
 from tether.text import visible
 
@@ -142,9 +143,9 @@ def desk_db_url() -> str:
 def _counts(store: Store, run_id: str) -> Counter[str]:
     c: Counter[str] = Counter()
     for ev in store.events(run_id):
-        decision = decision_in(ev.type, ev.payload)
-        if decision is not None:
-            c[decision["decision"]] += 1
+        decision = decision_of(ev.data)
+        if decision is not None and decision.decision is not None:
+            c[decision.decision.value] += 1
         elif ev.type == "validation_failed":
             c["invalid"] += 1
         elif ev.type == "approval_requested":

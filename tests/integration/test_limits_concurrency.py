@@ -29,7 +29,8 @@ from tests.conftest import ROOT
 from tests.integration.limits_agent import AGENT_NAME
 from tether import Agent, ScriptedModel, call, tool
 from tether.engine import Runtime
-from tether.journal import Store, proposal_in
+from tether.journal import Store
+from tether.journal.events import proposal_of
 from tether.policy import Limit
 
 WORKERS = 8
@@ -107,9 +108,9 @@ def contend(
         denials: Counter[str] = Counter()
         for run in store.list_runs(limit=10_000):
             for ev in store.events(run.id):
-                proposed = proposal_in(ev.type, ev.payload)
+                proposed = proposal_of(ev.data)
                 if proposed is not None:
-                    attempts.append(proposed["args"])
+                    attempts.append(proposed.args)
                 elif ev.type == "policy_decision" and ev.payload["decision"] == "deny":
                     denials[ev.payload["rule"]] += 1
     finally:

@@ -19,8 +19,8 @@ from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tether import Agent, ScriptedModel, ToolError, call, tool
 from tether.engine import Runtime
 from tether.errors import ModelError
-from tether.journal import Store, proposal_in
-from tether.journal.events import Event, asked_at
+from tether.journal import Store
+from tether.journal.events import Event, proposal_of
 from tether.policy import Decision, Proposal, rule
 from tether.telemetry import Redactor, export_run, maybe_export, otel, otlp_tracer_provider
 
@@ -205,9 +205,8 @@ async def test_span_tree_attributes_and_timeline(
     # one execute_tool span per proposed call
     tools = {s.attributes["gen_ai.tool.call.id"]: s for s in spans
              if s.name.startswith("execute_tool ")}  # fmt: skip
-    # a plainly allowed read is journaled whole in its tool_finished
-    proposed = [e for e in events if proposal_in(e.type, e.payload) is not None]
-    assert [e.type for e in proposed] == ["tool_finished", "tool_proposed", "tool_proposed"]
+    proposed = [e for e in events if proposal_of(e.data) is not None]
+    assert [e.type for e in proposed] == ["tool_proposed", "tool_proposed", "tool_proposed"]
     assert set(tools) == {e.payload["call_id"] for e in proposed}
     lookup, approved, denied = (tools[e.payload["call_id"]] for e in proposed)
     for span, ev in zip((lookup, approved, denied), proposed, strict=True):
@@ -216,8 +215,7 @@ async def test_span_tree_attributes_and_timeline(
         assert span.attributes["gen_ai.tool.name"] == ev.payload["tool"]
         assert span.attributes["gen_ai.tool.type"] == "function"
         assert span.attributes["tether.tool.effect"] == ev.payload["effect"]
-        began = asked_at(ev.ts, ev.payload) if ev.type == "tool_finished" else ev.ts
-        assert close(span.start_ns, ns(began))
+        assert close(span.start_ns, ns(ev.ts))
     assert lookup.attributes["gen_ai.tool.description"] == "Look up an order."
 
     assert lookup.attributes["tether.tool.outcome"] == "ok" and not lookup.is_error

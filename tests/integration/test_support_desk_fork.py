@@ -9,7 +9,7 @@ from examples.support_desk.store import Store as DeskStore
 
 from tether import ScriptedModel, call
 from tether.journal import Store as Journal
-from tether.journal import proposal_in
+from tether.journal.events import proposal_of
 from tether.replay import diff_runs, fork_run
 
 TASK = "38"  # finds the customer, then cancels pending order #W9348897 (irreversible)
@@ -48,7 +48,7 @@ async def test_fork_with_a_changed_prompt_executes_no_write(tmp_path: Path) -> N
     fork_events = journal.events(fork_id)
     finished = {e.payload["call_id"]: e.payload for e in fork_events if e.type == "tool_finished"}
     proposed = {e.payload["call_id"]: e.payload["tool"] for e in fork_events
-                if proposal_in(e.type, e.payload) is not None and e.step >= 4}  # fmt: skip
+                if proposal_of(e.data) is not None and e.step >= 4}  # fmt: skip
     # the live store already has the order cancelled: the rule refuses the second cancel...
     decisions = [e.payload for e in fork_events if e.type == "policy_decision" and e.step >= 4]
     assert decisions[0]["decision"] == "deny" and decisions[0]["rule"] == "order-status"

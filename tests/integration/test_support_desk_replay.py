@@ -28,7 +28,7 @@ if data.available():
     from examples.support_desk.policy import RULES
 
     from tether.journal import Store as Journal
-    from tether.journal import proposal_in
+    from tether.journal.events import proposal_of
     from tether.models.faults import FaultModel
     from tether.models.retry import RetryModel
     from tether.policy import Decision, Proposal, rule
@@ -54,8 +54,8 @@ def recorded() -> Iterator[tuple[Journal, dict[str, TaskResult]]]:
 
 def _step_of_call(journal: Journal, run_id: str, tool: str) -> int:
     for ev in journal.events(run_id):
-        proposed = proposal_in(ev.type, ev.payload)
-        if proposed is not None and proposed["tool"] == tool:
+        proposed = proposal_of(ev.data)
+        if proposed is not None and proposed.tool == tool:
             return ev.step
     raise AssertionError(f"run {run_id} never proposed {tool}")
 

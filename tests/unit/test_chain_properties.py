@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import fresh_pg_url
 from tether.journal import Store
-from tether.journal.events import GENESIS, Event, make_event, verify_chain
+from tether.journal.chain import GENESIS, make_event, verify_chain
+from tether.journal.events import Event
 from tether.journal.store import RunRecord
 
 JSON = st.recursive(

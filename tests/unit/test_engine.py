@@ -17,7 +17,8 @@ from tether import Agent, Limits, ScriptedModel, ToolContext, ToolError, call, t
 from tether.builtins import ask_human
 from tether.engine import Runtime, rebuild_state
 from tether.errors import InvalidEdit
-from tether.journal import Store, decision_in, proposal_in, request_in, verify_chain
+from tether.journal import Store, verify_chain
+from tether.journal.events import decision_of, request_of
 from tether.models.scripted import raw_call
 from tether.policy import Decision, Limit, PastCall, Proposal, rule
 
@@ -108,6 +109,7 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     assert types(sqlite_store, result.run_id) == [
         "run_started",
         "model_response",
+        "tool_proposed",
         "tool_finished",
         "model_response",
         "run_finished",
@@ -117,13 +119,14 @@ async def test_simple_run_succeeds_and_journal_verifies(sqlite_store: Store) -> 
     assert [e.step for e in responses] == [1, 2]
     assert [e.payload["request"]["messages"] for e in responses] == [2, 4]
     assert responses[0].payload["request"]["tools"] == len(make_agent().tools)
-    # a plainly allowed read is one event: its proposal and allow travel with its result
+    # a plainly allowed read: its proposal carries the allow, its result follows
+    (proposed,) = payloads(sqlite_store, result.run_id, "tool_proposed")
     (finished,) = payloads(sqlite_store, result.run_id, "tool_finished")
-    proposed = proposal_in("tool_finished", finished)
-    assert proposed is not None and proposed["args"] == {"order_id": "A"}
+    assert proposed["args"] == {"order_id": "A"} and proposed["effect"] == "read"
     assert proposed["decision"] == "allow" and proposed["rule"] and proposed["reason"]
     assert finished["ok"] is True and "pending" in finished["content"]
-    folded = rebuild_state(result.run_id, events[:3])
+    assert "args" not in finished and "decision" not in finished  # one shape per fact
+    folded = rebuild_state(result.run_id, events[:4])
     assert folded.calls[0].decision == "allow" and folded.calls[0].done
     assert folded.call_counts == {"lookup" + '{"order_id":"A"}': 1}
 
@@ -167,7 +170,7 @@ async def test_the_policy_and_the_journal_see_the_same_masked_arguments(
     result = await runtime(sqlite_store, script).run(make_agent(policy=[watch]), "go")
     masked = {"order_id": "A [REDACTED:openai_key]"}
     assert seen == [{"order_id": "B"}, masked]
-    journaled = [p["args"] for p in payloads(sqlite_store, result.run_id, "tool_finished")]
+    journaled = [p["args"] for p in payloads(sqlite_store, result.run_id, "tool_proposed")]
     assert journaled == [{"order_id": "B"}, masked]
     state = rebuild_state(result.run_id, sqlite_store.events(result.run_id))
     assert [c.args for c in state.history] == journaled
@@ -255,15 +258,15 @@ async def test_decisions_other_than_allow_are_events_of_their_own(sqlite_store: 
     )
     result = await rt.run(make_agent(), "refund A")
     events = sqlite_store.events(result.run_id)
-    decided = [decision_in(e.type, e.payload) for e in events]
-    kinds = [d["decision"] for d in decided if d is not None]
+    decided = [decision_of(e.data) for e in events]
+    kinds = [d.decision for d in decided if d is not None]
     assert kinds[0] == "allow" and len(kinds) == 2 and kinds[1] != "allow"
     assert [e.type for e in events if e.type == "policy_decision"] == ["policy_decision"]
 
 
 def _journal(run_id: str, bodies: list[tuple[str, int, dict[str, Any]]]) -> list[Any]:
     """Events of a run as an older version would have written them (type, step, payload)."""
-    from tether.journal.events import GENESIS, make_event
+    from tether.journal.chain import GENESIS, make_event
 
     events, prev = [], GENESIS
     for seq, (type_, step, body) in enumerate(bodies, start=1):
@@ -312,8 +315,8 @@ def test_older_journals_with_a_request_event_and_a_decision_per_call_still_fold(
     state = rebuild_state(run_id, events)
     assert state.step == 1 and state.model_requests == 1 and state.input_tokens == 3
     assert state.calls[0].decision == "allow" and state.calls[0].done
-    assert [request_in(e.type, e.payload) is not None for e in events].count(True) == 1
-    assert [decision_in(e.type, e.payload) is not None for e in events].count(True) == 1
+    assert [request_of(e.data) is not None for e in events].count(True) == 1
+    assert [decision_of(e.data) is not None for e in events].count(True) == 1
 
 
 @tool

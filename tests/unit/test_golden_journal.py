@@ -10,7 +10,9 @@ from pathlib import Path
 from tests.conftest import tether
 from tests.golden.agent import agent
 from tether.journal import Store
-from tether.journal.events import GENESIS, Event, decode_batch
+from tether.journal.batches import decode_batch
+from tether.journal.chain import GENESIS
+from tether.journal.events import Event
 from tether.journal.migrations import MIGRATIONS
 from tether.replay import replay_run
 

@@ -294,7 +294,7 @@ def test_an_events_time_is_written_as_repr_writes_it() -> None:
     import random
     import struct
 
-    from tether.journal.events import time_text
+    from tether.journal.chain import time_text
 
     rnd = random.Random(20261126)
     samples = [1.0, 1e15 - 0.125, 1e15, 1e16, 0.5, 1e-7, -3.0, 0.0, math.nan, math.inf]
@@ -315,14 +315,10 @@ def test_an_events_time_is_written_as_repr_writes_it() -> None:
 
 def test_sealed_events_chain_verify_and_encode_as_their_lines() -> None:
     """A flush's sealed events link in order, verify, and encode to the lines it made."""
-    from tether.journal.events import (
-        Event,
-        EventType,
-        encode_batch,
-        encode_payload_bytes,
-        seal_events,
-        stored_event,
-    )
+    from tether.journal.batches import encode_batch
+    from tether.journal.chain import seal_events, stored_event
+    from tether.journal.events import Event, EventType
+    from tether.journal.jsontext import encode_payload_bytes
 
     times = [1_795_674_529.0834894, 0.5, 1e16, 1_700_000_000.0, 1e-7, 12.25]
     payloads = [{"m": i, "ü": "☃", "big": 2**70 if i == 2 else i} for i in range(len(times))]

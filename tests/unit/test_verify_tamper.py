@@ -18,7 +18,7 @@ from tests.golden.agent import agent
 from tether import ScriptedModel, call
 from tether.engine import Runtime
 from tether.journal import Store
-from tether.journal.events import GENESIS, event_hash
+from tether.journal.chain import GENESIS, event_hash
 from tether.journal.store import normalise_url
 
 

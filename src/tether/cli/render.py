@@ -8,7 +8,31 @@ from typing import Any
 
 from rich.markup import escape
 
-from tether.journal.events import Event
+from tether.errors import JournalError
+from tether.journal.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    AskedModel,
+    BudgetExceeded,
+    Escalated,
+    Event,
+    EventData,
+    Feedback,
+    InputReceived,
+    InputRequested,
+    LimitsReserved,
+    ModelFailed,
+    ModelRequested,
+    ModelResponded,
+    PolicyDecided,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    ToolFinished,
+    ToolProposed,
+    ToolStarted,
+    ValidationFailed,
+)
 from tether.text import visible
 
 STATUS_STYLE = {
@@ -68,85 +92,87 @@ def status_text(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
 
 
-def _asked(request: dict[str, Any] | None) -> str:
+def _asked(request: AskedModel | None) -> str:
     """What a model call was sent, as recorded with its response (or error)."""
-    if not request:
+    if request is None:
         return ""
-    return f" · sent {request.get('messages')} messages, {request.get('tools')} tools"
+    return f" · sent {request.messages} messages, {request.tools} tools"
 
 
-def summarise(ev: Event, p: dict[str, Any], width: int = 100) -> str:
-    """One line saying what an event means, control and bidi characters made visible."""
-    return visible(_summarise(ev, p, width))
+def summarise(ev: Event, width: int = 100) -> str:
+    """One line saying what an event means, control and bidi characters made visible.
+
+    Raises :class:`~tether.errors.JournalError` for an event whose payload cannot be read."""
+    return visible(_summarise(ev.data, width))
 
 
-def _summarise(ev: Event, p: dict[str, Any], width: int) -> str:
-    t = ev.type
-    if t == "run_started":
-        agent = p["agent"]
-        return (
-            f"agent {agent.get('name')} v{agent.get('version')} · model {p.get('model')} · "
-            f"input {short(p['input'], width)}"
-        )
-    if t == "model_request":
-        return f"{p['model']} · {p['messages']} messages · {p['tools']} tools"
-    if t == "model_response":
-        r = p["response"]
-        u = r.get("usage", {})
-        calls = ", ".join(
-            f"{c['name']}({short(c['arguments'], 60)})" for c in r.get("tool_calls", [])
-        )
-        what = f"calls {calls}" if calls else f"says {short(r.get('text', ''), width)}"
-        cost = f" · ${r['cost_usd']:.5f}" if r.get("cost_usd") else ""
-        tokens = f"{u.get('input_tokens', 0)}→{u.get('output_tokens', 0)} tok"
-        asked = _asked(p.get("request"))
-        return f"{what} · {tokens}{cost} · {p.get('duration_ms', 0):.1f} ms{asked}"
-    if t == "tool_proposed":
-        head = f"{p['tool']} [{p['effect']}] {short(p['args'], width)}"
-        if "decision" in p:  # a plain allow, journaled with the proposal
-            return f"{head} · {p['decision'].upper()} by rule {p.get('rule')}: {p.get('reason')}"
-        return head
-    if t == "policy_decision":
-        extra = " (edited args re-checked)" if p.get("recheck") else ""
-        head = f"{p['decision'].upper()} {p.get('tool')} by rule {p.get('rule')}"
-        return f"{head}: {p.get('reason')}{extra}"
-    if t == "approval_requested":
-        return f"approval {p['approval_id']} for {p['tool']} {short(p['args'], width)}"
-    if t == "approval_decided":
-        edit = f" edited to {short(p['edited_args'], 80)}" if p.get("edited_args") else ""
-        why = f" ({p['reason']})" if p.get("reason") else ""
-        return f"{p['status']} by {p.get('by')} at {when(p.get('at'))}{edit}{why}"
-    if t == "tool_started":
-        return f"{p.get('tool')} started" + (
-            f" · key {p['idempotency_key']}" if p.get("idempotency_key") else ""
-        )
-    if t == "tool_finished":
-        mark = "ok" if p["ok"] else "ERROR"
-        shadow = " (shadow: not executed)" if p.get("shadow") else ""
-        done = f"{mark}{shadow} · {p.get('duration_ms', 0):.1f} ms · {short(p['content'], width)}"
-        if "args" in p:  # a read journaled whole: its proposal and plain allow come first
-            head = f"{p['tool']} [{p['effect']}] {short(p['args'], 60)}"
-            return f"{head} · {p['decision'].upper()} by rule {p.get('rule')} · {done}"
-        return done
-    if t == "validation_failed":
-        return f"{p.get('tool') or 'final output'}: {short(p['error'], width)}"
-    if t in ("feedback",):
-        return short(p["message"], width)
-    if t == "input_requested":
-        return f"[{p['kind']}] {short(p['question'], width)}"
-    if t == "input_received":
-        return f"{p.get('by', '')}: {short(p.get('answer', ''), width)}"
-    if t == "model_error":
-        return short(p["error"], width) + _asked(p.get("request"))
-    if t in ("escalated", "budget"):
-        return short(p.get("reason"), width)
-    if t == "run_finished":
-        out = f" · output {short(p['output'], width)}" if p.get("output") is not None else ""
-        why = f" · {p['reason']}" if p.get("reason") else ""
-        return f"{p['status']}{why}{out}"
-    if t == "run_resumed":
-        return "resumed" + ("" if p.get("same_agent", True) else " with a CHANGED agent")
-    return short(p, width)
+def _proposal(p: ToolProposed, width: int) -> str:
+    head = f"{p.tool} [{p.effect.value}] {short(p.args, width)}"
+    if p.decision is not None:  # a plain allow, journaled with the proposal
+        return f"{head} · {p.decision.value.upper()} by rule {p.rule}: {p.reason}"
+    return head
+
+
+def _summarise(data: EventData, width: int) -> str:
+    match data:
+        case RunStarted(agent=agent):
+            return (
+                f"agent {agent.get('name')} v{agent.get('version')} · model {data.model} · "
+                f"input {short(data.input, width)}"
+            )
+        case ModelRequested():
+            return f"{data.model} · {data.messages} messages · {data.tools} tools"
+        case ModelResponded(response=r):
+            calls = ", ".join(f"{c.name}({short(c.arguments, 60)})" for c in r.tool_calls)
+            what = f"calls {calls}" if calls else f"says {short(r.text, width)}"
+            cost = f" · ${r.cost_usd:.5f}" if r.cost_usd else ""
+            tokens = f"{r.usage.input_tokens}→{r.usage.output_tokens} tok"
+            return f"{what} · {tokens}{cost} · {data.duration_ms:.1f} ms{_asked(data.request)}"
+        case ToolProposed():
+            return _proposal(data, width)
+        case PolicyDecided():
+            extra = " (edited args re-checked)" if data.recheck else ""
+            head = f"{data.decision.value.upper()} {data.tool} by rule {data.rule}"
+            return f"{head}: {data.reason}{extra}"
+        case LimitsReserved():
+            what = "released" if data.released else "reserved"
+            held = ", ".join(f"{r.name} {r.amount:g}" for r in data.reservations)
+            return f"{what} {held}"
+        case ApprovalRequested():
+            return f"approval {data.approval_id} for {data.tool} {short(data.args, width)}"
+        case ApprovalDecided():
+            edit = f" edited to {short(data.edited_args, 80)}" if data.edited_args else ""
+            why = f" ({data.reason})" if data.reason else ""
+            return f"{data.status.value} by {data.by} at {when(data.at)}{edit}{why}"
+        case ToolStarted():
+            key = f" · key {data.idempotency_key}" if data.idempotency_key else ""
+            return f"{data.tool} started{key}"
+        case ToolFinished():
+            mark = "ok" if data.ok else "ERROR"
+            shadow = " (shadow: not executed)" if data.shadow else ""
+            done = f"{mark}{shadow} · {data.duration_ms:.1f} ms · {short(data.content, width)}"
+            if data.proposed is not None:  # formats 1-2: a read's proposal came first
+                return f"{_proposal(data.proposed, 60)} · {done}"
+            return done
+        case ValidationFailed():
+            return f"{data.tool or 'final output'}: {short(data.error, width)}"
+        case Feedback():
+            return short(data.message, width)
+        case InputRequested():
+            return f"[{data.kind.value}] {short(data.question, width)}"
+        case InputReceived():
+            return f"{data.by or ''}: {short(data.answer, width)}"
+        case ModelFailed():
+            return short(data.error, width) + _asked(data.request)
+        case Escalated() | BudgetExceeded():
+            return short(data.reason, width)
+        case RunFinished():
+            out = f" · output {short(data.output, width)}" if data.output is not None else ""
+            why = f" · {data.reason}" if data.reason else ""
+            return f"{data.status.value}{why}{out}"
+        case RunResumed():
+            return "resumed" + ("" if data.same_agent else " with a CHANGED agent")
+    return short(data.to_json(), width)
 
 
 _ANSI = {"blue": "34", "cyan": "36", "magenta": "35", "green": "32", "red": "31",
@@ -165,9 +191,9 @@ def timeline_block(events: list[Event], width: int = 100, *, color: bool = False
     out = []
     for ev in events:
         try:
-            summary = summarise(ev, ev.payload, width)
+            summary = summarise(ev, width)
             bad = False
-        except (ValueError, KeyError, TypeError) as exc:
+        except (JournalError, ValueError) as exc:
             summary, bad = visible(f"cannot decode: {exc}"), True
         kind = visible(f"{ev.type:<18}")
         code = _ANSI.get(TYPE_STYLE.get(ev.type, ""))

@@ -28,8 +28,15 @@ from tether.cli.common import (
 )
 from tether.cli.render import safe, short, status_text, summarise, timeline_block, when
 from tether.engine.runtime import RunResult, Runtime, rebuild_state
-from tether.errors import UsageError
-from tether.journal.events import Event, asked_at, decision_in, request_in
+from tether.errors import JournalError, UsageError
+from tether.journal.events import (
+    Event,
+    ModelResponded,
+    ValidationFailed,
+    asked_at,
+    decision_of,
+    request_of,
+)
 from tether.journal.store import Store
 from tether.text import visible
 
@@ -57,7 +64,7 @@ def _live_printer(quiet: bool) -> Any:
 
     def on_event(ev: Event) -> None:
         try:
-            line = escape(summarise(ev, ev.payload, 90))
+            line = escape(summarise(ev, 90))
         except Exception:
             line = ""
         console.print(f"  [dim]{ev.step:>3}[/] {safe(f'{ev.type:<18}')} {line}")
@@ -239,20 +246,21 @@ def step_summary(events: list[Event]) -> list[dict[str, Any]]:
         )
         s["end"] = ev.ts
         try:
-            payload = ev.payload
-        except ValueError:  # a corrupt row: the timeline above marks it
+            data = ev.data
+        except (JournalError, ValueError):  # a corrupt row: the timeline above marks it
             continue
-        if request_in(ev.type, payload) is not None:  # the step began when the model was asked
-            s["start"] = min(s["start"], asked_at(ev.ts, payload))
-        if ev.type == "model_response":
-            p = payload["response"]
-            s["in"] += p.get("usage", {}).get("input_tokens", 0)
-            s["out"] += p.get("usage", {}).get("output_tokens", 0)
-            s["cost"] += p.get("cost_usd") or 0.0
-            s["calls"] += [c["name"] for c in p.get("tool_calls", [])]
-        elif decision_in(ev.type, payload) is not None:
-            s["decisions"].append(payload["decision"])
-        elif ev.type == "validation_failed":
+        if request_of(data) is not None:  # the step began when the model was asked
+            s["start"] = min(s["start"], asked_at(ev.ts, data))
+        decided = decision_of(data)
+        if isinstance(data, ModelResponded):
+            r = data.response
+            s["in"] += r.usage.input_tokens
+            s["out"] += r.usage.output_tokens
+            s["cost"] += r.cost_usd or 0.0
+            s["calls"] += [c.name for c in r.tool_calls]
+        elif decided is not None and decided.decision is not None:
+            s["decisions"].append(decided.decision.value)
+        elif isinstance(data, ValidationFailed):
             s["decisions"].append("invalid")
     for s in steps.values():
         s["ms"] = (s.pop("end") - s.pop("start")) * 1000

@@ -25,9 +25,11 @@ from typing import Any
 
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
-from tether.journal.events import Event, encode_payload_bytes, seal_events, unsealed_event
+from tether.journal.chain import seal_events, unsealed_event
+from tether.journal.events import Event, EventData
+from tether.journal.jsontext import encode_payload_bytes
 from tether.journal.leases import Lease
-from tether.journal.store import RunRecord, Store
+from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
 from tether.policy.pipeline import PolicyEngine
 from tether.tools import Tool
@@ -57,7 +59,6 @@ class RunContext:
     clock: Callable[[], float] = time.time
     # events not written yet; the last ``len(_raws)`` of them are not sealed (hashed) yet
     buffer: list[Event] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)  # the sealed buffered events' stored text
     _raws: list[bytes] = field(default_factory=list)  # the unsealed events' payload bytes
     simulate_side_effects: bool = False
     on_event: Callable[[Event], None] | None = None
@@ -81,6 +82,8 @@ class RunContext:
     last_clean: bool = False  # whether the event emitted last had nothing to mask
     # this process's lease on the run: every write checks it (None: writes unchecked)
     lease: Lease | None = None
+    # approval requests the buffered events ask for: written with them, in one transaction
+    approvals: list[ApprovalRecord] = field(default_factory=list)
 
     def start(self, record: RunRecord) -> None:
         """Begin a new run whose ``run_started`` event is buffered: its row and that event are
@@ -105,14 +108,7 @@ class RunContext:
     def run_id(self) -> str:
         return self.state.run_id
 
-    def emit(
-        self,
-        type_: str,
-        payload: dict[str, Any],
-        *,
-        step: int | None = None,
-        scan: Any = _UNSET,
-    ) -> None:
+    def emit(self, data: EventData, *, step: int | None = None, scan: Any = _UNSET) -> None:
         """Journal one event: redact it, fold it into the state, buffer it for the next flush.
 
         Redaction comes first, so the state (and therefore what the model sees next) matches
@@ -123,6 +119,7 @@ class RunContext:
         rest was made by the engine or checked already; the check then reads only their text.
         If it finds something, the whole payload is masked.
         """
+        payload = data.to_json()
         raw = encode_payload_bytes(payload)
         text = raw.decode()
         redact = self.redact
@@ -137,16 +134,15 @@ class RunContext:
                 clean = False
                 masked = redact(payload)
                 if masked is not payload:
-                    payload = masked
-                    raw = encode_payload_bytes(payload)
+                    data = type(data).from_json(masked)
+                    raw = encode_payload_bytes(masked)
                     text = raw.decode()
         self.last_clean = clean
         s = self.state
         # folded now, hashed when sealed (see seal)
-        ev = unsealed_event(
-            s.run_id, s.last_seq + 1, type_, s.step if step is None else step, self.clock(), text
-        )
-        s.apply(ev, payload)
+        step = s.step if step is None else step
+        ev = unsealed_event(s.run_id, s.last_seq + 1, data.type, step, self.clock(), text)
+        s.apply(ev, data)
         self.buffer.append(ev)
         self._raws.append(raw)
         if self.on_event is not None:
@@ -154,20 +150,17 @@ class RunContext:
             self.on_event(self.buffer[-1])
 
     def seal(self) -> None:
-        """Hash the buffered events that are not hashed yet, in order, and make their stored
-        lines. Every flush seals first. An event is hashed once, in one loop with the others of
-        its flush, where the hashing code stays warm: hashed one at a time between model and
-        tool calls, each cost about twice as much."""
+        """Hash the buffered events that are not hashed yet, in order. Every flush seals first.
+        An event is hashed once, in one loop with the others of its flush, where the hashing code
+        stays warm: hashed one at a time between model and tool calls, each cost about twice as
+        much."""
         raws = self._raws
         if not raws:
             return
         buffer = self.buffer
         first = len(buffer) - len(raws)
-        sealed, lines = seal_events(
-            buffer[first:], raws, self.state.last_hash, self.store.journal_key
-        )
+        sealed = seal_events(buffer[first:], raws, self.state.last_hash, self.store.journal_key)
         buffer[first:] = sealed
-        self.lines += lines
         raws.clear()
         self.state.last_hash = sealed[-1].hash
 
@@ -208,12 +201,14 @@ class RunContext:
         if new_run is not None:
             assert update is not None
             update.pop("id", None)
-            self.store.create_run(new_run, self.buffer, update, lines=self.lines, lease=self.lease)
+            self.store.create_run(
+                new_run, self.buffer, update, lease=self.lease, approvals=self.approvals
+            )
             self._new_run = None
         else:
-            self.store.append(self.buffer, update, lines=self.lines, lease=self.lease)
+            self.store.append(self.buffer, update, lease=self.lease, approvals=self.approvals)
         self.buffer.clear()
-        self.lines.clear()
+        self.approvals.clear()
         self._settled = 0
         self._flushed_at = time.monotonic()
         if self._timer is not None:
@@ -255,14 +250,11 @@ class RunContext:
             return
         self.seal()
         if self._new_run is not None:
-            self.store.create_run(
-                self._new_run, self.buffer[:n], lines=self.lines[:n], lease=self.lease
-            )
+            self.store.create_run(self._new_run, self.buffer[:n], lease=self.lease)
             self._new_run = None
         else:
-            self.store.append(self.buffer[:n], lines=self.lines[:n], lease=self.lease)
+            self.store.append(self.buffer[:n], lease=self.lease)
         del self.buffer[:n]
-        del self.lines[:n]
         self._settled = 0
         self._flushed_at = time.monotonic()
 

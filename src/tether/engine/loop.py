@@ -24,16 +24,35 @@ from tether.engine.context import _UNSET, RunContext
 from tether.engine.state import CallProgress, RunStatus, repeat_key
 from tether.engine.timeouts import TimedOut, call_within
 from tether.errors import ModelError
-from tether.journal.events import EventType as E
-from tether.journal.store import ApprovalRecord, args_hash
+from tether.journal.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    AskedModel,
+    BudgetExceeded,
+    Escalated,
+    Feedback,
+    InputKind,
+    InputRequested,
+    LimitsReserved,
+    ModelFailed,
+    ModelResponded,
+    PolicyDecided,
+    Reserved,
+    ResultForm,
+    RunFinished,
+    ToolFinished,
+    ToolProposed,
+    ToolStarted,
+    ValidationFailed,
+)
+from tether.journal.store import ApprovalRecord, Reservation, args_hash
 from tether.messages import ModelRequest, ModelResponse
 from tether.policy.pipeline import Verdict
-from tether.policy.rules import Decision, Proposal
+from tether.policy.rules import Decision, Proposal, VerdictKind
+from tether.status import ApprovalStatus
 from tether.tools import Effect, Tool, ToolContext, ToolError, result_to_text
 
 EXECUTE, EXECUTE_READ, DONE, WAIT, STOP = "execute", "read", "done", "wait", "stop"
-
-_EFFECT_TEXT = {e: e.value for e in Effect}
 
 
 def _elapsed_ms(started: float) -> float:
@@ -107,58 +126,44 @@ async def model_turn(ctx: RunContext, request: ModelRequest) -> ModelResponse | 
     carry the model, the number of messages and tools sent, and the step they open.
     """
     step = ctx.state.step + 1
-    asked = {
-        "model": ctx.model.name,
-        "messages": len(request.messages),
-        "tools": len(request.tools),
-    }
+    asked = AskedModel(ctx.model.name, len(request.messages), len(request.tools))
     started = time.perf_counter()
     try:
         response = await ctx.model.request(request)
     except ModelError as exc:
-        ctx.emit(
-            E.MODEL_ERROR,
-            {
-                "error": str(exc),
-                "retryable": exc.retryable,
-                "status": exc.status,
-                "request": asked,
-                "duration_ms": _elapsed_ms(started),
-            },
-            step=step,
+        failed = ModelFailed(
+            error=str(exc),
+            retryable=exc.retryable,
+            status=exc.status,
+            request=asked,
+            duration_ms=_elapsed_ms(started),
         )
+        ctx.emit(failed, step=step)
         finish(ctx, RunStatus.FAILED, reason=f"model error: {exc}")
         return None
     except Exception as exc:
         if getattr(exc, "propagate", False):  # e.g. a replay divergence: not the run's failure
             raise
+        error = f"{type(exc).__name__}: {exc}"
         ctx.emit(
-            E.MODEL_ERROR,
-            {
-                "error": f"{type(exc).__name__}: {exc}",
-                "retryable": False,
-                "request": asked,
-                "duration_ms": _elapsed_ms(started),
-            },
-            step=step,
+            ModelFailed(error=error, request=asked, duration_ms=_elapsed_ms(started)), step=step
         )
-        finish(ctx, RunStatus.FAILED, reason=f"model error: {type(exc).__name__}: {exc}")
+        finish(ctx, RunStatus.FAILED, reason=f"model error: {error}")
         return None
     if not response.model:
         response.model = ctx.model.name
     ms = _elapsed_ms(started)
-    answer = response.to_dict()
+    answered = ModelResponded(response=response, duration_ms=ms, request=asked)
     ctx.emit(
-        E.MODEL_RESPONSE,
-        {"response": answer, "duration_ms": ms, "request": asked},
+        answered,
         step=step,
         # what the model said and the model's names; the usage is numbers and the rest counts
         scan=(
-            answer["text"],
-            answer["tool_calls"],
-            answer["model"],
-            answer.get("meta"),
-            asked["model"],
+            response.text,
+            [c.to_dict() for c in response.tool_calls],
+            response.model,
+            response.meta,
+            asked.model,
         ),
     )
     ctx.response_clean = ctx.last_clean
@@ -174,8 +179,8 @@ def finish(
     budget: bool = False,
 ) -> None:
     if budget:
-        ctx.emit(E.BUDGET, {"exceeded": True, "reason": reason})
-    ctx.emit(E.RUN_FINISHED, {"status": status.value, "output": output, "reason": reason})
+        ctx.emit(BudgetExceeded(reason=reason))
+    ctx.emit(RunFinished(status=status, output=output, reason=reason))
 
 
 def finish_or_retry(ctx: RunContext, response: ModelResponse) -> None:
@@ -195,7 +200,7 @@ def finish_or_retry(ctx: RunContext, response: ModelResponse) -> None:
             f"Your final answer was rejected: {error}. Reply again with only the corrected "
             "answer" + (" as JSON matching the required schema." if agent.output_type else ".")
         )
-        ctx.emit(E.VALIDATION_FAILED, {"kind": "output", "error": error, "feedback": feedback})
+        ctx.emit(ValidationFailed(kind="output", error=error, feedback=feedback))
     else:
         finish(ctx, RunStatus.FAILED, reason=f"final output invalid: {error}")
 
@@ -260,14 +265,11 @@ async def process_calls(ctx: RunContext) -> None:
         await execute_batch(ctx, batch)
     limit = ctx.agent.limits.max_consecutive_failures
     if s.status is RunStatus.RUNNING and s.consecutive_failures >= limit:
-        ctx.emit(
-            E.INPUT_REQUESTED,
-            {
-                "kind": "failures",
-                "question": f"The agent failed {s.consecutive_failures} times in a row "
-                "(invalid calls, denials or tool errors). How should it proceed?",
-            },
+        question = (
+            f"The agent failed {s.consecutive_failures} times in a row "
+            "(invalid calls, denials or tool errors). How should it proceed?"
         )
+        ctx.emit(InputRequested(kind=InputKind.FAILURES, question=question))
     ctx.checkpoint()  # side effects were flushed as they ran; the rest is read-only work
 
 
@@ -345,31 +347,23 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         settled = _journal_decision(ctx, progress, tool, proposal, verdict.kind, verdict.decision)
         if settled is not None:
             return settled
-    if progress.decision == "approve" and not progress.approved:
+    if progress.decision is VerdictKind.APPROVE and not progress.approved:
         gate = _approval_gate(ctx, progress, tool)
         if gate not in (EXECUTE, EXECUTE_READ):
             return gate
         # approved: the kill switch and the hard limits below still apply
-    if progress.decision == "shadow":
+    if progress.decision is VerdictKind.SHADOW:
         return _shadow(ctx, progress)
     if progress.started:
         return EXECUTE_READ if tool.effect is Effect.READ and tool is not ask_human else EXECUTE
     paused, why = ctx.kill_switch(fresh=tool.effect.has_side_effect)
     if paused:
-        _journal_deferred(ctx, progress)
-        ctx.emit(
-            E.INPUT_REQUESTED,
-            {
-                "kind": "paused",
-                "question": f"agent {ctx.agent.name} is {why}; unpause it, then resume the run",
-            },
-        )
+        question = f"agent {ctx.agent.name} is {why}; unpause it, then resume the run"
+        ctx.emit(InputRequested(kind=InputKind.PAUSED, question=question))
         return WAIT
     if tool is ask_human:
-        ctx.emit(
-            E.INPUT_REQUESTED,
-            {"kind": "ask", "question": progress.args["question"], "call_id": call.id},
-        )
+        question = str(progress.args["question"])
+        ctx.emit(InputRequested(kind=InputKind.ASK, question=question, call_id=call.id))
         return WAIT
     limited = None
     if not plain and ctx.policy.has_limits(ctx.agent):
@@ -378,22 +372,21 @@ def prepare(ctx: RunContext, progress: CallProgress) -> str:
         if proposal is None:
             proposal = _proposal(ctx, progress, tool)
         limited, progress.reserved = ctx.policy.reserve_limits(ctx.agent, proposal)
+        if progress.reserved:
+            ctx.emit(LimitsReserved(call_id=call.id, reservations=_reserved(progress.reserved)))
     if limited is not None:
-        _journal_deferred(ctx, progress)
+        kind = VerdictKind(limited.kind.value)
         ctx.emit(
-            E.POLICY_DECISION,
-            {
-                "call_id": call.id,
-                "tool": tool.name,
-                "decision": limited.kind.value,
-                "reason": limited.reason,
-                "rule": limited.rule,
-            },
-        )
-        if limited.kind.value == "escalate":
-            ctx.emit(
-                E.ESCALATED, {"reason": f"{limited.rule}: {limited.reason}", "call_id": call.id}
+            PolicyDecided(
+                call_id=call.id,
+                tool=tool.name,
+                decision=kind,
+                reason=limited.reason,
+                rule=limited.rule,
             )
+        )
+        if kind is VerdictKind.ESCALATE:
+            ctx.emit(Escalated(reason=f"{limited.rule}: {limited.reason}", call_id=call.id))
             return STOP
         return DONE
     return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
@@ -424,43 +417,21 @@ def _propose(
     shadow mode and audits look for. ``None``: not decided, because the call repeats too often
     and the loop detector speaks first.
     """
-    call = progress.call
-    payload: dict[str, Any] = {
-        "call_id": call.id,
-        "tool": tool.name,
-        "effect": _EFFECT_TEXT[tool.effect],
-        "args": args,
-    }
     # what the journal will hold, so the repeat key and the policy see what resume sees
     if not clean:
-        args = payload["args"] = ctx.masked(args)
+        args = ctx.masked(args)
+    proposed = ToolProposed(call_id=progress.call.id, tool=tool.name, effect=tool.effect, args=args)
     key = progress.repeat_key = tool.name + repeat_key(args)
     decided: tuple[Proposal | None, Verdict] | None = None
     if ctx.state.call_counts.get(key, 0) < ctx.agent.limits.max_repeats:
         proposal = _proposal(ctx, progress, tool, args)
         verdict = ctx.policy.decide(ctx.agent, proposal)
         decided = (proposal, verdict)
-        if verdict.kind == "allow" and not proposal.observed:
+        if verdict.kind is VerdictKind.ALLOW and not proposal.observed:
             d = verdict.decision
-            payload["decision"] = "allow"
-            payload["rule"] = d.rule
-            payload["reason"] = d.reason
-            if tool.effect is Effect.READ and tool is not ask_human:
-                # journaled with the result (see execute_batch); nothing durable happens
-                # between, and a crash redoes both
-                ctx.state.propose(payload)
-                progress.deferred = payload
-                return decided
-    ctx.emit(E.TOOL_PROPOSED, payload)
+            proposed = proposed.replace(decision=VerdictKind.ALLOW, rule=d.rule, reason=d.reason)
+    ctx.emit(proposed)
     return decided
-
-
-def _journal_deferred(ctx: RunContext, progress: CallProgress) -> None:
-    """Journal a read's proposal on its own after all: the call will not simply run (paused,
-    or refused by a limit), so its result will not carry it."""
-    if progress.deferred is not None:
-        ctx.emit(E.TOOL_PROPOSED, progress.deferred)
-        progress.deferred = None
 
 
 def _journal_decision(
@@ -468,35 +439,35 @@ def _journal_decision(
     progress: CallProgress,
     tool: Tool,
     proposal: Proposal | None,
-    kind: str,
+    kind: VerdictKind,
     d: Decision,
-    extra: dict[str, Any] | None = None,
+    edited: dict[str, Any] | None = None,
 ) -> str | None:
-    """Journal a policy decision (with what its rules read); DONE/STOP when it settles the call."""
-    payload: dict[str, Any] = {
-        "call_id": progress.call.id,
-        "tool": tool.name,
-        "decision": kind,
-        "reason": d.reason,
-        "rule": d.rule,
-        **(extra or {}),
-    }
-    if proposal is not None and proposal.observed:
-        payload["observed"] = proposal.observed
-    ctx.emit(E.POLICY_DECISION, payload)
-    if kind == "deny":
+    """Journal a policy decision (with what its rules read); DONE/STOP when it settles the call.
+
+    ``edited``: arguments a human edited, checked again."""
+    ctx.emit(
+        PolicyDecided(
+            call_id=progress.call.id,
+            tool=tool.name,
+            decision=kind,
+            reason=d.reason,
+            rule=d.rule,
+            observed=proposal.observed if proposal is not None and proposal.observed else None,
+            args=edited,
+            recheck=edited is not None,
+        )
+    )
+    if kind is VerdictKind.DENY:
         return DONE
-    if kind == "escalate":
-        ctx.emit(E.ESCALATED, {"reason": f"{d.rule}: {d.reason}", "call_id": progress.call.id})
+    if kind is VerdictKind.ESCALATE:
+        ctx.emit(Escalated(reason=f"{d.rule}: {d.reason}", call_id=progress.call.id))
         return STOP
     return None
 
 
 def _invalid(ctx: RunContext, progress: CallProgress, error: str) -> str:
-    ctx.emit(
-        E.VALIDATION_FAILED,
-        {"call_id": progress.call.id, "tool": progress.call.name, "error": error},
-    )
+    ctx.emit(ValidationFailed(call_id=progress.call.id, tool=progress.call.name, error=error))
     return DONE
 
 
@@ -522,48 +493,39 @@ def _loop_check(ctx: RunContext, progress: CallProgress) -> str | None:
     if count <= ctx.agent.limits.max_repeats:
         return None
     if key in s.nudged:
-        ctx.emit(
-            E.ESCALATED,
-            {
-                "reason": f"loop: {progress.tool} was called {count} times with "
-                "the same arguments, after a warning",
-                "call_id": progress.call.id,
-            },
+        reason = (
+            f"loop: {progress.tool} was called {count} times with the same arguments, "
+            "after a warning"
         )
+        ctx.emit(Escalated(reason=reason, call_id=progress.call.id))
         return STOP
-    ctx.emit(
-        E.FEEDBACK,
-        {
-            "kind": "loop",
-            "key": key,
-            "message": (
-                f"You have called {progress.tool} with the same arguments {count} times. "
-                "The result "
-                "will not change. Use what you already know, try something different, or finish."
-            ),
-        },
+    message = (
+        f"You have called {progress.tool} with the same arguments {count} times. The result "
+        "will not change. Use what you already know, try something different, or finish."
     )
+    ctx.emit(Feedback(kind="loop", key=key, message=message))
     ctx.emit(
-        E.POLICY_DECISION,
-        {
-            "call_id": progress.call.id,
-            "tool": progress.tool,
-            "decision": "deny",
-            "rule": "loop-detector",
-            "reason": "repeated identical call",
-        },
+        PolicyDecided(
+            call_id=progress.call.id,
+            tool=progress.tool or "",
+            decision=VerdictKind.DENY,
+            rule="loop-detector",
+            reason="repeated identical call",
+        )
     )
     return DONE
 
 
-def _approval_requested(record: ApprovalRecord) -> dict[str, Any]:
-    return {
-        "approval_id": record.id,
-        "call_id": record.call_id,
-        "tool": record.tool,
-        "args": record.args,
-        "args_hash": record.args_hash,
-    }
+def _approval_requested(record: ApprovalRecord, *, again: bool = False) -> ApprovalRequested:
+    return ApprovalRequested(
+        approval_id=record.id,
+        call_id=record.call_id,
+        tool=record.tool,
+        args=record.args,
+        args_hash=record.args_hash,
+        position=record.position,
+        again=again,
+    )
 
 
 def _approval_gate(ctx: RunContext, progress: CallProgress, tool: Tool) -> str:
@@ -571,64 +533,56 @@ def _approval_gate(ctx: RunContext, progress: CallProgress, tool: Tool) -> str:
     call = progress.call
     assert progress.args is not None
     if progress.approval_id is None:
-        record = ctx.store.create_approval(
-            ApprovalRecord(
-                id=uuid.uuid4().hex,
-                run_id=s.run_id,
-                agent=ctx.agent.name,
-                call_id=call.id,
-                step=s.step,
-                tool=tool.name,
-                args=progress.args,
-                args_hash=args_hash(progress.args),
-                reason=_decision_reason(ctx, call.id),
-                rule=progress.decision_rule,
-                status="pending",
-                requested_by=None,
-                decided_by=None,
-                decided_at=None,
-                edited_args=None,
-                decision_reason=None,
-                consumed_at=None,
-                created_at=ctx.clock(),
-            )
+        record = ApprovalRecord(
+            id=uuid.uuid4().hex,
+            run_id=s.run_id,
+            agent=ctx.agent.name,
+            call_id=call.id,
+            step=s.step,
+            position=s.calls.index(progress),
+            tool=tool.name,
+            args=progress.args,
+            args_hash=args_hash(progress.args),
+            reason=progress.decision_reason or "approval required",
+            rule=progress.decision_rule,
+            status="pending",
+            requested_by=None,
+            decided_by=None,
+            decided_at=None,
+            edited_args=None,
+            decision_reason=None,
+            consumed_at=None,
+            created_at=ctx.clock(),
         )
-        ctx.emit(E.APPROVAL_REQUESTED, _approval_requested(record))
+        ctx.approvals.append(record)  # written with the event that asks for it
+        ctx.emit(_approval_requested(record))
         return WAIT
     record = ctx.store.get_approval(progress.approval_id)
-    if record.status == "pending":
+    if record.status == ApprovalStatus.PENDING:
         if s.status is RunStatus.RUNNING:
-            ctx.emit(E.APPROVAL_REQUESTED, {**_approval_requested(record), "again": True})
+            ctx.emit(_approval_requested(record, again=True))
         return WAIT
     if record.args_hash != args_hash(progress.args):
-        ctx.emit(
-            E.ESCALATED,
-            {
-                "reason": f"approval {record.id} does not match the call's arguments",
-                "call_id": call.id,
-            },
-        )
+        reason = f"approval {record.id} does not match the call's arguments"
+        ctx.emit(Escalated(reason=reason, call_id=call.id))
         return STOP
-    edited = record.edited_args if record.status == "edited" else None
+    edited = record.edited_args if record.status == ApprovalStatus.EDITED else None
     ctx.emit(
-        E.APPROVAL_DECIDED,
-        {
-            "approval_id": record.id,
-            "call_id": call.id,
-            "status": record.status,
-            "by": record.decided_by,
-            "at": record.decided_at,
-            "reason": record.decision_reason,
-            "edited_args": edited,
-        },
+        ApprovalDecided(
+            approval_id=record.id,
+            call_id=call.id,
+            status=ApprovalStatus(record.status),
+            by=record.decided_by,
+            at=record.decided_at,
+            reason=record.decision_reason,
+            edited_args=edited,
+        )
     )
     ctx.flush()
     if not ctx.store.consume_approval(record.id):
-        ctx.emit(
-            E.ESCALATED, {"reason": f"approval {record.id} was already used", "call_id": call.id}
-        )
+        ctx.emit(Escalated(reason=f"approval {record.id} was already used", call_id=call.id))
         return STOP
-    if record.status == "rejected":
+    if record.status == ApprovalStatus.REJECTED:
         return DONE
     if edited is not None:
         return _recheck_edited(ctx, progress, tool, edited)
@@ -649,39 +603,21 @@ def _recheck_edited(
     proposal = _proposal(ctx, progress, tool)
     verdict = ctx.policy.decide(ctx.agent, proposal)
     kind = verdict.kind
-    if kind == "approve":  # the human has just approved these exact arguments
-        kind = "allow"
-    settled = _journal_decision(
-        ctx, progress, tool, proposal, kind, verdict.decision, {"args": validated, "recheck": True}
-    )
+    if kind is VerdictKind.APPROVE:  # the human has just approved these exact arguments
+        kind = VerdictKind.ALLOW
+    settled = _journal_decision(ctx, progress, tool, proposal, kind, verdict.decision, validated)
     if settled is not None:
         return settled
     progress.approved = True
-    if kind == "shadow":
+    if kind is VerdictKind.SHADOW:
         return _shadow(ctx, progress)
     return EXECUTE_READ if tool.effect is Effect.READ else EXECUTE
 
 
 def _shadow(ctx: RunContext, progress: CallProgress) -> str:
-    ctx.emit(
-        E.TOOL_FINISHED,
-        {
-            "call_id": progress.call.id,
-            "ok": True,
-            "shadow": True,
-            "content": "Recorded for human review (shadow mode); the action was not executed.",
-        },
-    )
+    content = "Recorded for human review (shadow mode); the action was not executed."
+    ctx.emit(ToolFinished(call_id=progress.call.id, ok=True, shadow=True, content=content))
     return DONE
-
-
-def _decision_reason(ctx: RunContext, call_id: str) -> str:
-    for ev in reversed(ctx.buffer):
-        if ev.type == E.POLICY_DECISION:
-            p = ev.payload
-            if p["call_id"] == call_id:
-                return str(p.get("reason", ""))
-    return "approval required"
 
 
 def _tool_context(ctx: RunContext, progress: CallProgress) -> ToolContext:
@@ -703,15 +639,12 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
     assert tool is not None
     if progress.started:
         if not (tool.idempotent or tool.effect is Effect.READ):
-            ctx.emit(
-                E.ESCALATED,
-                {
-                    "reason": f"in doubt: {tool.name} started but its result was never recorded "
-                    "(the process stopped); it may or may not have taken effect, and the tool has "
-                    "no idempotency key, so a human must check",
-                    "call_id": progress.call.id,
-                },
+            reason = (
+                f"in doubt: {tool.name} started but its result was never recorded (the process "
+                "stopped); it may or may not have taken effect, and the tool has no idempotency "
+                "key, so a human must check"
             )
+            ctx.emit(Escalated(reason=reason, call_id=progress.call.id))
             ctx.flush()
             return STOP
     else:
@@ -725,23 +658,17 @@ async def execute(ctx: RunContext, progress: CallProgress) -> str:
             )
             ctx.flush()
             return STOP
-        ctx.emit(
-            E.TOOL_STARTED,
-            {
-                "call_id": progress.call.id,
-                "tool": tool.name,
-                "idempotency_key": _tool_context(ctx, progress).idempotency_key,
-            },
-        )
+        key = _tool_context(ctx, progress).idempotency_key
+        ctx.emit(ToolStarted(call_id=progress.call.id, tool=tool.name, idempotency_key=key))
         if tool.effect.has_side_effect:
             ctx.flush()
-    payload = await _invoke(ctx, progress, tool)
-    if payload.get("timed_out") and tool.effect.has_side_effect:
-        return _in_doubt(ctx, progress, tool, payload["content"])
-    ctx.emit(E.TOOL_FINISHED, payload, scan=_unchecked_result(payload))
+    result = await _invoke(ctx, progress, tool)
+    if result.timed_out and tool.effect.has_side_effect:
+        return _in_doubt(ctx, progress, tool, result.content)
+    ctx.emit(result, scan=_unchecked_result(result))
     if tool.effect.has_side_effect:
         ctx.flush()
-    _settle_limits(ctx, progress, payload)
+    _settle_limits(ctx, progress, result)
     return DONE
 
 
@@ -754,25 +681,14 @@ def _in_doubt(ctx: RunContext, progress: CallProgress, tool: Tool, why: str) -> 
     """
     call_id = progress.call.id
     if tool.idempotent and _time_left(ctx) != 0.0:
-        ctx.emit(
-            E.INPUT_REQUESTED,
-            {
-                "kind": "in_doubt",
-                "question": f"in doubt: {why}; it may or may not have taken effect. It is "
-                "idempotent: resume the run to call it again with the same idempotency key, "
-                "or answer with what happened",
-                "call_id": call_id,
-            },
+        question = (
+            f"in doubt: {why}; it may or may not have taken effect. It is idempotent: resume "
+            "the run to call it again with the same idempotency key, or answer with what happened"
         )
+        ctx.emit(InputRequested(kind=InputKind.IN_DOUBT, question=question, call_id=call_id))
     else:
-        ctx.emit(
-            E.ESCALATED,
-            {
-                "reason": f"in doubt: {why}; it may or may not have taken effect, so a human "
-                "must check",
-                "call_id": call_id,
-            },
-        )
+        reason = f"in doubt: {why}; it may or may not have taken effect, so a human must check"
+        ctx.emit(Escalated(reason=reason, call_id=call_id))
     ctx.flush()
     return STOP
 
@@ -798,57 +714,56 @@ def _timeout(ctx: RunContext, tool: Tool) -> float | None:
 async def execute_batch(ctx: RunContext, batch: list[CallProgress]) -> None:
     """Run read-only calls; several at once run concurrently."""
     if len(batch) == 1:
-        payloads = [await _invoke(ctx, batch[0], _tool(ctx, batch[0].tool or ""))]  # type: ignore[arg-type]
+        results = [await _invoke(ctx, batch[0], _tool(ctx, batch[0].tool or ""))]  # type: ignore[arg-type]
     else:
         tools = [_tool(ctx, p.tool or "") for p in batch]
-        payloads = await asyncio.gather(
+        results = await asyncio.gather(
             *[_invoke(ctx, p, t, threaded=True) for p, t in zip(batch, tools, strict=True)]  # type: ignore[arg-type]
         )
-    for progress, payload in zip(batch, payloads, strict=True):
-        _journal_result(ctx, progress, payload)
-        _settle_limits(ctx, progress, payload)
+    for progress, result in zip(batch, results, strict=True):
+        ctx.emit(result, scan=_unchecked_result(result))
+        _settle_limits(ctx, progress, result)
 
 
-def _settle_limits(ctx: RunContext, progress: CallProgress, payload: dict[str, Any]) -> None:
+def _reserved(held: tuple[Reservation, ...]) -> tuple[Reserved, ...]:
+    return tuple(Reserved(r.name, r.key, r.window_start, r.amount) for r in held)
+
+
+def _settle_limits(ctx: RunContext, progress: CallProgress, result: ToolFinished) -> None:
     """A call that failed gives back what it reserved against hard limits (after its result is
     journaled: a crash in between leaves the call counted, which errs on the safe side)."""
     held = progress.reserved
     if held:
         progress.reserved = ()
-        if not payload["ok"]:
+        if not result.ok:
             ctx.policy.release_limits(held)
+            ctx.emit(
+                LimitsReserved(call_id=result.call_id, reservations=_reserved(held), released=True)
+            )
 
 
-def _journal_result(ctx: RunContext, progress: CallProgress, payload: dict[str, Any]) -> None:
-    proposed = progress.deferred
-    if proposed is not None:  # the proposal travels with the result
-        progress.deferred = None
-        payload = {**proposed, **payload}
-    ctx.emit(E.TOOL_FINISHED, payload, scan=_unchecked_result(payload))
-
-
-def _unchecked_result(payload: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """What of a ``tool_finished`` payload needs the secret check: the tool's output (or error),
-    a rule's reason for a plain allow carried with it, and a result served from an older
-    journal beside its content. The rest is the engine's own (identifiers, numbers, flags) or
-    the proposal's arguments, checked when it was made."""
-    return payload["content"], payload.get("reason"), payload.get("result")
+def _unchecked_result(result: ToolFinished) -> tuple[Any, Any]:
+    """What of a ``tool_finished`` payload needs the secret check: the tool's output (or error)
+    and a result served from an older journal beside its content. The rest is the engine's own
+    (identifiers, numbers, flags)."""
+    return result.content, result.result
 
 
 async def _invoke(
     ctx: RunContext, progress: CallProgress, tool: Tool, *, threaded: bool = False
-) -> dict[str, Any]:
-    """A call's ``tool_finished`` payload: its result (from the tool, or served by a replay or
-    the cache), or its error. ``threaded``: a sync tool runs on a thread, beside others."""
+) -> ToolFinished:
+    """A call's result (from the tool, or served by a replay or the cache), or its error.
+    ``threaded``: a sync tool runs on a thread, beside others."""
+    call_id = progress.call.id
     if ctx.replay is not None:  # replay or fork: results come from the journal or a simulation
-        served: dict[str, Any] | None = ctx.replay.tool_result(tool, progress.args or {})
+        served: ToolFinished | None = ctx.replay.tool_result(tool, progress.args or {})
         if served is not None:
-            return {**served, "call_id": progress.call.id}
+            return served.replace(call_id=call_id)
     cache_key = None
     if tool.cache_ttl is not None and tool.effect is Effect.READ:
         cache_key, cached = _cached_result(ctx, tool, progress.args or {})
         if cached is not None:
-            return {**cached, "call_id": progress.call.id, "cached": True, "duration_ms": 0.0}
+            return ToolFinished.from_json({**cached, "call_id": call_id, "cached": True})
     tctx = _tool_context(ctx, progress) if tool.takes_context else None
     args = (
         progress.validated if progress.validated is not None else tool.validate(progress.args or {})
@@ -868,35 +783,35 @@ async def _invoke(
         ok, content = False, str(exc)
     except Exception as exc:
         ok, content = False, f"{tool.name} failed: {type(exc).__name__}: {exc}"
-    payload: dict[str, Any] = {
-        "call_id": progress.call.id,
-        "ok": ok,
-        "duration_ms": _elapsed_ms(started),
-    }
-    if timed_out:
-        payload["timed_out"] = True
+    duration_ms = _elapsed_ms(started)
     limit = ctx.agent.limits.max_tool_result_chars
     whole = len(content) <= limit
+    blob, chars = None, None
     if not whole:
         full = content if ctx.redact is None else ctx.redact({"c": content})["c"]
-        digest = ctx.store.put_blob(full)
-        payload["full_result_blob"] = digest
-        payload["full_result_chars"] = len(content)
+        blob, chars = ctx.store.put_blob(full), len(content)
         content = (
             content[:limit] + f"\n[truncated: the result had {len(content):,} characters; "
             f"the first {limit:,} are shown]"
         )
-    payload["content"] = content
+    # how rules read the result back: the content is the text the tool returned, or the JSON
+    # of the data it returned (then decoded when a rule asks; not stored twice)
+    form = None
     if ok:
-        # how rules read the result back: the content is the text the tool returned, or the
-        # JSON of the data it returned (then decoded when a rule asks; not stored twice)
-        if isinstance(result, str):
-            payload["result_form"] = "text"
-        elif whole:
-            payload["result_form"] = "json"
+        form = ResultForm.TEXT if isinstance(result, str) else ResultForm.JSON if whole else None
+    finished = ToolFinished(
+        call_id=call_id,
+        ok=ok,
+        content=content,
+        duration_ms=duration_ms,
+        result_form=form,
+        timed_out=timed_out,
+        full_result_blob=blob,
+        full_result_chars=chars,
+    )
     if cache_key is not None and ok:
-        _store_result(ctx, tool, cache_key, payload)
-    return payload
+        _store_result(ctx, tool, cache_key, finished)
+    return finished
 
 
 def _cached_result(
@@ -911,8 +826,8 @@ def _cached_result(
     return digest, None if text is None else json.loads(text)
 
 
-def _store_result(ctx: RunContext, tool: Tool, key: str, payload: dict[str, Any]) -> None:
-    kept = {k: v for k, v in payload.items() if k not in ("call_id", "duration_ms")}
+def _store_result(ctx: RunContext, tool: Tool, key: str, result: ToolFinished) -> None:
+    kept = {k: v for k, v in result.to_json().items() if k not in ("call_id", "duration_ms")}
     if tool.cache_ttl == 0:
         ctx.run_cache[key] = kept
     else:

@@ -34,13 +34,20 @@ from tether.engine.edits import check_edit
 from tether.engine.loop import drive
 from tether.engine.state import RunState, RunStatus
 from tether.errors import JournalCorrupted, JournalError, PolicyMismatch, UsageError
+from tether.journal.chain import GENESIS, verify_chain
 from tether.journal.events import (
-    GENESIS,
+    JOURNAL_FORMAT,
+    AnswerKind,
+    ApprovalRequested,
     Event,
-    EventType,
-    encode_payload_bytes,
-    verify_chain,
+    InputKind,
+    InputReceived,
+    InputRequested,
+    RunFinished,
+    RunResumed,
+    RunStarted,
 )
+from tether.journal.jsontext import encode_payload_bytes
 from tether.journal.leases import Heartbeat, Lease, this_owner
 from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
@@ -215,25 +222,21 @@ class Runtime:
         ctx = self._context(agent, state, chosen)
         # the run's first lease comes with its row: this process drives it from the start
         ctx.lease = Lease(run_id, this_owner(), 1)
-        started: dict[str, Any] = {
-            "agent": snapshot,  # its instructions are the system prompt
-            "fingerprint": fingerprint,
-            "input": input,
-            "model": chosen.name,
-            "agent_ref": agent_ref,
+        started = RunStarted(
+            agent=snapshot,  # its instructions are the system prompt
+            fingerprint=fingerprint,
+            input=input,
+            model=chosen.name,
+            agent_ref=agent_ref,
             # the rules and limits it runs under: every resume must run under the same
-            "policy": self.policy.record(agent).to_dict(),
-        }
-        granted = sorted(set(scopes))
-        if granted:
-            started["scopes"] = granted
-        # the input is always checked; the agent only once per redactor and fingerprint
-        rest = {k: v for k, v in started.items() if k not in ("agent", "fingerprint")}
-        ctx.emit(
-            EventType.RUN_STARTED,
-            started,
-            scan=rest if self._clean(snapshot, fingerprint) else started,
+            policy=self.policy.record(agent).to_dict(),
+            scopes=tuple(sorted(set(scopes))),
+            format=JOURNAL_FORMAT,
         )
+        # the input is always checked; the agent only once per redactor and fingerprint
+        whole = started.to_json()
+        rest = {k: v for k, v in whole.items() if k not in ("agent", "fingerprint")}
+        ctx.emit(started, scan=rest if self._clean(snapshot, fingerprint) else whole)
         # the row and the first event land together: a run never exists without its start
         ctx.start(
             RunRecord(
@@ -349,30 +352,28 @@ class Runtime:
         policy, recorded = self.policy_for(record.id)
         ctx = self._context(agent, state, self._model_for(agent, model), policy)
         ctx.lease = lease
-        waiting = state.waiting_for or {}
-        if state.status is RunStatus.WAITING_INPUT:
-            kind = waiting.get("kind")
-            if kind == "in_doubt":  # an idempotent call that timed out: call it again
-                ctx.emit(EventType.INPUT_RECEIVED, {"kind": "retry", "answer": ""})
-            elif kind != "paused":
+        waiting = state.waiting_for
+        if isinstance(waiting, InputRequested):
+            if waiting.kind is InputKind.IN_DOUBT:  # an idempotent call that timed out: again
+                ctx.emit(InputReceived(kind=AnswerKind.RETRY))
+            elif waiting.kind is not InputKind.PAUSED:
                 return _result(state)  # needs `tether answer`
             elif self.store.paused(agent.name)[0]:
                 return _result(state)
             else:
-                ctx.emit(EventType.INPUT_RECEIVED, {"kind": "unpaused", "answer": ""})
-        if state.status is RunStatus.WAITING_APPROVAL:
-            approval = self.store.get_approval(waiting["approval_id"])
+                ctx.emit(InputReceived(kind=AnswerKind.UNPAUSED))
+        if isinstance(waiting, ApprovalRequested):
+            approval = self.store.get_approval(waiting.approval_id)
             if approval.status == "pending":
                 return _result(state)
         ctx.emit(
-            EventType.RUN_RESUMED,
-            {
-                "fingerprint": agent.fingerprint(),
-                "same_agent": agent.has_fingerprint(state_fingerprint(self.store, record.id)),
+            RunResumed(
+                fingerprint=agent.fingerprint(),
+                same_agent=agent.has_fingerprint(state_fingerprint(self.store, record.id)),
                 # the agent's own rules are rebuilt from its code: a change is noted here
-                "same_policy": recorded is None
+                same_policy=recorded is None
                 or policy.record(agent).agent_digest == recorded.agent_digest,
-            },
+            )
         )
         return await self._drive(ctx)
 
@@ -384,8 +385,8 @@ class Runtime:
         the same. Otherwise :class:`~tether.errors.PolicyMismatch`: continuing would drop or
         change rules and limits the run was promised.
         """
-        first = self.store.events(run_id)[:1]
-        recorded = PolicyRecord.from_dict(first[0].payload.get("policy")) if first else None
+        started = run_started(self.store, run_id)
+        recorded = PolicyRecord.from_dict(started.policy) if started else None
         return bind_policy(self.policy, recorded, run_id), recorded
 
     # -- human decisions -------------------------------------------------------------------------
@@ -452,15 +453,14 @@ class Runtime:
         record, state = self.load_state(lease.run_id)
         if state.status is not RunStatus.WAITING_INPUT:
             raise UsageError(f"run {record.id} is {state.status.value}, not waiting for input")
-        if (state.waiting_for or {}).get("kind") == "paused":
+        waiting = state.waiting_for
+        if isinstance(waiting, InputRequested) and waiting.kind is InputKind.PAUSED:
             raise UsageError(f"run {record.id} waits for its agent to be unpaused, not an answer")
         ctx = RunContext(
             self.store, _placeholder_agent(record), _NoModel(), self.policy, state, clock=self.clock
         )
         ctx.lease = lease
-        ctx.emit(
-            EventType.INPUT_RECEIVED, {"kind": "answer", "answer": text, "by": by or _whoami()}
-        )
+        ctx.emit(InputReceived(kind=AnswerKind.ANSWER, answer=text, by=by or _whoami()))
         ctx.flush(final=True)
 
     def cancel(self, run_id: str, *, reason: str, by: str | None = None) -> None:
@@ -476,10 +476,7 @@ class Runtime:
             self.store, _placeholder_agent(record), _NoModel(), self.policy, state, clock=self.clock
         )
         ctx.lease = lease
-        ctx.emit(
-            EventType.RUN_FINISHED,
-            {"status": "cancelled", "reason": f"{reason} (by {by or _whoami()})", "output": None},
-        )
+        ctx.emit(RunFinished(status=RunStatus.CANCELLED, reason=f"{reason} (by {by or _whoami()})"))
         ctx.flush(final=True)
         _export(self.store, record.id)
 
@@ -575,9 +572,16 @@ def _default_redactor() -> Any:
     return redactor
 
 
-def state_fingerprint(store: Store, run_id: str) -> str:
+def run_started(store: Store, run_id: str) -> RunStarted | None:
+    """The ``run_started`` event of a run (``None``: the run has no events)."""
     first = store.events(run_id)[:1]
-    return str(first[0].payload.get("fingerprint", "")) if first else ""
+    data = first[0].data if first else None
+    return data if isinstance(data, RunStarted) else None
+
+
+def state_fingerprint(store: Store, run_id: str) -> str:
+    started = run_started(store, run_id)
+    return started.fingerprint if started else ""
 
 
 def _result(state: RunState) -> RunResult:
@@ -590,8 +594,18 @@ def _result(state: RunState) -> RunResult:
         input_tokens=state.input_tokens,
         output_tokens=state.output_tokens,
         cost_usd=state.cost_usd,
-        waiting_for=state.waiting_for,
+        waiting_for=_waiting_for(state),
     )
+
+
+def _waiting_for(state: RunState) -> dict[str, Any] | None:
+    """What a waiting run waits for, as :class:`RunResult` reports it."""
+    match state.waiting_for:
+        case ApprovalRequested(approval_id=approval_id, call_id=call_id):
+            return {"approval_id": approval_id, "call_id": call_id}
+        case InputRequested(kind=kind, question=question, call_id=call_id):
+            return {"question": question, "kind": kind.value, "call_id": call_id}
+    return None
 
 
 _users: list[str] = []

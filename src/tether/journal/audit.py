@@ -12,13 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tether.journal.events import (
-    GENESIS,
-    ChainProblem,
-    EventType,
-    decode_json,
-    verify_chain,
-)
+from tether.journal.chain import GENESIS, ChainProblem, verify_chain
+from tether.journal.events import EventType
+from tether.journal.jsontext import decode_json
 from tether.journal.ledger import ledger_hash
 from tether.journal.store import Store, args_hash
 

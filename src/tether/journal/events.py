@@ -1,51 +1,52 @@
-"""Journal events: append-only, typed, hash-chained.
+"""Journal events: one frozen dataclass per fact a run records, and the stored record around it.
 
-Each event's hash covers the hash of the one before it in the same run, so editing, dropping or
-reordering any stored event breaks the chain at that point (see :func:`verify_chain`).
-The hash covers exactly the stored text of the payload, so verification needs no canonical form.
-The store keeps only each event's own hash: the previous one is the hash of the row before.
+The engine emits these objects; the journal stores each as a row of the ``events`` table whose
+``type`` is the class's :class:`EventType` and whose ``payload`` is :meth:`EventData.to_json`.
+Readers (the state fold, replay, telemetry, the CLI) get them back from :attr:`Event.data` and
+``match`` on the classes. Every fact has one shape: shapes written by older versions are rewritten
+on read by :mod:`tether.journal.upcast`, the only place that knows them.
 
-There is one definition of the chain, :func:`_digest`: SHA-256, or HMAC-SHA-256 when a journal
-key is configured (``TETHER_JOURNAL_KEY``, see :func:`journal_key`), so that whoever can write
-the database but does not hold the key cannot recompute the hashes after an edit.
+A payload leaves out the fields that hold their default, so the stored JSON stays small and a field
+added later (with a default) reads back from older rows unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import os
-import re
-from collections.abc import Iterable, Sequence
+import builtins
+import dataclasses
+import enum
+import types
+import typing
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
-import orjson
+from tether.errors import JournalError
+from tether.journal.jsontext import decode_json
+from tether.messages import ModelResponse
+from tether.policy.rules import VerdictKind
+from tether.status import ApprovalStatus, RunStatus
+from tether.tools import Effect
 
-GENESIS = "0" * 64
-KEY_ENV = "TETHER_JOURNAL_KEY"
+JOURNAL_FORMAT = 3
+"""The format of the events this version writes, recorded in every ``run_started``.
 
-
-def journal_key() -> bytes | None:
-    """The journal key from ``TETHER_JOURNAL_KEY`` (UTF-8), or ``None`` (an unkeyed chain).
-
-    The key is read from the environment only and never stored: the database records whether a
-    run was keyed, not the key."""
-    value = os.environ.get(KEY_ENV)
-    return value.encode() if value else None
+1 and 2 (``run_started`` records no format): events as lines of text in batch rows, rewritten
+into rows by migration 3. Format 1 also journaled each model request as an event of its own and
+kept the system prompt beside the agent; both kept a read's proposal inside its ``tool_finished``.
+3: one row per event, one shape per fact. :mod:`tether.journal.upcast` reads the older shapes."""
 
 
 class EventType(StrEnum):
     RUN_STARTED = "run_started"
     RUN_RESUMED = "run_resumed"
-    MODEL_REQUEST = "model_request"  # written by older versions; requests now travel with answers
+    MODEL_REQUEST = "model_request"  # format 1 only: requests now travel with answers
     MODEL_RESPONSE = "model_response"
     MODEL_ERROR = "model_error"
     TOOL_PROPOSED = "tool_proposed"
     VALIDATION_FAILED = "validation_failed"
     POLICY_DECISION = "policy_decision"
+    LIMITS_RESERVED = "limits_reserved"
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_DECIDED = "approval_decided"
     TOOL_STARTED = "tool_started"
@@ -58,11 +59,34 @@ class EventType(StrEnum):
     RUN_FINISHED = "run_finished"
 
 
-class Event(NamedTuple):
-    """One journal record. ``payload_json`` is the exact stored text the hash covers.
+class InputKind(StrEnum):
+    """Why a run waits for a human's input."""
 
-    Immutable (a named tuple: the engine makes several per step, and tuples are the cheapest
-    immutable records to build).
+    ASK = "ask"  # a tool asked a question (ask_human)
+    FAILURES = "failures"  # too many failures in a row
+    PAUSED = "paused"  # the agent's kill switch is on
+    IN_DOUBT = "in_doubt"  # an idempotent side effect overran its time
+
+
+class AnswerKind(StrEnum):
+    """What ended a wait for input."""
+
+    ANSWER = "answer"  # a human answered
+    RETRY = "retry"  # resumed to call an in-doubt idempotent tool again
+    UNPAUSED = "unpaused"  # resumed after the kill switch was turned off
+
+
+class ResultForm(StrEnum):
+    """How a rule reads a tool's result back from its content."""
+
+    TEXT = "text"  # the tool returned this text
+    JSON = "json"  # the content is the JSON of the data the tool returned
+
+
+class Event(NamedTuple):
+    """One stored journal record. ``payload_json`` is the exact stored text the hash covers.
+
+    Immutable (a named tuple: the engine makes several per step). :attr:`data` is the typed event.
     """
 
     run_id: str
@@ -76,8 +100,16 @@ class Event(NamedTuple):
 
     @property
     def payload(self) -> dict[str, Any]:
+        """The stored JSON, as written (older formats keep their older shapes here)."""
         value: dict[str, Any] = decode_json(self.payload_json)
         return value
+
+    @property
+    def data(self) -> EventData:
+        """The typed event, older shapes upcast (see :mod:`tether.journal.upcast`)."""
+        from tether.journal.upcast import upcast
+
+        return decode_event(self.type, upcast(self.type, self.payload), seq=self.seq)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,297 +124,451 @@ class Event(NamedTuple):
         }
 
 
-_new_event = tuple.__new__  # Event(...) without the generated __new__ in between
+# -- the typed events ----------------------------------------------------------------------------
 
-_encode_escaped = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str).encode
-_dumps = orjson.dumps
-_OPTIONS = orjson.OPT_NON_STR_KEYS
-_sha256 = hashlib.sha256
+_Data = TypeVar("_Data", bound="EventData")
+_Decoder = typing.Callable[[Any], Any]
 
 
-def encode_payload_bytes(payload: Any) -> bytes:
-    """A payload as compact UTF-8 JSON: the stored text an event's hash covers.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventData:
+    """A fact a run records. Subclasses set ``type``; their fields are the payload."""
 
-    orjson does the work (an order of magnitude faster than the standard library, and the engine
-    encodes every event). What it refuses (integers beyond 64 bits, lone surrogates, nesting
-    deeper than 254) goes through :mod:`json` with ``\\u`` escapes for everything beyond ASCII,
-    so even a lone surrogate becomes storable text. Either way the text is valid JSON and
-    parses to the same value; the two differ only in spelling (``1e-05`` / ``1e-5``, escapes).
-    """
-    try:
-        return _dumps(payload, default=str, option=_OPTIONS)
-    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
-        return _encode_escaped(payload).encode()
+    type: ClassVar[EventType]
+    _codec: ClassVar[dict[builtins.type, tuple[tuple[str, Any, _Decoder | None], ...]]] = {}
 
+    def to_json(self) -> dict[str, Any]:
+        """The payload: every field that does not hold its default, as JSON values."""
+        out: dict[str, Any] = {}
+        for name, default, _ in _fields(type(self)):
+            value = getattr(self, name)
+            if default is _REQUIRED or value != default or type(value) is not type(default):
+                out[name] = _to_json(value)
+        return out
 
-_LONG_NUMBER = re.compile(rb"\d{19}")
+    @classmethod
+    def from_json(cls: builtins.type[_Data], payload: dict[str, Any]) -> _Data:
+        """The event a payload of this type holds (in today's shape: see ``upcast``)."""
+        known = _fields(cls)
+        names = {name for name, _, _ in known}
+        unknown = sorted(set(payload) - names)
+        if unknown:
+            raise JournalError(f"{cls.type} has no field {', '.join(map(repr, unknown))}")
+        values: dict[str, Any] = {}
+        for name, default, decode in known:
+            if name in payload:
+                raw = payload[name]
+                values[name] = raw if decode is None or raw is None else decode(raw)
+            elif default is _REQUIRED:
+                raise JournalError(f"{cls.type} lacks its {name!r}")
+        return cls(**values)
 
-
-def decode_json(text: str | bytes) -> Any:
-    """``json.loads``, fast (orjson), with the standard library for what orjson rejects
-    (``NaN``, integers beyond 64 bits, lone surrogates written by older versions) and for text
-    with numbers of 19 digits or more (orjson reads an integer below -2**63 as a float)."""
-    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    if _LONG_NUMBER.search(raw):
-        return json.loads(raw)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
-def time_text(ts: float) -> str:
-    """``repr(ts)``: the text of an event's time in its hash and its stored line.
-
-    For times from 1 to 10**15 (every Unix time in seconds) orjson writes the same text, the
-    shortest that reads back as the same float, in about a fifth of the time; beyond that range
-    the two spell exponents differently, so ``repr`` itself is used.
-    """
-    if 1.0 <= ts < 1e15:
-        return _dumps(ts).decode()
-    return repr(ts)
+    def replace(self: _Data, **changes: Any) -> _Data:
+        return dataclasses.replace(self, **changes)
 
 
-def event_hash(
-    prev_hash: str,
-    seq: int,
-    type_: str,
-    step: int,
-    ts: float,
-    payload_json: str,
-    key: bytes | None = None,
-) -> str:
-    """SHA-256 (HMAC-SHA-256 with ``key``) of ``prev_hash|seq|type|step|repr(ts)|payload_json``
-    as UTF-8, in hex."""
-    raw = payload_json.encode("utf-8", "surrogatepass")
-    return _digest(prev_hash, seq, type_, step, time_text(ts), raw, key)
+_REQUIRED: Any = object()
 
 
-def _digest(
-    prev_hash: str, seq: int, type_: str, step: int, when: str, raw: bytes, key: bytes | None
-) -> str:
-    """The chain's one definition. ``when`` is ``time_text(ts)``."""
-    message = f"{prev_hash}|{seq}|{type_}|{step}|{when}|".encode() + raw
-    if key is None:
-        return _sha256(message).hexdigest()
-    return hmac.new(key, message, _sha256).hexdigest()
+def _to_json(value: Any) -> Any:
+    if isinstance(value, EventData):
+        return value.to_json()
+    if isinstance(value, ModelResponse):
+        return value.to_dict()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
-def _line(seq: int, type_: str, step: int, when: str, digest: str, text: str) -> str:
-    """An event's line of stored text (see :func:`encode_batch`)."""
-    return f"{seq}\t{type_}\t{step}\t{when}\t{digest}\t{text}"
+def _fields(cls: type[EventData]) -> tuple[tuple[str, Any, _Decoder | None], ...]:
+    """``(name, default, decoder)`` of each field of ``cls``, worked out once per class."""
+    known = EventData._codec.get(cls)
+    if known is None:
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = _REQUIRED
+            out.append((f.name, default, _decoder(hints[f.name])))
+        known = EventData._codec[cls] = tuple(out)
+    return known
 
 
-def make_event(
-    run_id: str,
-    seq: int,
-    type_: str,
-    step: int,
-    ts: float,
-    payload: dict[str, Any],
-    prev: str,
-    key: bytes | None = None,
-) -> Event:
-    raw = encode_payload_bytes(payload)
-    return encoded_event(run_id, seq, type_, step, ts, raw, raw.decode(), prev, key)
-
-
-def encoded_event(
-    run_id: str,
-    seq: int,
-    type_: str,
-    step: int,
-    ts: float,
-    raw: bytes,
-    text: str,
-    prev: str,
-    key: bytes | None = None,
-) -> Event:
-    """An event whose payload is already encoded (``raw`` is ``text`` as UTF-8)."""
-    return stored_event(run_id, seq, type_, step, ts, raw, text, prev, key)[0]
-
-
-def stored_event(
-    run_id: str,
-    seq: int,
-    type_: str,
-    step: int,
-    ts: float,
-    raw: bytes,
-    text: str,
-    prev: str,
-    key: bytes | None = None,
-) -> tuple[Event, str]:
-    """:func:`encoded_event`, and the event's line of stored text (see :func:`encode_batch`).
-
-    The engine keeps the line for the next flush: the time's text, which the hash needs too,
-    is then made once per event.
-    """
-    if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
-        type_ = str(type_)
-    when = time_text(ts)
-    digest = _digest(prev, seq, type_, step, when, raw, key)
-    event = _new_event(Event, (run_id, seq, type_, step, ts, text, prev, digest))
-    return event, _line(seq, type_, step, when, digest, text)
-
-
-def unsealed_event(run_id: str, seq: int, type_: str, step: int, ts: float, text: str) -> Event:
-    """An event as the engine folds it before it is hashed: its hash and link are empty until
-    :func:`seal_events` seals it (at the flush)."""
-    if type(type_) is not str:  # an EventType: kept as the plain string a stored event has
-        type_ = str(type_)
-    return _new_event(Event, (run_id, seq, type_, step, ts, text, "", ""))
-
-
-def seal_events(
-    pending: Sequence[Event], raws: Sequence[bytes], prev: str, key: bytes | None = None
-) -> tuple[list[Event], list[str]]:
-    """:func:`stored_event` over a run of events: the engine's flush.
-
-    ``pending`` are events as the engine folds them before hashing (their hash and link are
-    ignored), ``raws`` the UTF-8 of their payloads; the first links to ``prev``. Returns the
-    hashed events and their stored lines.
-    """
-    sealed: list[Event] = []
-    lines: list[str] = []
-    for ev, raw in zip(pending, raws, strict=True):
-        event, line = stored_event(
-            ev.run_id, ev.seq, ev.type, ev.step, ev.ts, raw, ev.payload_json, prev, key
-        )
-        sealed.append(event)
-        lines.append(line)
-        prev = event.hash
-    return sealed, lines
-
-
-UNREADABLE = "unreadable"
-"""The type given to a stored event whose line cannot be parsed (its hash never verifies)."""
-
-
-def encode_batch(events: Sequence[Event], lines: Sequence[str] | None = None) -> str:
-    """Events as the stored text of one journal batch (schema version 2's layout, which
-    migration 3 reads): one line per event,
-    ``seq<TAB>type<TAB>step<TAB>time<TAB>hash<TAB>payload`` (the time as :func:`time_text`
-    writes it, ``repr`` of the float).
-
-    The payload comes last and, being compact JSON, holds no raw line break; ``repr`` of the
-    time reads back as the identical float, so every hash verifies after the round trip. The
-    previous hash is not stored: it is the hash on the line before (or the batch before).
-    ``lines``, when given, are the events' lines already made (by :func:`stored_event`).
-    """
-    if lines is None:
-        lines = [
-            _line(e.seq, e.type, e.step, time_text(e.ts), e.hash, e.payload_json) for e in events
-        ]
-    body = "\n".join(lines)
-    if body.count("\n") != len(events) - 1:
-        raise ValueError("an event payload contains a raw line break (not compact JSON)")
-    return body
-
-
-def decode_batch(run_id: str, first_seq: int, last_seq: int, body: str, prev: str) -> list[Event]:
-    """The events of one stored batch, chained from ``prev`` (the hash before the batch).
-
-    A line that cannot be parsed, or events missing from the end of the text (the batch held
-    ``first_seq`` to ``last_seq``), come back as ``UNREADABLE`` events whose hash is empty, so
-    :func:`verify_chain` names the first of them and the rest of the run stays readable.
-    """
-    out: list[Event] = []
-    expected = first_seq
-    for line in body.split("\n"):
-        try:
-            seq, type_, step, ts, digest, payload = line.split("\t", 5)
-            ev = _new_event(
-                Event, (run_id, int(seq), type_, int(step), float(ts), payload, prev, digest)
-            )
-        except ValueError:
-            ev = _new_event(Event, (run_id, expected, UNREADABLE, 0, 0.0, line, prev, ""))
-        out.append(ev)
-        prev = ev.hash
-        expected = ev.seq + 1
-    if out and expected <= last_seq:
-        out.append(_new_event(Event, (run_id, expected, UNREADABLE, 0, 0.0, "", prev, "")))
-    return out
-
-
-PROPOSAL_KEYS = ("call_id", "tool", "effect", "args", "decision", "rule", "reason")
-"""The keys of a proposal (with its plain allow) inside a ``tool_finished`` payload."""
-
-
-def decision_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The policy decision an event records, if any: a ``policy_decision`` payload, or the
-    plain allow a ``tool_proposed`` event carries (``decision``, ``rule``, ``reason`` keys),
-    or that of a read journaled whole in its ``tool_finished``."""
-    if type_ == EventType.POLICY_DECISION or (
-        type_ in (EventType.TOOL_PROPOSED, EventType.TOOL_FINISHED) and "decision" in payload
-    ):
-        return payload
+def _decoder(hint: Any) -> _Decoder | None:
+    """How a JSON value becomes a value of type ``hint`` (``None``: it already is one)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _decoder(inner[0]) if len(inner) == 1 else None
+    if typing.get_origin(hint) is tuple:
+        item = _decoder(args[0]) if args else None
+        return tuple if item is None else (lambda raw: tuple(item(v) for v in raw))
+    if isinstance(hint, type):
+        if issubclass(hint, enum.Enum):
+            return hint
+        if issubclass(hint, EventData):
+            return hint.from_json
+        if hint is ModelResponse:
+            return ModelResponse.from_dict
+        if dataclasses.is_dataclass(hint):  # a plain record (AskedModel, Reserved)
+            return lambda raw: hint(**raw)
     return None
 
 
-def proposal_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The proposed call an event records, if any (``call_id``, ``tool``, ``effect``, ``args``
-    and, for a plain allow, ``decision``, ``rule``, ``reason``): a ``tool_proposed`` payload,
-    or the proposal a read the policy plainly allowed carries in its ``tool_finished``."""
-    if type_ == EventType.TOOL_PROPOSED:
-        return payload
-    if type_ == EventType.TOOL_FINISHED and "args" in payload:
-        return {k: payload[k] for k in PROPOSAL_KEYS if k in payload}
-    return None
+@dataclass(frozen=True, slots=True)
+class AskedModel:
+    """What a model call was sent: the model, and how many messages and tool specs."""
+
+    model: str
+    messages: int
+    tools: int
 
 
-def request_in(type_: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-    """What a model call was sent (``model``, ``messages``, ``tools``), if the event records it:
-    a ``model_request`` (older journals), or the ``request`` of a ``model_response`` or
-    ``model_error``."""
-    if type_ == EventType.MODEL_REQUEST:
-        return payload
-    if type_ in (EventType.MODEL_RESPONSE, EventType.MODEL_ERROR):
-        asked: dict[str, Any] | None = payload.get("request")
-        return asked
-    return None
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(EventData):
+    type = EventType.RUN_STARTED
+    agent: dict[str, Any]  # the agent's snapshot; its instructions are the system prompt
+    input: Any
+    fingerprint: str = ""
+    model: str = ""
+    agent_ref: str | None = None
+    policy: dict[str, Any] | None = None  # the rules and limits every resume must run under
+    scopes: tuple[str, ...] = ()
+    format: int = 1
+
+    @property
+    def instructions(self) -> str:
+        return str(self.agent.get("instructions", ""))
 
 
-def asked_at(ts: float, payload: dict[str, Any]) -> float:
-    """When the model call an event records was sent, given the event's time and payload: a
-    response's (or error's) time less the call's ``duration_ms``; a ``model_request``, which
-    has no duration, was sent at its own time."""
-    return ts - float(payload.get("duration_ms") or 0.0) / 1000
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResumed(EventData):
+    type = EventType.RUN_RESUMED
+    fingerprint: str = ""
+    same_agent: bool = True
+    same_policy: bool = True
 
 
-@dataclass(slots=True, frozen=True)
-class ChainProblem:
-    """The first event where a run's chain does not verify."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRequested(EventData):
+    """Format 1: a model call, journaled before its answer (now the answer carries it)."""
 
-    run_id: str
-    seq: int
+    type = EventType.MODEL_REQUEST
+    model: str = ""
+    messages: int = 0
+    tools: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelResponded(EventData):
+    """A model's answer, with what it was asked; the event opens the step it carries."""
+
+    type = EventType.MODEL_RESPONSE
+    response: ModelResponse
+    duration_ms: float = 0.0
+    request: AskedModel | None = None  # None: format 1, where a model_request came before
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelFailed(EventData):
+    type = EventType.MODEL_ERROR
+    error: str
+    retryable: bool = False
+    status: int | None = None
+    duration_ms: float = 0.0
+    request: AskedModel | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolProposed(EventData):
+    """A call the model proposed, validated; a plain allow is decided with it (``decision``)."""
+
+    type = EventType.TOOL_PROPOSED
+    call_id: str
+    tool: str
+    effect: Effect
+    args: dict[str, Any]
+    decision: VerdictKind | None = None
+    rule: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidationFailed(EventData):
+    """A call's arguments (``call_id`` set) or the final output did not validate."""
+
+    type = EventType.VALIDATION_FAILED
+    error: str
+    call_id: str | None = None
+    tool: str | None = None
+    kind: str = "call"  # "call" or "output"
+    feedback: str | None = None  # what the model is told (the final output's retry)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyDecided(EventData):
+    """The policy's decision on a call, unless it was a plain allow (see :class:`ToolProposed`).
+
+    ``recheck``: edited arguments, checked again after a human edited them (``args``).
+    ``observed``: what the rules read of outside state, served again on replay."""
+
+    type = EventType.POLICY_DECISION
+    call_id: str
+    tool: str
+    decision: VerdictKind
+    rule: str | None = None
+    reason: str | None = None
+    observed: dict[str, Any] | None = None
+    args: dict[str, Any] | None = None
+    recheck: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """One hard limit's counter a call reserved an amount against."""
+
+    name: str
+    key: str
+    window_start: int
+    amount: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsReserved(EventData):
+    """What a call reserved against hard limits (``released``: given back, the call failed).
+
+    Journaled so that the counters can be checked against the journal (``tether verify``)."""
+
+    type = EventType.LIMITS_RESERVED
+    call_id: str
+    reservations: tuple[Reserved, ...]
+    released: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested(EventData):
+    """A call waits for a human. ``position``: the call's index in its step's turn, which with
+    the run and the step identifies the call (providers may reuse call ids)."""
+
+    type = EventType.APPROVAL_REQUESTED
+    approval_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    args_hash: str
+    position: int | None = None
+    again: bool = False  # asked again on resume; the request itself was journaled before
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecided(EventData):
+    type = EventType.APPROVAL_DECIDED
+    approval_id: str
+    call_id: str
+    status: ApprovalStatus
+    by: str | None = None
+    at: float | None = None
+    reason: str | None = None
+    edited_args: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolStarted(EventData):
+    """A side effect's intent, durable before the tool runs."""
+
+    type = EventType.TOOL_STARTED
+    call_id: str
+    tool: str = ""
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolFinished(EventData):
+    """A call's result (``ok``) or error. ``content`` is what the model sees."""
+
+    type = EventType.TOOL_FINISHED
+    call_id: str
+    ok: bool
+    content: str
+    duration_ms: float = 0.0
+    result_form: ResultForm | None = None
+    timed_out: bool = False
+    cached: bool = False
+    shadow: bool = False  # shadow mode: recorded for review, not executed
+    simulated: bool = False  # a fork's side effect that was not executed
+    full_result_blob: str | None = None  # the whole result, when content was truncated
+    full_result_chars: int | None = None
+    # format 1 only: the raw result beside its content, and a read's proposal carried along
+    result: Any = None
+    proposed: ToolProposed | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Feedback(EventData):
+    """A message the engine adds for the model (``kind`` "loop": a repeated call, ``key``)."""
+
+    type = EventType.FEEDBACK
+    message: str
+    kind: str = ""
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputRequested(EventData):
+    type = EventType.INPUT_REQUESTED
+    kind: InputKind
+    question: str
+    call_id: str | None = None  # the answer stands for this call's result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputReceived(EventData):
+    type = EventType.INPUT_RECEIVED
+    kind: AnswerKind
+    answer: str = ""
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetExceeded(EventData):
+    type = EventType.BUDGET
+    reason: str | None = None
+    exceeded: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalated(EventData):
+    type = EventType.ESCALATED
     reason: str
+    call_id: str | None = None
 
 
-def verify_chain(
-    run_id: str, events: Iterable[Event], key: bytes | None = None, *, hashes: bool = True
-) -> ChainProblem | None:
-    """Check sequence numbers, links and hashes; return the first problem or ``None``.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(EventData):
+    type = EventType.RUN_FINISHED
+    status: RunStatus
+    output: Any = None
+    reason: str | None = None
 
-    ``key``: the journal key the run was hashed with (``None``: plain SHA-256). ``hashes=False``
-    checks sequence numbers and links only (a keyed run checked without its key)."""
-    prev = GENESIS
-    expected_seq = 1
-    for ev in events:
-        if ev.seq != expected_seq:
-            return ChainProblem(run_id, expected_seq, f"event #{expected_seq} is missing")
-        if ev.prev_hash != prev:
-            return ChainProblem(run_id, ev.seq, "link to the previous event does not match")
-        if not ev.hash or (
-            hashes
-            and event_hash(ev.prev_hash, ev.seq, ev.type, ev.step, ev.ts, ev.payload_json, key)
-            != ev.hash
-        ):
-            return ChainProblem(run_id, ev.seq, "content does not match its hash (edited?)")
-        try:
-            decode_json(ev.payload_json)
-        except ValueError:
-            return ChainProblem(run_id, ev.seq, "payload is not valid JSON")
-        prev = ev.hash
-        expected_seq += 1
+
+EVENT_CLASSES: dict[str, type[EventData]] = {
+    cls.type.value: cls
+    for cls in (
+        RunStarted,
+        RunResumed,
+        ModelRequested,
+        ModelResponded,
+        ModelFailed,
+        ToolProposed,
+        ValidationFailed,
+        PolicyDecided,
+        LimitsReserved,
+        ApprovalRequested,
+        ApprovalDecided,
+        ToolStarted,
+        ToolFinished,
+        Feedback,
+        InputRequested,
+        InputReceived,
+        BudgetExceeded,
+        Escalated,
+        RunFinished,
+    )
+}
+
+
+def decode_event(type_: str, payload: dict[str, Any], *, seq: int = 0) -> EventData:
+    """The typed event of a stored ``type_`` and (upcast) payload; :class:`JournalError` names
+    an unknown type or a payload that does not fit it."""
+    cls = EVENT_CLASSES.get(type_)
+    if cls is None:
+        raise JournalError(f"event #{seq}: unknown event type {type_!r}")
+    try:
+        return cls.from_json(payload)
+    except JournalError as exc:
+        raise JournalError(f"event #{seq}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise JournalError(f"event #{seq}: {type_} payload does not fit: {exc}") from None
+
+
+# -- questions many readers ask --------------------------------------------------------------
+
+
+def proposal_of(data: EventData) -> ToolProposed | None:
+    """The proposed call an event records: a ``tool_proposed``, or (formats 1-2) the proposal a
+    plainly allowed read carried inside its ``tool_finished``."""
+    if isinstance(data, ToolProposed):
+        return data
+    if isinstance(data, ToolFinished):
+        return data.proposed
     return None
+
+
+def decision_of(data: EventData) -> PolicyDecided | ToolProposed | None:
+    """The policy decision an event records: a ``policy_decision``, or the plain allow a
+    proposal carries (``decision`` set)."""
+    if isinstance(data, PolicyDecided):
+        return data
+    proposed = proposal_of(data)
+    return proposed if proposed is not None and proposed.decision is not None else None
+
+
+def request_of(data: EventData) -> AskedModel | None:
+    """What a model call was sent, if the event records one: the ``request`` of a model's answer
+    or error, or (format 1) a ``model_request``."""
+    if isinstance(data, ModelRequested):
+        return AskedModel(data.model, data.messages, data.tools)
+    if isinstance(data, ModelResponded | ModelFailed):
+        return data.request
+    return None
+
+
+def asked_at(ts: float, data: EventData) -> float:
+    """When the model call (or tool call) an event records began: its time less its
+    ``duration_ms``, if it has one."""
+    return ts - float(getattr(data, "duration_ms", 0.0) or 0.0) / 1000
+
+
+__all__ = [
+    "JOURNAL_FORMAT",
+    "AnswerKind",
+    "ApprovalDecided",
+    "ApprovalRequested",
+    "AskedModel",
+    "BudgetExceeded",
+    "Escalated",
+    "Event",
+    "EventData",
+    "EventType",
+    "Feedback",
+    "InputKind",
+    "InputReceived",
+    "InputRequested",
+    "LimitsReserved",
+    "ModelFailed",
+    "ModelRequested",
+    "ModelResponded",
+    "PolicyDecided",
+    "Reserved",
+    "ResultForm",
+    "RunFinished",
+    "RunResumed",
+    "RunStarted",
+    "ToolFinished",
+    "ToolProposed",
+    "ToolStarted",
+    "ValidationFailed",
+    "asked_at",
+    "decision_of",
+    "decode_event",
+    "proposal_of",
+    "request_of",
+]

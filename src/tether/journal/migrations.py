@@ -121,7 +121,8 @@ def _m002_event_batches(conn: sa.Connection) -> None:
     their hash chain and its definition are unchanged. Events already stored move over, in
     batches of up to ``_MOVE_CHUNK`` per run, and the old table is dropped.
     """
-    from tether.journal.events import Event, encode_batch
+    from tether.journal.batches import encode_batch
+    from tether.journal.events import Event
 
     md = sa.MetaData()
     batches = sa.Table(
@@ -170,7 +171,8 @@ def _m003_events_table(conn: sa.Connection) -> None:
     moved over run by run (their hashes unchanged: the chain's definition is the same) and
     ``event_batches`` is dropped.
     """
-    from tether.journal.events import GENESIS, decode_batch
+    from tether.journal.batches import decode_batch
+    from tether.journal.chain import GENESIS
     from tether.journal.ledger import ledger_hash
     from tether.journal.rows import event_tuples, insert_events_sql
 
@@ -245,11 +247,23 @@ def _m004_leases(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE runs ADD COLUMN {column}"))
 
 
+def _m005_approval_positions(conn: sa.Connection) -> None:
+    """An approval binds to its call by position: the run, the step and the call's index in that
+    step's turn (``position``), since providers may reuse call ids. One approval per call."""
+    conn.execute(sa.text("ALTER TABLE approvals ADD COLUMN position INTEGER"))
+    conn.execute(
+        sa.text(
+            "CREATE UNIQUE INDEX ux_approvals_call_position ON approvals (run_id, step, position)"
+        )
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "runs, events, blobs, approvals, counters, controls, cache", _m001_core),
     (2, "the journal in batches: one row per flush", _m002_event_batches),
     (3, "one row per event, anchored in the run row; the run ledger", _m003_events_table),
     (4, "run leases: one driver per run", _m004_leases),
+    (5, "approvals bound to the call's position in its step", _m005_approval_positions),
 ]
 
 

@@ -37,13 +37,10 @@ from tether.errors import (
     StoreUnavailable,
     UsageError,
 )
-from tether.journal.events import (
-    GENESIS,
-    Event,
-    encode_payload_bytes,
-    journal_key,
-)
+from tether.journal.chain import GENESIS, journal_key
+from tether.journal.events import Event
 from tether.journal.faults import NO_RETRY, StoreRetry, is_transient
+from tether.journal.jsontext import encode_payload_bytes
 from tether.journal.leases import Lease, default_ttl, holder_gone
 from tether.journal.ledger import ledger_hash
 from tether.journal.migrations import MIGRATIONS, migrate, schema_version
@@ -174,6 +171,7 @@ class ApprovalRecord:
     decision_reason: str | None
     consumed_at: float | None
     created_at: float
+    position: int | None = None  # the call's index in its step's turn (None: older rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -203,6 +201,7 @@ class _Statements:
     run_exists: str
     ledger_tail: str
     insert_ledger: str
+    insert_approval: str
 
     @classmethod
     def using(cls, ph: str, dialect: str) -> _Statements:
@@ -220,6 +219,8 @@ class _Statements:
             ledger_tail="SELECT position, hash FROM run_ledger ORDER BY position DESC LIMIT 1",
             insert_ledger="INSERT INTO run_ledger (position, run_id, hash)"
             f" VALUES ({ph},{ph},{ph})",
+            insert_approval=f"INSERT INTO approvals ({','.join(_APPROVAL_COLUMNS)})"
+            f" VALUES ({','.join([ph] * len(_APPROVAL_COLUMNS))})",
         )
 
 
@@ -238,6 +239,14 @@ class _Transient(Exception):
 class _Refused(Exception):
     def __init__(self, index: int) -> None:
         self.index = index
+
+
+def _approval_values(record: ApprovalRecord) -> tuple[Any, ...]:
+    """An approval as the values of an INSERT in ``_APPROVAL_COLUMNS`` order."""
+    row = record.to_dict()
+    row["args"] = json.dumps(record.args, default=str)
+    row["edited_args"] = None if record.edited_args is None else json.dumps(record.edited_args)
+    return tuple(row[c] for c in _APPROVAL_COLUMNS)
 
 
 def args_hash(args: dict[str, Any]) -> str:
@@ -289,6 +298,7 @@ _APPROVAL_COLUMNS = (
     "decision_reason",
     "consumed_at",
     "created_at",
+    "position",
 )
 
 
@@ -459,14 +469,14 @@ class Store:
         events: Sequence[Event] = (),
         values: dict[str, Any] | None = None,
         *,
-        lines: Sequence[str] | None = None,
         lease: Lease | None = None,
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         """Insert a run's row together with its first events, in one transaction.
 
         ``values`` (column → value) override the record's, as :meth:`append`'s ``run_update``
         would, so a run that ends before its first write is written once, as it ended.
-        ``lines``: the events' stored lines if already made (see :meth:`append`). ``lease``:
+        ``lease``:
         the run's first lease (token 1), taken in the same transaction."""
         row = record.to_dict()
         if values:
@@ -474,25 +484,25 @@ class Store:
         row["input"] = encode_payload_bytes(row["input"]).decode()
         if row["output"] is not None:
             row["output"] = encode_payload_bytes(row["output"]).decode()
-        self._write(events, new_run=row, lines=lines, lease=lease)
+        self._write(events, new_run=row, lease=lease, approvals=approvals)
 
     def append(
         self,
         events: Sequence[Event],
         run_update: dict[str, Any] | None = None,
         *,
-        lines: Sequence[str] | None = None,
         lease: Lease | None = None,
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         """Write events (and optionally update the run's row) in one transaction.
 
-        ``lines``, if given, are the events' stored lines as :func:`~tether.journal.events.
-        stored_event` made them (the engine keeps them, so nothing is formatted twice).
         ``lease``: the writer's lease on the run; if it was taken over, nothing is written and
-        :class:`~tether.errors.LeaseLost` is raised (the check renews the lease too)."""
+        :class:`~tether.errors.LeaseLost` is raised (the check renews the lease too).
+        ``approvals``: approval requests the events ask for, inserted in the same transaction
+        (a crash leaves both or neither)."""
         if not events and not run_update:
             return
-        self._write(events, run_update=run_update, lines=lines, lease=lease)
+        self._write(events, run_update=run_update, lease=lease, approvals=approvals)
 
     def _write(
         self,
@@ -500,16 +510,16 @@ class Store:
         *,
         new_run: dict[str, Any] | None = None,
         run_update: dict[str, Any] | None = None,
-        lines: Sequence[str] | None = None,
         lease: Lease | None = None,
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         """The journal's write path: one short transaction straight on the DBAPI connection.
 
         The events (all of one run, in order) become rows of ``events``, and the run row's anchor
         (``event_count``, ``head_hash``) moves to the last of them. An append must continue the
         stored journal exactly (its first event follows the anchor's count and links to its
-        hash): otherwise another writer got there first, and nothing is written. ``lines`` are
-        not used (the engine's stored lines of an older layout).
+        hash): otherwise another writer got there first, and nothing is written. ``approvals``
+        are inserted in the same transaction.
 
         A transient store error (see :func:`~tether.journal.faults.is_transient`) is retried on
         a fresh connection, with backoff, within ``self.retry``. A failed commit's outcome is
@@ -519,9 +529,12 @@ class Store:
         :class:`StoreUnavailable` (see :meth:`_retrying`).
         """
         rows = event_tuples(events, "sqlite" if self.is_sqlite else "postgresql")
+        asked = [_approval_values(a) for a in approvals]
 
         def attempt(retried: bool) -> None:
-            self._write_once(events, new_run, run_update, rows, retried=retried, lease=lease)
+            self._write_once(
+                events, new_run, run_update, rows, retried=retried, lease=lease, approvals=asked
+            )
 
         def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
             return self._gave_up(events, new_run, run_update, failure, attempts)
@@ -587,6 +600,7 @@ class Store:
         *,
         retried: bool,
         lease: Lease | None = None,
+        approvals: Sequence[tuple[Any, ...]] = (),
     ) -> None:
         """One attempt of :meth:`_write`; raises ``_Transient`` for an error worth retrying.
 
@@ -622,6 +636,8 @@ class Store:
                         )
                         if cur.rowcount != 1:
                             raise _Conflict(first.run_id)
+                if approvals:
+                    cur.executemany(sql.insert_approval, approvals)
                 if run_update:
                     cols = sorted(run_update)
                     values = [
@@ -1010,11 +1026,14 @@ class Store:
             raise NotFound(f"approval {approval_id!r}: {hint} (see `tether approvals`)")
         return self._approval_from_row(row)
 
-    def approval_for_call(self, run_id: str, call_id: str) -> ApprovalRecord | None:
+    def approval_for_call(self, run_id: str, step: int, position: int) -> ApprovalRecord | None:
+        """The approval of the call at ``position`` in the turn of ``step`` of a run."""
         ap = self.t["approvals"]
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(ap).where(ap.c.run_id == run_id, ap.c.call_id == call_id)
+                sa.select(ap).where(
+                    ap.c.run_id == run_id, ap.c.step == step, ap.c.position == position
+                )
             ).first()
         return None if row is None else self._approval_from_row(row)
 

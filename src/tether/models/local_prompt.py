@@ -144,9 +144,7 @@ def grammar_module() -> ModuleType:
             (r / "llama_grammar.py" for r in roots if (r / "llama_grammar.py").is_file()), None
         )
         if source is None:
-            raise ImportError(
-                "the local model needs llama-cpp-python: pip install 'tether[local]'"
-            )
+            raise ImportError("the local model needs llama-cpp-python: pip install 'tether[local]'")
         file_spec = importlib.util.spec_from_file_location("tether_llama_grammar", source)
         if file_spec is None or file_spec.loader is None:
             raise ImportError(f"cannot load {source}")

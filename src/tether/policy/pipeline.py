@@ -19,12 +19,11 @@ from tether.policy.rules import (
     Limit,
     Proposal,
     Rule,
+    VerdictKind,
     combine,
     default_decision,
 )
 from tether.tools import Effect
-
-SHADOW = "shadow"
 
 
 @dataclass(slots=True, frozen=True)
@@ -35,8 +34,8 @@ class Verdict:
     shadow: bool = False
 
     @property
-    def kind(self) -> str:
-        return SHADOW if self.shadow else self.decision.kind._value_  # (``.value`` is slower)
+    def kind(self) -> VerdictKind:
+        return VerdictKind.SHADOW if self.shadow else VerdictKind(self.decision.kind.value)
 
 
 class PolicyEngine:

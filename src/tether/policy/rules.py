@@ -43,6 +43,17 @@ class DecisionKind(StrEnum):
         return _SEVERITY[self]
 
 
+class VerdictKind(StrEnum):
+    """What the engine does with a proposed call, as journaled: a rule's decision, or
+    ``shadow`` (journaled for review, never executed)."""
+
+    ALLOW = "allow"
+    APPROVE = "approve"
+    DENY = "deny"
+    ESCALATE = "escalate"
+    SHADOW = "shadow"
+
+
 _SEVERITY = {
     DecisionKind.ALLOW: 0,
     DecisionKind.APPROVE: 1,

@@ -20,12 +20,22 @@ from tether.agent import Agent
 from tether.agent_refs import recorded_ref
 from tether.engine.runtime import Runtime, bind_policy, load_agent
 from tether.errors import UsageError
-from tether.journal.events import Event, decision_in
+from tether.journal.events import (
+    ApprovalDecided,
+    Escalated,
+    Event,
+    ModelResponded,
+    PolicyDecided,
+    RunFinished,
+    ToolFinished,
+    ValidationFailed,
+    decision_of,
+)
 from tether.journal.store import RunRecord, Store
 from tether.models.base import Model
 from tether.policy.binding import PolicyRecord
 from tether.policy.pipeline import PolicyEngine
-from tether.policy.rules import Limit, Rule
+from tether.policy.rules import Limit, Rule, VerdictKind
 from tether.replay.source import Divergence, JournalModel, Recording, ReplayTools
 
 FORK_APPROVER = "fork-simulator"
@@ -68,29 +78,27 @@ def decisions(events: list[Event]) -> list[Step]:
     """Project a journal onto what matters for comparison: calls, decisions, outcomes."""
     steps: dict[int, Step] = {}
     for ev in events:
-        p = ev.payload
+        data = ev.data
         item: tuple[Any, ...] | None = None
-        if decision_in(ev.type, p) is not None:  # a read's result may carry its decision too
-            decided = ("decision", p["tool"], p["decision"], p.get("rule"))
-            steps.setdefault(ev.step, Step(ev.step)).items.append(decided)
-        if ev.type == "model_response":
-            r = p["response"]
-            calls = [(c["name"], _args(c["arguments"])) for c in r.get("tool_calls", [])]
-            item = ("model", r.get("text", ""), json.dumps(calls, sort_keys=True))
-        elif ev.type == "validation_failed":
-            item = ("invalid", p.get("tool"), p["error"])
-        elif ev.type == "approval_decided":
-            item = ("approval", p["status"], json.dumps(p.get("edited_args"), sort_keys=True))
-        elif ev.type == "tool_finished":
-            item = ("result", bool(p["ok"]), bool(p.get("simulated")), p["content"][:200])
-        elif ev.type == "escalated":
-            item = ("escalated", p["reason"])
-        elif ev.type == "run_finished":
-            item = (
-                "finished",
-                p["status"],
-                json.dumps(p.get("output"), sort_keys=True, default=str),
-            )
+        decided = decision_of(data)
+        if decided is not None:  # (formats 1-2: a read's result may carry its decision)
+            entry = ("decision", decided.tool, str(decided.decision), decided.rule)
+            steps.setdefault(ev.step, Step(ev.step)).items.append(entry)
+        match data:
+            case ModelResponded(response=r):
+                calls = [(c.name, _args(c.arguments)) for c in r.tool_calls]
+                item = ("model", r.text, json.dumps(calls, sort_keys=True))
+            case ValidationFailed():
+                item = ("invalid", data.tool, data.error)
+            case ApprovalDecided():
+                item = ("approval", str(data.status), json.dumps(data.edited_args, sort_keys=True))
+            case ToolFinished():
+                item = ("result", data.ok, data.simulated, data.content[:200])
+            case Escalated():
+                item = ("escalated", data.reason)
+            case RunFinished():
+                output = json.dumps(data.output, sort_keys=True, default=str)
+                item = ("finished", str(data.status), output)
         if item is not None:
             steps.setdefault(ev.step, Step(ev.step)).items.append(item)
     return [steps[k] for k in sorted(steps)]
@@ -143,10 +151,10 @@ async def _drive_with_recorded_humans(
             else:
                 runtime.store.decide_approval(
                     approval.id,
-                    status=recorded["status"],
-                    decided_by=str(recorded.get("by") or "recorded"),
-                    reason=recorded.get("reason"),
-                    edited_args=recorded.get("edited_args"),
+                    status=recorded.status,
+                    decided_by=recorded.by or "recorded",
+                    reason=recorded.reason,
+                    edited_args=recorded.edited_args,
                 )
         elif result.status == "waiting_input":
             question = (result.waiting_for or {}).get("question")
@@ -240,10 +248,10 @@ def _name_broken_rule(report: ReplayReport, replayed: list[Event]) -> ReplayRepo
         return report
     step = report.divergence.get("step")
     for ev in replayed:
-        p = ev.payload
-        if ev.type != "policy_decision" or p.get("decision") != "escalate":
+        data = ev.data
+        if not isinstance(data, PolicyDecided) or data.decision is not VerdictKind.ESCALATE:
             continue
-        rule, reason = str(p.get("rule") or ""), str(p.get("reason") or "")
+        rule, reason = data.rule or "", data.reason or ""
         prefix = f"rule {rule} raised "
         if rule and reason.startswith(prefix) and (step is None or ev.step <= step):
             error = reason.removeprefix(prefix)

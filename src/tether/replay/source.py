@@ -9,7 +9,20 @@ from typing import Any
 
 from tether.engine.state import RunState
 from tether.errors import TetherError
-from tether.journal.events import GENESIS, PROPOSAL_KEYS, Event, proposal_in, request_in
+from tether.journal.chain import GENESIS
+from tether.journal.events import (
+    AnswerKind,
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    InputReceived,
+    ModelResponded,
+    PolicyDecided,
+    RunStarted,
+    ToolFinished,
+    proposal_of,
+    request_of,
+)
 from tether.messages import ModelRequest, ModelResponse
 from tether.models.base import Model
 from tether.tools import Tool
@@ -38,11 +51,11 @@ class Recording:
 
     run_id: str
     events: list[Event]
-    responses: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[ModelResponse] = field(default_factory=list)
     prompts: list[list[dict[str, Any]]] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
-    results: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
-    approvals: dict[str, deque[dict[str, Any]]] = field(default_factory=lambda: defaultdict(deque))
+    results: dict[str, deque[ToolFinished]] = field(default_factory=lambda: defaultdict(deque))
+    approvals: dict[str, deque[ApprovalDecided]] = field(default_factory=lambda: defaultdict(deque))
     answers: deque[str] = field(default_factory=deque)
     observed: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_input: Any = None
@@ -55,39 +68,41 @@ class Recording:
         calls: dict[str, str] = {}
         approval_keys: dict[str, str] = {}
         for ev in events:
-            p = ev.payload
-            if request_in(ev.type, p) is not None:  # what the model was sent: the state so far
+            data = ev.data
+            if request_of(data) is not None:  # what the model was sent: the state so far
                 rec.prompts.append([m.to_dict() for m in state.messages])
                 rec.steps.append(ev.step)
-            state.apply(ev, p)
-            if ev.type == "run_started":
-                rec.run_input = p["input"]
-                rec.scopes = tuple(p.get("scopes", ()))
-            elif ev.type == "model_response":
-                rec.responses.append(p["response"])
-            elif proposal_in(ev.type, p) is not None or (
-                ev.type == "policy_decision" and p.get("args") is not None
-            ):
-                calls[p["call_id"]] = _key(p["tool"], p["args"])
-            if ev.type == "policy_decision" and p.get("observed"):  # never a folded allow
-                rec.observed.setdefault(p["call_id"], {}).update(p["observed"])
-            if ev.type == "approval_requested":
-                approval_keys[p["call_id"]] = _key(p["tool"], p["args"])
-            elif ev.type == "approval_decided" and p["call_id"] in approval_keys:
-                rec.approvals[approval_keys[p["call_id"]]].append(p)
-            if ev.type == "tool_finished" and p["call_id"] in calls:
+            state.apply(ev, data)
+            proposed = proposal_of(data)
+            if proposed is not None:
+                calls[proposed.call_id] = _key(proposed.tool, proposed.args)
+            match data:
+                case RunStarted():
+                    rec.run_input = data.input
+                    rec.scopes = data.scopes
+                case ModelResponded():
+                    rec.responses.append(data.response)
+                case PolicyDecided():
+                    if data.args is not None:  # edited arguments, checked again
+                        calls[data.call_id] = _key(data.tool, data.args)
+                    if data.observed:
+                        rec.observed.setdefault(data.call_id, {}).update(data.observed)
+                case ApprovalRequested():
+                    approval_keys[data.call_id] = _key(data.tool, data.args)
+                case ApprovalDecided() if data.call_id in approval_keys:
+                    rec.approvals[approval_keys[data.call_id]].append(data)
+                case InputReceived(kind=AnswerKind.ANSWER):
+                    rec.answers.append(data.answer)
+            if isinstance(data, ToolFinished) and data.call_id in calls:
                 # the result alone: a read's proposal journaled with it is not served again
-                served = {k: v for k, v in p.items() if k not in PROPOSAL_KEYS}
-                rec.results[calls[p["call_id"]]].append(served)
-            elif ev.type == "input_received" and p.get("kind") == "answer":
-                rec.answers.append(p["answer"])
+                rec.results[calls[data.call_id]].append(data.replace(proposed=None))
         return rec
 
-    def result_for(self, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    def result_for(self, tool: str, args: dict[str, Any]) -> ToolFinished | None:
         queue = self.results.get(_key(tool, args))
         return queue.popleft() if queue else None
 
-    def approval_for(self, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    def approval_for(self, tool: str, args: dict[str, Any]) -> ApprovalDecided | None:
         queue = self.approvals.get(_key(tool, args))
         return queue.popleft() if queue else None
 
@@ -145,7 +160,7 @@ class JournalModel:
                     recorded[i] if i < len(recorded) else None,
                     sent[i] if i < len(sent) else None,
                 )
-        return ModelResponse.from_dict(rec.responses[index])
+        return rec.responses[index]
 
 
 class ReplayTools:
@@ -162,7 +177,7 @@ class ReplayTools:
         """What the rules read of outside state when deciding this call, as recorded."""
         return self.recording.observed.get(call_id)
 
-    def tool_result(self, tool: Tool, args: dict[str, Any]) -> dict[str, Any] | None:
+    def tool_result(self, tool: Tool, args: dict[str, Any]) -> ToolFinished | None:
         recorded = self.recording.result_for(tool.name, args)
         if recorded is not None and not (self.live_reads and not tool.effect.has_side_effect):
             return recorded
@@ -177,10 +192,10 @@ class ReplayTools:
             self.live += 1
             return None  # a read runs live in a fork
         self.simulated += 1
-        return {
-            "ok": True,
-            "simulated": True,
-            "duration_ms": 0.0,
-            "content": f"[simulated in a fork: {tool.name} ({tool.effect.value}) was not "
+        return ToolFinished(
+            call_id="",  # the engine sets the call's id
+            ok=True,
+            simulated=True,
+            content=f"[simulated in a fork: {tool.name} ({tool.effect.value}) was not "
             "executed; no recorded result for these arguments]",
-        }
+        )
