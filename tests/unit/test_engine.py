@@ -206,7 +206,8 @@ async def test_every_part_of_a_step_from_outside_is_checked_for_secrets(
     assert leaked["content"] == "order A was paid with [REDACTED:openai_key]"
     # a clean result whose allow quotes a secret: the reason alone gives it away
     assert json.loads(clean["content"])["order_id"] == "B"
-    assert clean["reason"] == "allowed after checking [REDACTED:openai_key]"
+    reasons = [e.payload["reason"] for e in events if e.type == "tool_proposed"]
+    assert reasons == ["allowed after checking [REDACTED:openai_key]"] * 2
     last_prompt = rt.model.requests[-1].messages  # type: ignore[union-attr]
     assert KEY not in json.dumps([m.to_dict() for m in last_prompt])
 
@@ -235,8 +236,7 @@ async def test_a_read_that_will_not_simply_run_journals_its_proposal_first(
     assert result.ok
     events = sqlite_store.events(result.run_id)
     assert verify_chain(result.run_id, events) is None
-    finished = [e.payload for e in events if e.type == "tool_finished"]
-    assert ["args" in p for p in finished] == [False, True]  # proposed earlier; then whole
+    assert [e.type for e in events].count("tool_proposed") == 2  # once per call, not per resume
     state = rebuild_state(result.run_id, events)
     assert state.call_counts == {"lookup" + '{"order_id":"A"}': 2}
 

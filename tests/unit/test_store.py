@@ -313,9 +313,9 @@ def test_an_events_time_is_written_as_repr_writes_it() -> None:
     assert ev.hash == hashlib.sha256(raw.encode()).hexdigest()
 
 
-def test_sealed_events_chain_verify_and_encode_as_their_lines() -> None:
-    """A flush's sealed events link in order, verify, and encode to the lines it made."""
-    from tether.journal.batches import encode_batch
+def test_sealed_events_chain_verify_and_round_trip_the_batch_layout() -> None:
+    """A flush's sealed events link in order, verify, and read back from the old batch layout."""
+    from tether.journal.batches import decode_batch, encode_batch
     from tether.journal.chain import seal_events, stored_event
     from tether.journal.events import Event, EventType
     from tether.journal.jsontext import encode_payload_bytes
@@ -327,13 +327,14 @@ def test_sealed_events_chain_verify_and_encode_as_their_lines() -> None:
         Event("r", i + 1, "feedback", i, ts, raw.decode(), "", "")
         for i, (ts, raw) in enumerate(zip(times, raws, strict=True))
     ]
-    sealed, lines = seal_events(pending, raws, GENESIS)
+    sealed = seal_events(pending, raws, GENESIS)
     prev = GENESIS
     for i, (ev, raw) in enumerate(zip(pending, raws, strict=True)):
-        expected, line = stored_event(
+        expected = stored_event(
             "r", ev.seq, EventType.FEEDBACK, i, ev.ts, raw, ev.payload_json, prev
         )
-        assert sealed[i] == expected and lines[i] == line
+        assert sealed[i] == expected
         prev = expected.hash
     assert verify_chain("r", sealed) is None
-    assert encode_batch(sealed) == encode_batch(sealed, lines) == "\n".join(lines)
+    # the batch layout of schema version 2 reads back the same events
+    assert decode_batch("r", 1, len(sealed), encode_batch(sealed), GENESIS) == sealed

@@ -187,7 +187,8 @@ def verify(
     """Check hash chains: any edited, dropped or reordered event is named.
 
     Each run's chain is checked against its anchor in the run row (head hash, event count), its
-    approvals against the journal, and with ``--all`` the run ledger too (a deleted run). With
+    approvals against the journal, and with ``--all`` the run ledger too (a deleted run) and the
+    hard limits' counters against the reservations journaled (a lowered counter). With
     ``TETHER_JOURNAL_KEY`` set, keyed runs' HMACs are checked; without it their links only.
     The store is opened read-only (nothing is migrated or written, so a journal on read-only
     media can be checked). ``--all`` also runs the database's own integrity check (SQLite), which
@@ -199,7 +200,7 @@ def verify(
 
     if (run_id is None) == (not all_runs):
         raise UsageError("give a run id or --all (not both)")
-    from tether.journal.audit import verify_ledger, verify_run
+    from tether.journal.audit import verify_counters, verify_ledger, verify_run
 
     store = Store(db, read_only=True)
     integrity = store.integrity_problems() if all_runs else None
@@ -221,7 +222,8 @@ def verify(
         if problem is not None:
             problems.append({"run_id": rid, "seq": problem.seq, "reason": problem.reason})
     if all_runs:
-        problems += [{"run_id": None, "seq": None, "reason": r} for r in verify_ledger(store)]
+        found = verify_ledger(store) + verify_counters(store)
+        problems += [{"run_id": None, "seq": None, "reason": r} for r in found]
     if as_json:
         print_json(
             {

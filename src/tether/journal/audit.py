@@ -1,5 +1,6 @@
 """What ``tether verify`` checks beyond a run's hash chain: its anchor in the run row, the
-JSON column of each event, the approvals the run's journal records, and the run ledger.
+JSON column of each event, the approvals the run's journal records, the run ledger, and the
+hard limits' counters against the reservations the journals record.
 
 Each check returns the first problem it finds (a :class:`ChainProblem` naming an event, or
 ``seq`` 0 for the run as a whole), so tampering is named where it starts.
@@ -13,7 +14,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.journal.chain import GENESIS, ChainProblem, verify_chain
-from tether.journal.events import EventType
+from tether.journal.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    EventType,
+    LimitsReserved,
+    decode_event,
+)
 from tether.journal.jsontext import decode_json
 from tether.journal.ledger import ledger_hash
 from tether.journal.store import Store, args_hash
@@ -70,29 +78,35 @@ def _json_column(store: Store, run_id: str) -> ChainProblem | None:
     return None
 
 
-def _approvals(store: Store, run_id: str, events: list[Any]) -> ChainProblem | None:
+def _approvals(store: Store, run_id: str, events: list[Event]) -> ChainProblem | None:
     """An approval row that differs from what the run's journal recorded of it: the request
-    (``approval_requested``) and, once the run took it up, the decision (``approval_decided``)."""
-    journaled: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
+    (``approval_requested``) and, once the run took it up, the decision (``approval_decided``).
+    An approval row the journal never asked for is named too."""
+    asked: dict[str, tuple[int, ApprovalRequested]] = {}
+    decided: dict[str, tuple[int, ApprovalDecided]] = {}
     for e in events:
-        if e.type in (EventType.APPROVAL_REQUESTED, EventType.APPROVAL_DECIDED):
-            p = e.payload
-            journaled.setdefault(str(p.get("approval_id")), {})[e.type] = (e.seq, p)
+        if e.type == EventType.APPROVAL_REQUESTED:
+            request = e.data
+            assert isinstance(request, ApprovalRequested)
+            asked.setdefault(request.approval_id, (e.seq, request))
+        elif e.type == EventType.APPROVAL_DECIDED:
+            decision = e.data
+            assert isinstance(decision, ApprovalDecided)
+            decided[decision.approval_id] = (e.seq, decision)
     for ap in store.list_approvals(status=None, run_id=run_id):
-        seen = journaled.get(ap.id, {})
-        asked = seen.get(EventType.APPROVAL_REQUESTED)
+        seq = asked[ap.id][0] if ap.id in asked else 0
         if args_hash(ap.args) != ap.args_hash:
-            seq = asked[0] if asked else 0
             return ChainProblem(run_id, seq, f"approval {ap.id}: its args do not match args_hash")
-        if asked is not None:
-            seq, p = asked
-            if (ap.call_id, ap.tool, ap.args_hash) != (p["call_id"], p["tool"], p["args_hash"]):
-                return ChainProblem(run_id, seq, f"approval {ap.id} differs from its request")
-        decided = seen.get(EventType.APPROVAL_DECIDED)
-        if decided is not None:
-            seq, p = decided
-            row = (ap.status, ap.decided_by, ap.decision_reason, _canon(ap.edited_args))
-            if row != (p["status"], p["by"], p["reason"], _canon(p["edited_args"])):
+        if ap.id not in asked:
+            return ChainProblem(run_id, 0, f"approval {ap.id} was never requested in the journal")
+        request = asked[ap.id][1]
+        row = (ap.call_id, ap.tool, ap.args_hash, ap.position)
+        if row != (request.call_id, request.tool, request.args_hash, request.position):
+            return ChainProblem(run_id, seq, f"approval {ap.id} differs from its request")
+        if ap.id in decided:
+            seq, d = decided[ap.id]
+            row_decision = (ap.status, ap.decided_by, ap.decision_reason, _canon(ap.edited_args))
+            if row_decision != (d.status.value, d.by, d.reason, _canon(d.edited_args)):
                 return ChainProblem(run_id, seq, f"approval {ap.id} differs from its decision")
     return None
 
@@ -123,4 +137,51 @@ def verify_ledger(store: Store) -> list[str]:
     listed = {str(r[1]) for r in entries}
     problems += [f"run {r} is in the run ledger but its row is gone" for r in sorted(listed - ids)]
     problems += [f"run {r} is not in the run ledger" for r in sorted(ids - listed)]
+    return problems
+
+
+def verify_counters(store: Store) -> list[str]:
+    """Hard-limit counters holding less than the journals reserved against them.
+
+    Every reservation a call makes (and gives back when the call fails) is journaled as
+    ``limits_reserved``. A counter may hold more than the journals say (a process that stopped
+    between reserving and journaling errs on the safe side), never less: a lowered counter would
+    let calls past a limit."""
+    ev = store.t["events"]
+    counters = store.t["counters"]
+    journaled: dict[tuple[str, str, int], list[float]] = {}
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(ev.c.seq, ev.c.payload_text).where(
+                ev.c.type == EventType.LIMITS_RESERVED.value
+            )
+        ).all()
+        stored = {
+            (str(r[0]), str(r[1]), int(r[2])): (int(r[3]), float(r[4]))
+            for r in conn.execute(
+                sa.select(
+                    counters.c.name,
+                    counters.c.key,
+                    counters.c.window_start,
+                    counters.c.count,
+                    counters.c.total,
+                )
+            )
+        }
+    for seq, text in rows:
+        data = decode_event(EventType.LIMITS_RESERVED.value, decode_json(text), seq=int(seq))
+        assert isinstance(data, LimitsReserved)
+        sign = -1 if data.released else 1
+        for r in data.reservations:
+            held = journaled.setdefault((r.name, r.key, r.window_start), [0, 0.0])
+            held[0] += sign
+            held[1] += sign * r.amount
+    problems = []
+    for (name, key, window), (count, total) in sorted(journaled.items()):
+        have_count, have_total = stored.get((name, key, window), (0, 0.0))
+        if have_count < count or have_total < total - 1e-9 * max(1.0, abs(total)):
+            problems.append(
+                f"limit counter {name} [{key}] @{window} holds {have_count} call(s) and "
+                f"{have_total:g} but the journals reserved {int(count)} and {total:g} (lowered?)"
+            )
     return problems

@@ -6,8 +6,8 @@ Readers (the state fold, replay, telemetry, the CLI) get them back from :attr:`E
 ``match`` on the classes. Every fact has one shape: shapes written by older versions are rewritten
 on read by :mod:`tether.journal.upcast`, the only place that knows them.
 
-A payload leaves out the fields that hold their default, so the stored JSON stays small and a field
-added later (with a default) reads back from older rows unchanged.
+A payload leaves out the fields left at an empty default (``None``, ``False``, ``()``), so the
+stored JSON stays small, and a field added later with such a default reads back from older rows.
 """
 
 from __future__ import annotations
@@ -138,12 +138,14 @@ class EventData:
     _codec: ClassVar[dict[builtins.type, tuple[tuple[str, Any, _Decoder | None], ...]]] = {}
 
     def to_json(self) -> dict[str, Any]:
-        """The payload: every field that does not hold its default, as JSON values."""
+        """The payload, as JSON values: every field but those left at an empty default (``None``,
+        ``False``, ``()``, ``""``), which read back as that default."""
         out: dict[str, Any] = {}
         for name, default, _ in _fields(type(self)):
             value = getattr(self, name)
-            if default is _REQUIRED or value != default or type(value) is not type(default):
-                out[name] = _to_json(value)
+            if value is default and _empty(default):
+                continue
+            out[name] = _to_json(value)
         return out
 
     @classmethod
@@ -168,6 +170,10 @@ class EventData:
 
 
 _REQUIRED: Any = object()
+
+
+def _empty(default: Any) -> bool:
+    return default is None or default is False or default == () or default == ""
 
 
 def _to_json(value: Any) -> Any:
