@@ -249,8 +249,32 @@ def _m004_leases(conn: sa.Connection) -> None:
 
 def _m005_approval_positions(conn: sa.Connection) -> None:
     """An approval binds to its call by position: the run, the step and the call's index in that
-    step's turn (``position``), since providers may reuse call ids. One approval per call."""
-    conn.execute(sa.text("ALTER TABLE approvals ADD COLUMN position INTEGER"))
+    step's turn (``position``), no longer by the provider's call id, which providers may reuse.
+    One approval per call position. SQLite cannot drop a constraint, so there the table is
+    rebuilt (rows copied over, older rows with no position)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE approvals DROP CONSTRAINT uq_approval_call"))
+        conn.execute(sa.text("ALTER TABLE approvals ADD COLUMN position INTEGER"))
+    else:
+        old = sa.Table("approvals", sa.MetaData(), autoload_with=conn)
+        names = [c.name for c in old.columns]
+        for index in old.indexes:
+            conn.execute(sa.text(f"DROP INDEX IF EXISTS {index.name}"))
+        conn.execute(sa.text("ALTER TABLE approvals RENAME TO approvals_v4"))
+        new = sa.Table(
+            "approvals",
+            sa.MetaData(),
+            *[c._copy() for c in old.columns],
+            sa.Column("position", sa.Integer),
+        )
+        for c in new.columns:
+            c.unique = False
+        new.create(conn)
+        listed = ",".join(names)
+        conn.execute(sa.text(f"INSERT INTO approvals ({listed}) SELECT {listed} FROM approvals_v4"))
+        conn.execute(sa.text("DROP TABLE approvals_v4"))
+        conn.execute(sa.text("CREATE INDEX ix_approvals_run_id ON approvals (run_id)"))
+        conn.execute(sa.text("CREATE INDEX ix_approvals_status ON approvals (status)"))
     conn.execute(
         sa.text(
             "CREATE UNIQUE INDEX ux_approvals_call_position ON approvals (run_id, step, position)"
