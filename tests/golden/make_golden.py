@@ -1,10 +1,14 @@
-"""How ``tests/golden/v2.db`` was made: a store in schema version 2 (events in batch rows).
+"""How the golden journals under ``tests/golden/`` were made, one per journal format.
 
-It was written by the tether of commit e9eab28, the last to store the journal that way::
+``v2.db``: a store in schema version 2 (events as lines in batch rows, journal format 2), written
+by the tether of commit 1b80eff, the last to store the journal that way::
 
-    git worktree add /tmp/tether-v2 e9eab28
+    git worktree add /tmp/tether-v2 1b80eff
     cp -r tests/golden /tmp/tether-v2/tests/
     cd /tmp/tether-v2 && PYTHONPATH=$PWD/src:$PWD python -m tests.golden.make_golden OUT.db
+
+``v3.db``: the same runs in journal format 3 (one row per event, typed events), written by this
+version: ``PYTHONPATH=$PWD/src:$PWD python -m tests.golden.make_golden tests/golden/v3.db``.
 
 Runs (all finished, in this order): a read; an irreversible refund a human approved; a refund
 the policy denied; a run that failed (its tool raised, then the model had no answer). The test in

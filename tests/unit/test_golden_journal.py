@@ -1,5 +1,6 @@
-"""Journals written in schema version 2 (batch rows) by an earlier tether load, verify and
-replay after migration 3 moves them to the events table (see tests/golden/make_golden.py)."""
+"""Golden journals of each format load, decode, verify and replay (see tests/golden/make_golden.py):
+format 2 (batch rows, written by an earlier tether) after migration 3 moves it to the events
+table, and format 3 (one row per event) as this version writes it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from tests.golden.agent import agent
 from tether.journal import Store
 from tether.journal.batches import decode_batch
 from tether.journal.chain import GENESIS
-from tether.journal.events import Event
+from tether.journal.events import JOURNAL_FORMAT, Event, RunStarted, ToolFinished
+from tether.journal.jsontext import decode_json
 from tether.journal.migrations import MIGRATIONS
 from tether.replay import replay_run
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "v2.db"
+GOLDEN_V3 = GOLDEN.with_name("v3.db")
 FAILED_RUN_DIVERGENCE = {
     "step": 2,
     "what": "the replay makes more model calls than the recording",
@@ -60,6 +63,42 @@ async def test_golden_v2_journal_migrates_verifies_and_replays(tmp_path: Path) -
                 assert report.divergence == FAILED_RUN_DIVERGENCE
         assert {"approval_decided", "policy_decision", "model_error"} <= types
         assert [a.status for a in store.list_approvals(status=None)] == ["approved"]
+        # every event decodes to its typed form; a read's proposal, carried inside its result
+        # in format 2, is upcast into the result's ``proposed``
+        datas = [e.data for events in expected.values() for e in events]
+        started = [d for d in datas if isinstance(d, RunStarted)]
+        assert {d.format for d in started} == {2}
+        carried = [d.proposed for d in datas if isinstance(d, ToolFinished) and d.proposed]
+        assert [(p.tool, p.decision) for p in carried] == [("lookup", "allow")] * 2
+    finally:
+        store.close()
+    out = tether(db, "verify", "--all")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 run(s), every hash chain verifies" in out.stdout
+
+
+async def test_golden_v3_journal_decodes_to_the_same_payloads_verifies_and_replays(
+    tmp_path: Path,
+) -> None:
+    """Format 3 as written: each stored payload decodes to its typed event and encodes back to
+    the same JSON, so a change to an event's shape cannot slip in unnoticed."""
+    db = tmp_path / "golden.db"
+    shutil.copy(GOLDEN_V3, db)
+    store = Store(str(db))
+    try:
+        runs = {r.id: r.status for r in store.list_runs()}
+        assert sorted(runs.values()) == ["failed", "succeeded", "succeeded", "succeeded"]
+        for run_id, status in runs.items():
+            events = store.events(run_id)
+            for ev in events:
+                assert ev.data.to_json() == decode_json(ev.payload_json), (run_id, ev.seq)
+            first = events[0].data
+            assert isinstance(first, RunStarted) and first.format == JOURNAL_FORMAT
+            report = await replay_run(store, run_id, agent)
+            if status == "succeeded":
+                assert report.matched, (run_id, report.divergence)
+            else:
+                assert report.divergence == FAILED_RUN_DIVERGENCE
     finally:
         store.close()
     out = tether(db, "verify", "--all")
