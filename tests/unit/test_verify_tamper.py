@@ -217,3 +217,21 @@ def test_an_unkeyed_chain_cannot_see_a_full_rewrite(store_url: str) -> None:
     _rewrite_from(store_url, run_id, 3)
     code, shown, _ = _verify(store_url, run_id)
     assert code == 0 and "unkeyed" in shown
+
+
+def test_a_keyed_run_rewritten_as_unkeyed_is_named_by_its_ledger_entry(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clearing a keyed run's flag and rehashing its events without the key passes the run's
+    own chain, but not its keyed entry in the run ledger."""
+    monkeypatch.setenv("TETHER_JOURNAL_KEY", "s3cret")
+    run_id = _approved_run(store_url)
+    _sql(store_url, "UPDATE runs SET keyed = :f WHERE id = :r", f=False, r=run_id)
+    _rewrite_from(store_url, run_id, 1)  # every event hashed again, unkeyed
+    code, shown, report = _verify(store_url, run_id)
+    assert code == 0  # the run's own chain verifies unkeyed: the ledger is what tells
+    code, shown, report = _verify(store_url, "--all")
+    assert code == 1 and f"run {run_id}: its row says unkeyed" in shown
+    monkeypatch.delenv("TETHER_JOURNAL_KEY")  # without the key the entry is no plain hash
+    code, shown, _ = _verify(store_url, "--all")
+    assert code == 1 and "run ledger entry #1 does not match its hash" in shown

@@ -117,24 +117,51 @@ def _canon(value: Any) -> str:
 
 def verify_ledger(store: Store) -> list[str]:
     """Problems of the run ledger: a broken chain (an entry deleted or edited), a run in the
-    ledger whose row is gone, a run row the ledger does not hold."""
+    ledger whose row is gone, a run row the ledger does not hold, and (with the journal key) a
+    run whose ``keyed`` flag does not match its entry, or an unkeyed entry after a keyed one.
+
+    Without the key a keyed entry cannot be checked: an entry that is not a plain SHA-256 is
+    taken for a keyed one, if its run row says keyed."""
+    key = store.journal_key
     ledger, runs = store.t["run_ledger"], store.t["runs"]
     with store.engine.connect() as conn:
         entries = conn.execute(
             sa.select(ledger.c.position, ledger.c.run_id, ledger.c.hash).order_by(ledger.c.position)
         ).all()
-        ids = {str(r[0]) for r in conn.execute(sa.select(runs.c.id))}
+        keyed_runs = {
+            str(r[0]): bool(r[1]) for r in conn.execute(sa.select(runs.c.id, runs.c.keyed))
+        }
     problems: list[str] = []
-    prev, expected = GENESIS, 1
+    prev, expected, seen_keyed = GENESIS, 1, False
     for position, run_id, digest in entries:
         if position != expected:
             problems.append(f"run ledger entry #{expected} is missing (a run was deleted?)")
             break
-        if ledger_hash(prev, position, run_id) != digest:
+        if ledger_hash(prev, position, run_id) == digest:
+            keyed = False
+        elif key is not None and ledger_hash(prev, position, run_id, key) == digest:
+            keyed = True
+        elif key is None and keyed_runs.get(str(run_id)):
+            keyed = True  # an HMAC that cannot be checked without the key
+        else:
             problems.append(f"run ledger entry #{position} does not match its hash (edited?)")
             break
+        if seen_keyed and not keyed:
+            problems.append(
+                f"run ledger entry #{position} is unkeyed after keyed entries (rewritten "
+                "without the journal key?)"
+            )
+            break
+        if str(run_id) in keyed_runs and keyed_runs[str(run_id)] != keyed:
+            problems.append(
+                f"run {run_id}: its row says {'keyed' if keyed_runs[str(run_id)] else 'unkeyed'}"
+                f" but its ledger entry is {'keyed' if keyed else 'unkeyed'} (flag edited?)"
+            )
+            break
+        seen_keyed = seen_keyed or keyed
         prev, expected = digest, expected + 1
     listed = {str(r[1]) for r in entries}
+    ids = set(keyed_runs)
     problems += [f"run {r} is in the run ledger but its row is gone" for r in sorted(listed - ids)]
     problems += [f"run {r} is not in the run ledger" for r in sorted(ids - listed)]
     return problems

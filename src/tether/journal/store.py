@@ -683,7 +683,7 @@ class Store:
         cur.execute(self._sql.ledger_tail)
         tail = cur.fetchone()
         position, prev = (1, GENESIS) if tail is None else (int(tail[0]) + 1, str(tail[1]))
-        digest = ledger_hash(prev, position, new_run["id"])
+        digest = ledger_hash(prev, position, new_run["id"], self.journal_key)
         cur.execute(self._sql.insert_ledger, (position, new_run["id"], digest))
 
     def _check_continues(self, cur: Any, events: Sequence[Event]) -> None:
