@@ -12,13 +12,14 @@ from tether.errors import (
 )
 from tether.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.models import Model, ScriptedModel, call
-from tether.tools import Effect, Tool, ToolContext, ToolError, tool
+from tether.tools import AwaitInput, Effect, Tool, ToolContext, ToolError, tool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
     "Autonomy",
+    "AwaitInput",
     "Effect",
     "JournalCorrupted",
     "JournalError",

@@ -63,6 +63,20 @@ class ToolError(Exception):
     """
 
 
+class AwaitInput(Exception):
+    """Raise from a tool to stop the run until a human answers ``question``.
+
+    The run waits (``waiting_input``); ``tether answer RUN TEXT`` (or ``Runtime.answer``) gives
+    the answer, which the model then sees as the call's result. A tool declared with
+    ``awaits_input=True`` always waits: it is not called to do anything but to return the
+    question (see :data:`tether.builtins.ask_human`).
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__(question)
+        self.question = question
+
+
 @dataclass(slots=True)
 class Tool:
     """A tool as the runtime sees it. Build one with :func:`tool`."""
@@ -78,6 +92,7 @@ class Tool:
     cache_ttl: float | None = None
     scopes: tuple[str, ...] = ()
     timeout: float | None = None  # seconds; None: the agent's ``tool_timeout``
+    awaits_input: bool = False  # every call waits for a human (see AwaitInput)
     _schema: dict[str, Any] | None = field(default=None, repr=False)
     _fields: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -188,6 +203,7 @@ def _build_tool(
     cache_ttl: float | None,
     scopes: tuple[str, ...] | str,
     timeout: float | None = None,
+    awaits_input: bool = False,
 ) -> Tool:
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
@@ -224,6 +240,7 @@ def _build_tool(
         cache_ttl=cache_ttl,
         scopes=(scopes,) if isinstance(scopes, str) else tuple(scopes),
         timeout=timeout,
+        awaits_input=awaits_input,
     )
 
 
@@ -241,6 +258,7 @@ def tool(
     cache_ttl: float | None = None,
     scopes: tuple[str, ...] | str = (),
     timeout: float | None = None,
+    awaits_input: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -255,6 +273,7 @@ def tool(
     cache_ttl: float | None = None,
     scopes: tuple[str, ...] | str = (),
     timeout: float | None = None,
+    awaits_input: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool.
 
@@ -274,6 +293,9 @@ def tool(
             waiting after that: a read's call becomes an error the model sees; a write's or an
             irreversible call's outcome is in doubt (see :class:`tether.Agent`). A sync tool
             runs on a thread that cannot be stopped: it may still finish later, unseen.
+        awaits_input: every call stops the run until a human answers: the function is called
+            only to return the question (a string). Any tool may also raise
+            :class:`AwaitInput` to wait for an answer.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -286,6 +308,7 @@ def tool(
             cache_ttl=cache_ttl,
             scopes=scopes,
             timeout=timeout,
+            awaits_input=awaits_input,
         )
 
     if fn is not None:

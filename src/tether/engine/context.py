@@ -76,10 +76,6 @@ class RunContext:
     _settled: int = 0  # leading buffered events that end at a checkpoint (complete steps)
     _timer: asyncio.TimerHandle | None = None
     _new_run: RunRecord | None = None  # the run's row, until the first flush inserts it
-    # whether the model response journaled last had nothing to mask (arguments the model sent,
-    # unchanged by validation, then need no second look)
-    response_clean: bool = False
-    last_clean: bool = False  # whether the event emitted last had nothing to mask
     # this process's lease on the run: every write checks it (None: writes unchecked)
     lease: Lease | None = None
     # approval requests the buffered events ask for: written with them, in one transaction
@@ -108,36 +104,26 @@ class RunContext:
     def run_id(self) -> str:
         return self.state.run_id
 
-    def emit(self, data: EventData, *, step: int | None = None, scan: Any = _UNSET) -> None:
+    def emit(self, data: EventData, *, step: int | None = None) -> None:
         """Journal one event: redact it, fold it into the state, buffer it for the next flush.
 
-        Redaction comes first, so the state (and therefore what the model sees next) matches
-        the journal exactly, and an unmasked secret never reaches the disk. The payload is
-        encoded once; it is walked and encoded again only when its text shows something that
-        might need masking. ``scan``: the parts of the payload that came from outside (the
-        model, a tool, the run's input) and were not checked yet, when the caller knows the
-        rest was made by the engine or checked already; the check then reads only their text.
-        If it finds something, the whole payload is masked.
+        Redaction comes first and covers the whole payload, so the state (and therefore what the
+        model sees next) matches the journal exactly, and an unmasked secret never reaches the
+        disk. The payload is encoded once; it is walked and encoded again only when its text
+        shows something that might need masking.
         """
         payload = data.to_json()
         raw = encode_payload_bytes(payload)
         text = raw.decode()
         redact = self.redact
-        clean = True
         if redact is not None:
             check = self.redact_check
-            if scan is not _UNSET and check is not None:
-                checked = encode_payload_bytes(scan).decode()
-            else:
-                checked = text
-            if check is None or check(checked):
-                clean = False
+            if check is None or check(text):
                 masked = redact(payload)
                 if masked is not payload:
                     data = type(data).from_json(masked)
                     raw = encode_payload_bytes(masked)
                     text = raw.decode()
-        self.last_clean = clean
         s = self.state
         # folded now, hashed when sealed (see seal)
         step = s.step if step is None else step

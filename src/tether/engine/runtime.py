@@ -47,7 +47,6 @@ from tether.journal.events import (
     RunResumed,
     RunStarted,
 )
-from tether.journal.jsontext import encode_payload_bytes
 from tether.journal.leases import Heartbeat, Lease, this_owner
 from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
@@ -233,10 +232,7 @@ class Runtime:
             scopes=tuple(sorted(set(scopes))),
             format=JOURNAL_FORMAT,
         )
-        # the input is always checked; the agent only once per redactor and fingerprint
-        whole = started.to_json()
-        rest = {k: v for k, v in whole.items() if k not in ("agent", "fingerprint")}
-        ctx.emit(started, scan=rest if self._clean(snapshot, fingerprint) else whole)
+        ctx.emit(started)
         # the row and the first event land together: a run never exists without its start
         ctx.start(
             RunRecord(
@@ -261,22 +257,6 @@ class Runtime:
             )
         )
         return await self._drive(ctx)
-
-    def _clean(self, snapshot: dict[str, Any], fingerprint: str) -> bool:
-        """Whether the redactor finds nothing to mask in an agent's snapshot (remembered per
-        redactor and fingerprint: a snapshot, long instructions and all, is checked once)."""
-        check = getattr(self.redactor, "json_may_change", None)
-        if check is None:
-            return False
-        key = (id(self.redactor), fingerprint)
-        seen = _clean_snapshots.get(key)
-        if seen is not None and seen[0] is self.redactor:
-            return seen[1]
-        clean = not check(encode_payload_bytes(snapshot).decode())
-        if len(_clean_snapshots) >= 1024:
-            _clean_snapshots.clear()
-        _clean_snapshots[key] = (self.redactor, clean)
-        return clean
 
     async def _drive(self, ctx: RunContext) -> RunResult:
         limits = ctx.agent.limits
@@ -553,7 +533,6 @@ def _export(store: Store, run_id: str) -> None:
 
 _redactors: dict[tuple[str, str], Any] = {}
 # (id of a redactor, agent fingerprint) -> (that redactor, whether the snapshot is clean)
-_clean_snapshots: dict[tuple[int, str], tuple[Any, bool]] = {}
 
 
 def _default_redactor() -> Any:

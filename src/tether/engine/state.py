@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 import orjson
@@ -55,20 +56,31 @@ def repeat_key(args: Any) -> str:
         return _repeat_key_slow(args)
 
 
+class CallStage(IntEnum):
+    """How far a proposed call got, in order: each gate of the engine reads it to skip what was
+    done before a resume (see :mod:`tether.engine.gates`)."""
+
+    NEW = 0  # proposed by the model; nothing journaled yet
+    PROPOSED = 1  # validated and journaled (``tool_proposed``)
+    DECIDED = 2  # the policy decided (``decision``)
+    AWAITING_APPROVAL = 3  # an approval was requested
+    APPROVED = 4  # a human approved it (edited arguments checked again)
+    STARTED = 5  # a side effect's intent is journaled (``tool_started``)
+    DONE = 6  # it has a result: run, denied, rejected, invalid, or answered by a human
+
+
 @dataclass(slots=True)
 class CallProgress:
-    """How far one proposed tool call got."""
+    """How far one proposed tool call got: its stage, and what the journal says of it."""
 
     call: ToolCall
+    stage: CallStage = CallStage.NEW
     tool: str | None = None
     args: dict[str, Any] | None = None
     decision: VerdictKind | None = None
     decision_rule: str = ""
     decision_reason: str = ""
     approval_id: str | None = None
-    approved: bool = False
-    started: bool = False
-    done: bool = False
     repeat_key: str = ""
     counted: bool = False  # the proposal counted towards its repeat key
     validated: Any = None  # the validated arguments model, kept in memory only
@@ -115,15 +127,12 @@ class RunState:
         raise KeyError(call_id)
 
     def has_pending_calls(self) -> bool:
-        """Whether a proposed call of the current turn is not done (without building the list)."""
-        for c in self.calls:  # noqa: SIM110 (a generator for any() costs more than this loop)
-            if not c.done:
-                return True
-        return False
+        """Whether a proposed call of the current turn is not done."""
+        return any(c.stage is not CallStage.DONE for c in self.calls)
 
     @property
     def pending_calls(self) -> list[CallProgress]:
-        return [c for c in self.calls if not c.done]
+        return [c for c in self.calls if c.stage is not CallStage.DONE]
 
     # -- folding events --------------------------------------------------------------------------
 
@@ -136,8 +145,7 @@ class RunState:
 
     def _tool_message(self, call_id: str, name: str, content: str) -> None:
         self.messages.append(Message("tool", content, tool_call_id=call_id, name=name))
-        progress = self.call(call_id)
-        progress.done = True
+        self.call(call_id).stage = CallStage.DONE
 
     def _refuse(self, c: CallProgress, outcome: CallOutcome, reason: str) -> None:
         self.consecutive_failures += 1
@@ -186,6 +194,7 @@ def _fold(s: RunState, ev: Event, data: EventData) -> None:
             c.decision = data.decision
             c.decision_rule = data.rule or ""
             c.decision_reason = data.reason or ""
+            c.stage = max(c.stage, CallStage.DECIDED)
             if data.decision is VerdictKind.DENY:
                 s._refuse(c, CallOutcome.DENIED, f"{data.rule}: {data.reason}")
                 s._tool_message(
@@ -197,7 +206,9 @@ def _fold(s: RunState, ev: Event, data: EventData) -> None:
         case LimitsReserved():
             pass  # counted in the store; journaled for the audit (tether verify)
         case ApprovalRequested():
-            s.call(data.call_id).approval_id = data.approval_id
+            c = s.call(data.call_id)
+            c.approval_id = data.approval_id
+            c.stage = max(c.stage, CallStage.AWAITING_APPROVAL)
             s.status = RunStatus.WAITING_APPROVAL
             s.waiting_for = data
         case ApprovalDecided():
@@ -209,12 +220,12 @@ def _fold(s: RunState, ev: Event, data: EventData) -> None:
                 why = data.reason or "no reason"
                 s._tool_message(c.call.id, c.tool or "", f"A human rejected this call: {why}")
             else:
-                c.approved = True
+                c.stage = CallStage.APPROVED
                 if data.edited_args is not None:
                     c.args = data.edited_args
                     c.validated = None
         case ToolStarted():
-            s.call(data.call_id).started = True
+            s.call(data.call_id).stage = CallStage.STARTED
         case ToolFinished():
             _finished(s, data)
         case Feedback():
@@ -244,6 +255,7 @@ def _proposed(s: RunState, p: ToolProposed) -> None:
     c = s.call(p.call_id)
     c.tool = p.tool
     c.args = p.args
+    c.stage = max(c.stage, CallStage.PROPOSED)
     if not c.counted:
         # the engine computed the key already when it proposed the call; resume computes it
         key = c.repeat_key or p.tool + repeat_key(p.args)
@@ -254,6 +266,7 @@ def _proposed(s: RunState, p: ToolProposed) -> None:
         c.decision = p.decision
         c.decision_rule = p.rule or ""
         c.decision_reason = p.reason or ""
+        c.stage = max(c.stage, CallStage.DECIDED)
 
 
 def _finished(s: RunState, p: ToolFinished) -> None:
@@ -294,4 +307,4 @@ def _input_received(s: RunState, p: InputReceived) -> None:
         s.messages.append(Message("user", f"A human answered: {p.answer}"))
 
 
-__all__ = ["CallProgress", "InputKind", "RunState", "RunStatus", "repeat_key"]
+__all__ = ["CallProgress", "CallStage", "InputKind", "RunState", "RunStatus", "repeat_key"]
