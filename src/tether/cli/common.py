@@ -109,9 +109,9 @@ def drive(store: Store, run_id: str, work: Coroutine[Any, Any, RunResult]) -> Ru
     try:
         return asyncio.run(work)
     except KeyboardInterrupt:
-        # an interrupt inside a journal write leaves that write's transaction open, holding
-        # the store's write lock: drop it (nothing of it was committed) before reading anything
-        store._discard_raw()
+        # what the run had finished is still being written by the journal's writer thread
+        # (which the interrupt does not reach): let it finish before reading where the run stands
+        store.committer.close()
         try:
             status: str | None = store.get_run(run_id).status
         except Exception:  # not started yet, or the store is what failed

@@ -23,7 +23,7 @@ from tether.status import ApprovalStatus, RunStatus
 from tether.tools import Tool
 
 
-def approval_gate(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
+async def approval_gate(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     if call.decision is not VerdictKind.APPROVE or call.stage >= CallStage.APPROVED:
         return None
     assert call.args is not None
@@ -33,7 +33,7 @@ def approval_gate(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | 
         ctx.approvals.append(record)  # written with the event that asks for it
         ctx.emit(_requested(record))
         return Outcome.WAIT
-    record = ctx.store.get_approval(call.approval_id)
+    record = await ctx.io(ctx.store.get_approval, call.approval_id)
     if record.status == ApprovalStatus.PENDING:
         if s.status is RunStatus.RUNNING:  # resumed before anyone decided: still waiting
             ctx.emit(_requested(record, again=True))
@@ -54,8 +54,8 @@ def approval_gate(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | 
             edited_args=edited,
         )
     )
-    ctx.flush()
-    if not ctx.store.consume_approval(record.id):
+    await ctx.flush()
+    if not await ctx.io(ctx.store.consume_approval, record.id):
         ctx.emit(Escalated(reason=f"approval {record.id} was already used", call_id=call.call.id))
         return Outcome.STOP
     if record.status == ApprovalStatus.REJECTED:

@@ -51,28 +51,28 @@ async def run_side_effect(ctx: RunContext, call: CallProgress) -> Outcome:
                 "key, so a human must check"
             )
             ctx.emit(Escalated(reason=reason, call_id=call.call.id))
-            ctx.flush()
+            await ctx.flush()
             return Outcome.STOP
     else:
         if _time_left(ctx) == 0.0:  # not started: nothing is in doubt
             deadline = ctx.agent.limits.deadline_seconds or 0.0
             reason = f"deadline passed ({deadline:g}s)"
             finish(ctx, RunStatus.BUDGET_EXCEEDED, reason=reason, budget=True)
-            ctx.flush()
+            await ctx.flush()
             return Outcome.STOP
         key = tool_context(ctx, call).idempotency_key
         ctx.emit(ToolStarted(call_id=call.call.id, tool=tool.name, idempotency_key=key))
         if tool.effect.has_side_effect:
-            ctx.flush()
+            await ctx.flush()
     result = await _invoke(ctx, call, tool)
     if isinstance(result, AwaitInput):
         await_input(ctx, call, result.question)
         return Outcome.WAIT
     if result.timed_out and tool.effect.has_side_effect:
-        return _in_doubt(ctx, call, tool, result.content)
+        return await _in_doubt(ctx, call, tool, result.content)
     ctx.emit(result)
     if tool.effect.has_side_effect:
-        ctx.flush()
+        await ctx.flush()
     _settle_limits(ctx, call, result)
     return Outcome.DONE
 
@@ -113,7 +113,7 @@ def tool_context(ctx: RunContext, call: CallProgress) -> ToolContext:
     )
 
 
-def _in_doubt(ctx: RunContext, call: CallProgress, tool: Tool, why: str) -> Outcome:
+async def _in_doubt(ctx: RunContext, call: CallProgress, tool: Tool, why: str) -> Outcome:
     """A side effect that overran its time: its intent is journaled, its result never will be.
 
     As after a crash, an idempotent tool may be called again with the same idempotency key: the
@@ -129,7 +129,7 @@ def _in_doubt(ctx: RunContext, call: CallProgress, tool: Tool, why: str) -> Outc
     else:
         reason = f"in doubt: {why}; it may or may not have taken effect, so a human must check"
         ctx.emit(Escalated(reason=reason, call_id=call.call.id))
-    ctx.flush()
+    await ctx.flush()
     return Outcome.STOP
 
 
@@ -202,8 +202,8 @@ async def _invoke(
     whole = len(content) <= limit
     blob, chars = None, None
     if not whole:
-        full = content if ctx.redact is None else ctx.redact({"c": content})["c"]
-        blob, chars = ctx.store.put_blob(full), len(content)
+        full = ctx.journal.mask_text(content)
+        blob, chars = await ctx.io(ctx.store.put_blob, full), len(content)
         content = (
             content[:limit] + f"\n[truncated: the result had {len(content):,} characters; "
             f"the first {limit:,} are shown]"
@@ -245,6 +245,5 @@ def _store_result(ctx: RunContext, tool: Tool, key: str, result: ToolFinished) -
     if tool.cache_ttl == 0:
         ctx.run_cache[key] = kept
     else:
-        if ctx.redact is not None:
-            kept = ctx.redact(kept)
+        kept = ctx.masked(kept)
         ctx.store.cache_set(key, json.dumps(kept), float(tool.cache_ttl or 0), now=ctx.clock())

@@ -10,7 +10,7 @@ without repeating a proposal, a decision or an approval request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pydantic
 
@@ -39,10 +39,10 @@ from tether.journal.events import (
 from tether.policy.rules import Decision, VerdictKind
 from tether.tools import AwaitInput, Effect, Tool
 
-Gate = Callable[[RunContext, CallProgress, Tool], Outcome | None]
+Gate = Callable[[RunContext, CallProgress, Tool], Awaitable[Outcome | None]]
 
 
-def pass_gates(ctx: RunContext, call: CallProgress) -> Outcome:
+async def pass_gates(ctx: RunContext, call: CallProgress) -> Outcome:
     """Take one call through the gates; what to do with it next."""
     tool = tool_named(ctx, call.tool or call.call.name)
     if tool is None or (call.stage is CallStage.NEW and call.validated is None):
@@ -52,7 +52,7 @@ def pass_gates(ctx: RunContext, call: CallProgress) -> Outcome:
         tool = tool_named(ctx, call.tool or call.call.name)
     assert tool is not None
     for gate in GATES:
-        settled = gate(ctx, call, tool)
+        settled = await gate(ctx, call, tool)
         if settled is not None:
             return settled
     return Outcome.RUN_READ if tool.effect is Effect.READ else Outcome.RUN
@@ -91,7 +91,7 @@ def validate(ctx: RunContext, call: CallProgress, tool: Tool | None) -> Outcome 
     return None
 
 
-def loop_check(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
+async def loop_check(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     """The same call, with the same arguments, too often: a warning to the model first (and a
     denial), then the run escalates."""
     if call.stage is not CallStage.NEW:
@@ -116,7 +116,7 @@ def loop_check(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | Non
     return decided(ctx, call, tool, VerdictKind.DENY, denial)
 
 
-def policy(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
+async def policy(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     """The policy's decision (rules, the effect's default, autonomy). A plain allow is journaled
     with the proposal; any other decision, or one whose rules read outside state, on its own."""
     if call.stage >= CallStage.DECIDED:
@@ -133,7 +133,7 @@ def policy(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     return decided(ctx, call, tool, verdict.kind, verdict.decision, observed=observed)
 
 
-def shadow(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
+async def shadow(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     """Shadow mode: the call is recorded for review, never executed."""
     if call.decision is not VerdictKind.SHADOW or call.stage >= CallStage.STARTED:
         return None
@@ -142,11 +142,11 @@ def shadow(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     return Outcome.DONE
 
 
-def kill_switch(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
+async def kill_switch(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     """The agent's kill switch: a paused agent's run waits until it is unpaused."""
     if call.stage >= CallStage.STARTED:
         return None
-    paused, why = ctx.kill_switch(fresh=tool.effect.has_side_effect)
+    paused, why = await ctx.kill_switch(fresh=tool.effect.has_side_effect)
     if not paused:
         return None
     question = f"agent {ctx.agent.name} is {why}; unpause it, then resume the run"
@@ -154,7 +154,7 @@ def kill_switch(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | No
     return Outcome.WAIT
 
 
-def human_input(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
+async def human_input(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     """A tool declared to await input: the run waits for a human's answer to its question."""
     if not tool.awaits_input or call.stage >= CallStage.STARTED:
         return None
@@ -166,12 +166,13 @@ def human_input(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | No
     return Outcome.WAIT
 
 
-def limits(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
+async def limits(ctx: RunContext, call: CallProgress, tool: Tool) -> Outcome | None:
     """Hard limits across runs: the call reserves its share of each matching limit's counter
     (given back if it fails), or is refused."""
     if call.stage >= CallStage.STARTED or not ctx.policy.has_limits(ctx.agent):
         return None
-    refused, call.reserved = ctx.policy.reserve_limits(ctx.agent, proposal(ctx, call, tool))
+    asked = proposal(ctx, call, tool)
+    refused, call.reserved = await ctx.io(ctx.policy.reserve_limits, ctx.agent, asked)
     if call.reserved:
         ctx.emit(LimitsReserved(call_id=call.call.id, reservations=reserved(call.reserved)))
     if refused is None:

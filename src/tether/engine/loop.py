@@ -41,7 +41,7 @@ async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
         with contextlib.suppress(Exception):
             ctx.flush_settled()
         raise
-    ctx.flush(final=True)
+    await ctx.flush(final=True)
 
 
 async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:
@@ -125,19 +125,19 @@ async def handle_calls(ctx: RunContext) -> None:
     s = ctx.state
     reads: list[CallProgress] = []
     for call in s.pending_calls:  # a new list: the state changes as calls proceed
-        outcome = pass_gates(ctx, call)
+        outcome = await pass_gates(ctx, call)
         if outcome is Outcome.RUN_READ:
             reads.append(call)
             continue
         if reads and await run_reads(ctx, reads) is Outcome.WAIT:
-            return _stop(ctx)
+            return await _stop(ctx)
         reads = []
         if outcome is Outcome.RUN:
             outcome = await run_side_effect(ctx, call)
         if outcome in (Outcome.WAIT, Outcome.STOP):
-            return _stop(ctx)
+            return await _stop(ctx)
     if reads and await run_reads(ctx, reads) is Outcome.WAIT:
-        return _stop(ctx)
+        return await _stop(ctx)
     limit = ctx.agent.limits.max_consecutive_failures
     if s.status is RunStatus.RUNNING and s.consecutive_failures >= limit:
         question = (
@@ -148,6 +148,6 @@ async def handle_calls(ctx: RunContext) -> None:
     ctx.checkpoint()  # side effects were flushed as they ran; the rest is read-only work
 
 
-def _stop(ctx: RunContext) -> None:
+async def _stop(ctx: RunContext) -> None:
     """The run waits or stops: what it did is made durable now."""
-    ctx.flush()
+    await ctx.flush()

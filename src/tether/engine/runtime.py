@@ -441,7 +441,7 @@ class Runtime:
         )
         ctx.lease = lease
         ctx.emit(InputReceived(kind=AnswerKind.ANSWER, answer=text, by=by or _whoami()))
-        ctx.flush(final=True)
+        ctx.flush_now(final=True)
 
     def cancel(self, run_id: str, *, reason: str, by: str | None = None) -> None:
         """Cancel a run that has not finished."""
@@ -457,7 +457,7 @@ class Runtime:
         )
         ctx.lease = lease
         ctx.emit(RunFinished(status=RunStatus.CANCELLED, reason=f"{reason} (by {by or _whoami()})"))
-        ctx.flush(final=True)
+        ctx.flush_now(final=True)
         _export(self.store, record.id)
 
     # -- sync conveniences -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.journal.chain import GENESIS, journal_key
+from tether.journal.committer import GroupCommitter
 from tether.journal.events import Event
 from tether.journal.faults import NO_RETRY, StoreRetry, is_transient
 from tether.journal.jsontext import encode_payload_bytes
@@ -189,6 +190,25 @@ class Reservation:
     max_total: float | None
 
 
+@dataclass(slots=True)
+class JournalWrite:
+    """One run's part of a journal transaction: its new events, in order; its new row
+    (``new_run``) or changes to its row (``run_update``, with ``"id"`` when there are no events);
+    the approval rows its events request; the writer's lease, checked and renewed."""
+
+    events: Sequence[Event] = ()
+    new_run: dict[str, Any] | None = None
+    run_update: dict[str, Any] | None = None
+    lease: Lease | None = None
+    approvals: Sequence[ApprovalRecord] = ()
+
+    @property
+    def run_id(self) -> str:
+        if self.events:
+            return self.events[0].run_id
+        return str((self.new_run or self.run_update or {}).get("id", "?"))
+
+
 @dataclass(slots=True, frozen=True)
 class _Statements:
     """The journal's write statements, written once for a placeholder style."""
@@ -239,6 +259,24 @@ class _Transient(Exception):
 class _Refused(Exception):
     def __init__(self, index: int) -> None:
         self.index = index
+
+
+def _refusal(exc: BaseException, write: JournalWrite) -> JournalError:
+    """Why a write was refused, as the error its run raises."""
+    if isinstance(exc, JournalError):  # LeaseLost, a keyed/unkeyed mismatch
+        return exc
+    unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
+    if unique and write.new_run is not None and "runs" in str(exc):
+        error = JournalError(f"run {write.run_id} already exists")
+    elif unique or isinstance(exc, _Conflict):
+        error = JournalError(
+            f"run {write.run_id}: another process appended to this run's journal at the same "
+            "time; stop one of them"
+        )
+    else:
+        error = JournalError(f"cannot append to the journal: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _approval_values(record: ApprovalRecord) -> tuple[Any, ...]:
@@ -355,6 +393,8 @@ class Store:
         self._sql = _Statements.using(self._ph, "sqlite" if self.is_sqlite else "postgresql")
         self.journal_key = journal_key()  # read from the environment, never stored
         self._lock = threading.RLock()
+        # the journal's writer thread: runs' writes off their event loops, grouped
+        self.committer = GroupCommitter(self)
         self._raw: Any = None
         self._cur: Any = None  # the journal's write cursor on ``_raw`` (see _write)
         self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
@@ -446,6 +486,7 @@ class Store:
         return self._raw
 
     def close(self) -> None:
+        self.committer.close()  # what runs submitted is written first
         with self._lock:
             if self._cur is not None:
                 self._cur.close()
@@ -484,7 +525,7 @@ class Store:
         row["input"] = encode_payload_bytes(row["input"]).decode()
         if row["output"] is not None:
             row["output"] = encode_payload_bytes(row["output"]).decode()
-        self._write(events, new_run=row, lease=lease, approvals=approvals)
+        self.write(JournalWrite(events, new_run=row, lease=lease, approvals=approvals))
 
     def append(
         self,
@@ -502,44 +543,44 @@ class Store:
         (a crash leaves both or neither)."""
         if not events and not run_update:
             return
-        self._write(events, run_update=run_update, lease=lease, approvals=approvals)
+        self.write(JournalWrite(events, run_update=run_update, lease=lease, approvals=approvals))
 
-    def _write(
-        self,
-        events: Sequence[Event],
-        *,
-        new_run: dict[str, Any] | None = None,
-        run_update: dict[str, Any] | None = None,
-        lease: Lease | None = None,
-        approvals: Sequence[ApprovalRecord] = (),
-    ) -> None:
-        """The journal's write path: one short transaction straight on the DBAPI connection.
+    def write(self, write: JournalWrite) -> None:
+        """One run's write, in a transaction of its own (see :meth:`write_group`); raises why it
+        was refused."""
+        error = self.write_group([write])[0]
+        if error is not None:
+            raise error
 
-        The events (all of one run, in order) become rows of ``events``, and the run row's anchor
-        (``event_count``, ``head_hash``) moves to the last of them. An append must continue the
-        stored journal exactly (its first event follows the anchor's count and links to its
-        hash): otherwise another writer got there first, and nothing is written. ``approvals``
-        are inserted in the same transaction.
+    def write_group(self, writes: Sequence[JournalWrite]) -> list[JournalError | None]:
+        """The journal's write path: many runs' writes in one short transaction, straight on
+        the DBAPI connection (a group commit); for each write, ``None`` or why it was refused.
+
+        Each write's events (all of one run, in order) become rows of ``events``, and its run
+        row's anchor (``event_count``, ``head_hash``) moves to the last of them. An append must
+        continue the stored journal exactly (its first event follows the anchor's count and
+        links to its hash): otherwise another writer got there first, and that write is refused
+        (rolled back to its savepoint) while the others commit. Its approval rows go in with it.
 
         A transient store error (see :func:`~tether.journal.faults.is_transient`) is retried on
         a fresh connection, with backoff, within ``self.retry``. A failed commit's outcome is
-        unknown, so each retry first reads back what is stored: if this batch is there (the
-        commit went through before the connection dropped) the write is done, and nothing is
-        written twice. A store still failing after the last attempt raises
-        :class:`StoreUnavailable` (see :meth:`_retrying`).
+        unknown, so each retry first reads back what is stored: a write found there (the commit
+        went through before the connection dropped) is not made twice. A store still failing
+        after the last attempt raises :class:`StoreUnavailable` (see :meth:`_retrying`).
         """
-        rows = event_tuples(events, "sqlite" if self.is_sqlite else "postgresql")
-        asked = [_approval_values(a) for a in approvals]
+        dialect = "sqlite" if self.is_sqlite else "postgresql"
+        prepared = [
+            (w, event_tuples(w.events, dialect), [_approval_values(a) for a in w.approvals])
+            for w in writes
+        ]
 
-        def attempt(retried: bool) -> None:
-            self._write_once(
-                events, new_run, run_update, rows, retried=retried, lease=lease, approvals=asked
-            )
+        def attempt(retried: bool) -> list[JournalError | None]:
+            return self._write_group_once(prepared, retried=retried)
 
         def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
-            return self._gave_up(events, new_run, run_update, failure, attempts)
+            return self._gave_up(writes[0], failure, attempts, len(writes))
 
-        self._retrying(attempt, gave_up)
+        return self._retrying(attempt, gave_up)
 
     def _retrying(
         self,
@@ -570,47 +611,37 @@ class Store:
                 return result
 
     def _gave_up(
-        self,
-        events: Sequence[Event],
-        new_run: dict[str, Any] | None,
-        run_update: dict[str, Any] | None,
-        failure: _Transient,
-        attempts: int,
+        self, write: JournalWrite, failure: _Transient, attempts: int, group: int = 1
     ) -> StoreUnavailable:
-        run_id = events[0].run_id if events else (new_run or run_update or {}).get("id", "?")
+        run_id, events = write.run_id, write.events
         what = f"events #{events[0].seq}-#{events[-1].seq} were" if events else "row was"
         after = (
             "the run was not started"
-            if new_run is not None
+            if write.new_run is not None
             else f"the stored journal ends before them: resume the run (`tether resume {run_id}`) "
             "once the store is back"
         )
+        others = f" (with {group - 1} other run(s)' writes)" if group > 1 else ""
         return StoreUnavailable(
-            f"store unavailable: run {run_id}'s {what} not written "
+            f"store unavailable: run {run_id}'s {what} not written{others} "
             f"({attempts} attempt(s), last error: {failure.cause}); {after}",
             attempts=attempts,
         )
 
-    def _write_once(
+    def _write_group_once(
         self,
-        events: Sequence[Event],
-        new_run: dict[str, Any] | None,
-        run_update: dict[str, Any] | None,
-        rows: list[tuple[Any, ...]],
+        prepared: Sequence[tuple[JournalWrite, list[tuple[Any, ...]], list[tuple[Any, ...]]]],
         *,
         retried: bool,
-        lease: Lease | None = None,
-        approvals: Sequence[tuple[Any, ...]] = (),
-    ) -> None:
-        """One attempt of :meth:`_write`; raises ``_Transient`` for an error worth retrying.
+    ) -> list[JournalError | None]:
+        """One attempt of :meth:`write_group`; raises ``_Transient`` for an error worth retrying.
 
-        ``retried``: an earlier attempt failed with its outcome unknown; if what it wrote is
-        stored, this attempt writes nothing.
+        ``retried``: an earlier attempt failed with its outcome unknown; a write found stored is
+        not written again.
         """
-        ph = self._ph
-        sql = self._sql
         raw: Any = None
         cur: Any = None
+        errors: list[JournalError | None] = []
         try:
             raw = self._raw_conn()
             cur = self._cur
@@ -618,38 +649,25 @@ class Store:
                 cur = self._cur = raw.cursor()
             if self.is_sqlite:
                 cur.execute("BEGIN IMMEDIATE")
-            if new_run is None and lease is not None:
-                self._fence(cur, lease)
-            if not (retried and self._written(cur, events, new_run)):
-                if new_run is not None:
-                    self._insert_run(cur, new_run, events)
-                    if lease is not None:
-                        self._first_lease(cur, lease)
-                elif events:
-                    self._check_continues(cur, events)
-                if events:
-                    cur.executemany(sql.insert_events, rows)
-                    if new_run is None:
-                        first, last = events[0], events[-1]
-                        cur.execute(
-                            sql.set_anchor, (last.seq, last.hash, first.run_id, first.seq - 1)
-                        )
-                        if cur.rowcount != 1:
-                            raise _Conflict(first.run_id)
-                if approvals:
-                    cur.executemany(sql.insert_approval, approvals)
-                if run_update:
-                    cols = sorted(run_update)
-                    values = [
-                        json.dumps(run_update[c], default=str)
-                        if c in ("output", "input")
-                        else run_update[c]
-                        for c in cols
-                    ]
-                    sets = ",".join(f"{c}={ph}" for c in cols)
-                    run_id = events[0].run_id if events else run_update["id"]
-                    cur.execute(f"UPDATE runs SET {sets} WHERE id={ph}", [*values, run_id])
+            single = len(prepared) == 1
+            for i, (write, rows, approvals) in enumerate(prepared):
+                if single:  # nothing to keep apart: no savepoint
+                    self._apply(cur, write, rows, approvals, retried=retried)
+                    errors.append(None)
+                    continue
+                cur.execute(f"SAVEPOINT w{i}")
+                try:
+                    self._apply(cur, write, rows, approvals, retried=retried)
+                except Exception as exc:
+                    if is_transient(exc, self.engine.dialect, raw.dbapi_connection):
+                        raise
+                    cur.execute(f"ROLLBACK TO SAVEPOINT w{i}")
+                    errors.append(_refusal(exc, write))
+                else:
+                    errors.append(None)
+                cur.execute(f"RELEASE SAVEPOINT w{i}")
             raw.commit() if not self.is_sqlite else cur.execute("COMMIT")
+            return errors
         except Exception as exc:
             dbapi_conn = None if raw is None else raw.dbapi_connection
             transient = is_transient(exc, self.engine.dialect, dbapi_conn)
@@ -661,17 +679,51 @@ class Store:
             if transient:
                 self._discard_raw()
                 raise _Transient(exc) from exc
-            if isinstance(exc, LeaseLost):
-                raise
-            unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
-            if unique and new_run is not None and "runs" in str(exc):
-                raise JournalError(f"run {new_run['id']} already exists") from exc
-            if unique or isinstance(exc, _Conflict):
-                raise JournalError(
-                    f"run {events[0].run_id if events else '?'}: another process appended "
-                    "to this run's journal at the same time; stop one of them"
-                ) from exc
+            if len(prepared) == 1:
+                return [_refusal(exc, prepared[0][0])]
             raise JournalError(f"cannot append to the journal: {exc}") from exc
+
+    def _apply(
+        self,
+        cur: Any,
+        write: JournalWrite,
+        rows: list[tuple[Any, ...]],
+        approvals: list[tuple[Any, ...]],
+        *,
+        retried: bool,
+    ) -> None:
+        """One run's write, inside the group's transaction."""
+        sql, ph = self._sql, self._ph
+        events, new_run, run_update = write.events, write.new_run, write.run_update
+        if new_run is None and write.lease is not None:
+            self._fence(cur, write.lease)
+        if retried and self._written(cur, events, new_run):
+            return
+        if new_run is not None:
+            self._insert_run(cur, new_run, events)
+            if write.lease is not None:
+                self._first_lease(cur, write.lease)
+        elif events:
+            self._check_continues(cur, events)
+        if events:
+            cur.executemany(sql.insert_events, rows)
+            if new_run is None:
+                first, last = events[0], events[-1]
+                cur.execute(sql.set_anchor, (last.seq, last.hash, first.run_id, first.seq - 1))
+                if cur.rowcount != 1:
+                    raise _Conflict(first.run_id)
+        if approvals:
+            cur.executemany(sql.insert_approval, approvals)
+        if run_update:
+            cols = sorted(c for c in run_update if c != "id")
+            values = [
+                json.dumps(run_update[c], default=str)
+                if c in ("output", "input")
+                else run_update[c]
+                for c in cols
+            ]
+            sets = ",".join(f"{c}={ph}" for c in cols)
+            cur.execute(f"UPDATE runs SET {sets} WHERE id={ph}", [*values, write.run_id])
 
     def _insert_run(self, cur: Any, new_run: dict[str, Any], events: Sequence[Event]) -> None:
         """The run's row (anchored at its first events) and its entry in the run ledger."""

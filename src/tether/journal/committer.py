@@ -1,0 +1,125 @@
+"""Journal writes off the event loop, many runs' writes in one transaction.
+
+Each :class:`~tether.journal.store.Store` has one committer: a thread that takes the writes runs
+submit, in order, and commits whatever has queued up as one group (see
+:meth:`~tether.journal.store.Store.write_group`). While a commit is under way the next group
+gathers, so under load one transaction carries many runs' steps, and a run never blocks its
+event loop on the database: it awaits the commit (:meth:`GroupCommitter.commit`) only where a
+guarantee needs it, and submits read-only work without waiting (:meth:`GroupCommitter.submit`).
+
+A store held in memory (one connection, not shared between threads) writes on the caller's
+thread instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tether.errors import JournalError
+
+if TYPE_CHECKING:
+    from tether.journal.store import JournalWrite, Store
+
+Done = Callable[[BaseException | None], None]
+
+MAX_GROUP = 512
+"""Writes committed in one transaction at most (bounds a transaction's size and time)."""
+
+_STOP = object()
+
+
+class GroupCommitter:
+    """The store's writer thread (started on first use, a daemon)."""
+
+    def __init__(self, store: Store, *, max_group: int = MAX_GROUP) -> None:
+        self.store = store
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[tuple[JournalWrite, Done] | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.groups = 0  # transactions committed (for benchmarks and tests)
+        self.writes = 0
+
+    def submit(self, write: JournalWrite, done: Done) -> None:
+        """Queue a write; ``done(error)`` is called from the writer thread once it committed
+        (``None``) or was refused."""
+        if self.store.in_memory:
+            done(self._write_now(write))
+            return
+        if self._thread is None:
+            self._start()
+        self._queue.put((write, done))
+
+    async def commit(self, write: JournalWrite) -> None:
+        """Submit a write and wait, without blocking the event loop, until it is durable;
+        raises why it was refused."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def done(error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, future, error)
+
+        self.submit(write, done)
+        await future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(_STOP)
+            thread.join()
+        self._thread = None
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="tether-journal-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _write_now(self, write: JournalWrite) -> BaseException | None:
+        try:
+            return self.store.write_group([write])[0]
+        except (JournalError, Exception) as exc:
+            return exc
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            group: list[tuple[JournalWrite, Done]] = [item]  # type: ignore[list-item]
+            while len(group) < self.max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._queue.put(_STOP)  # after this group
+                    break
+                group.append(more)  # type: ignore[arg-type]
+            writes = [w for w, _ in group]
+            try:
+                errors: list[BaseException | None] = list(self.store.write_group(writes))
+            except BaseException as exc:  # the store gave up: every write of the group fails
+                errors = [exc] * len(group)
+            self.groups += 1
+            self.writes += len(group)
+            for (_, done), error in zip(group, errors, strict=True):
+                done(error)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
