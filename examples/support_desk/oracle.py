@@ -55,7 +55,7 @@ from examples.support_desk.policy import AUTH_TOOLS, STORE_WRITES
 from examples.support_desk.store import Store
 from tether import Agent, Limits
 from tether.engine import Runtime
-from tether.engine.runtime import RunResult
+from tether.engine.result import RunResult
 from tether.journal import Store as Journal
 from tether.journal.events import Event
 from tether.journal.store import ApprovalRecord

@@ -6,12 +6,15 @@
     │   ├── InvalidEdit              edited arguments the tool or the policy refuses
     │   └── PolicyMismatch           a run resumed under another policy than it started with
     ├── ModelError                   a model call failed (carries ``retryable`` and ``retry_after``)
-    │   └── ModelTimeout
+    │   ├── ModelTimeout
+    │   └── CircuitOpen              refused without a call: the provider's circuit is open
     ├── JournalError                 the journal cannot be read or written
     │   ├── JournalCorrupted         an event fails to decode or breaks the hash chain
+    │   ├── JournalConflict          another writer appended to the run first (nothing written)
     │   ├── StoreUnavailable         the store stayed down or locked through every retry
     │   ├── RunLeased                another live process is driving the run (its lease holds)
     │   └── LeaseLost                this process's lease on a run was taken over: it must stop
+    ├── ReplayDivergence             a replay asked for something the recording does not have
     └── RunError                     a run ended badly; carries the run id and its final status
 
 Errors that steer a run (invalid arguments, denied calls) are not exceptions: they are journaled
@@ -68,6 +71,10 @@ class ModelError(TetherError):
         self.provider = provider
 
 
+class CircuitOpen(ModelError):
+    """Raised without calling the provider while its circuit is open."""
+
+
 class ModelTimeout(ModelError):
     """The model did not answer in time (retryable)."""
 
@@ -88,6 +95,24 @@ class JournalCorrupted(JournalError):
         self.run_id = run_id
         self.seq = seq
         self.reason = reason
+
+
+class JournalConflict(JournalError):
+    """A write that does not continue the run's stored journal: another writer appended first
+    (or the run already exists). Nothing of the write was stored."""
+
+
+class ReplayDivergence(TetherError):
+    """The replayed code asked for something the recording does not have."""
+
+    propagate = True  # the engine lets it through instead of failing the scratch run
+
+    def __init__(self, step: int, what: str, original: object, replayed: object) -> None:
+        super().__init__(f"step {step}: {what}")
+        self.step = step
+        self.what = what
+        self.original = original
+        self.replayed = replayed
 
 
 class RunError(TetherError):

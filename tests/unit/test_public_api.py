@@ -11,14 +11,33 @@ import tether
 def test_exported_names() -> None:
     assert sorted(tether.__all__) == sorted(
         [
-            "Agent", "Autonomy", "Effect", "JournalCorrupted", "JournalError", "Limits",
-            "Message", "Model", "ModelError", "ModelRequest", "ModelResponse", "NotFound",
-            "RunError", "ScriptedModel", "TetherError", "Tool", "ToolCall", "ToolContext",
-            "ToolError", "Usage", "UsageError", "__version__", "call", "tool",
+            "Agent", "Autonomy", "AwaitInput", "Decision", "Effect", "JournalCorrupted",
+            "JournalError", "Limit", "Limits", "Message", "Model", "ModelError", "ModelRequest",
+            "ModelResponse", "NotFound", "Proposal", "RunError", "RunResult", "Runtime",
+            "ScriptedModel", "Store", "TetherError", "Tool", "ToolCall", "ToolContext",
+            "ToolError", "Usage", "UsageError", "__version__", "call", "rule", "tool",
         ]
     )  # fmt: skip
     for name in tether.__all__:
         assert getattr(tether, name) is not None
+    from tether.engine import Runtime
+    from tether.journal import Store
+
+    assert tether.Runtime is Runtime and tether.Store is Store  # the same, imported lazily
+
+
+def test_the_error_tree_is_drawn_in_errors_py() -> None:
+    """Every exception class tether raises is in ``tether.errors`` and in its docstring tree."""
+    import inspect
+
+    from tether import errors
+
+    classes = [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__
+    ]
+    assert len(classes) >= 15
+    for cls in classes:
+        assert issubclass(cls, errors.TetherError) and cls.__name__ in (errors.__doc__ or "")
 
 
 def test_author_api_does_not_import_the_runtime() -> None:

@@ -14,7 +14,8 @@ from rich.console import Console
 
 from tether.agent import Agent
 from tether.agent_refs import recorded_ref
-from tether.engine.runtime import RunResult, Runtime, load_agent
+from tether.engine.result import RunResult
+from tether.engine.runtime import Runtime, load_agent
 from tether.errors import TetherError, UsageError
 from tether.journal.store import RunRecord, Store
 

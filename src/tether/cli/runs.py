@@ -27,7 +27,8 @@ from tether.cli.common import (
     short_ids,
 )
 from tether.cli.render import safe, short, status_text, summarise, timeline_block, when
-from tether.engine.runtime import RunResult, Runtime, rebuild_state
+from tether.engine.result import RunResult
+from tether.engine.runtime import Runtime, rebuild_state
 from tether.errors import JournalError, UsageError
 from tether.journal.events import (
     Event,

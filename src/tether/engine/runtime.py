@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import getpass
 import importlib
 import json
@@ -21,7 +20,6 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,6 +30,7 @@ from tether.engine.budget import BudgetGuard, CostEstimator
 from tether.engine.context import RunContext
 from tether.engine.edits import check_edit
 from tether.engine.loop import drive
+from tether.engine.result import RunResult, result_of
 from tether.engine.state import RunState, RunStatus
 from tether.errors import JournalCorrupted, JournalError, PolicyMismatch, UsageError
 from tether.journal.chain import GENESIS, verify_chain
@@ -56,28 +55,6 @@ from tether.policy.pipeline import PolicyEngine
 from tether.policy.rules import Limit, Rule
 
 ESTIMATED_OUTPUT_TOKENS = 256  # output tokens assumed for a call not made yet
-
-
-@dataclass(slots=True)
-class RunResult:
-    """Where a run stands after :meth:`Runtime.run` or :meth:`Runtime.resume` returns."""
-
-    run_id: str
-    status: str
-    output: Any = None
-    reason: str | None = None
-    steps: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    waiting_for: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == RunStatus.SUCCEEDED.value
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def load_agent(ref: str) -> Agent:
@@ -279,7 +256,7 @@ class Runtime:
                 self._release(lease)
         if ctx.state.status.terminal and self.exporting:
             await asyncio.to_thread(_export, self.store, ctx.state.run_id)
-        return _result(ctx.state)
+        return result_of(ctx.state)
 
     def _release(self, lease: Lease) -> None:
         """Give a run's lease up once this process stops driving it (waiting, finished or
@@ -322,7 +299,7 @@ class Runtime:
         if state.last_seq == 0:
             raise JournalCorrupted(record.id, 1, "the run has no events (it never started)")
         if state.status.terminal:
-            return _result(state)
+            return result_of(state)
         if agent is None:  # only a reference the operator allows is imported
             agent = load_agent(recorded_ref(record.id, record.agent_ref))
         if agent.name != record.agent:
@@ -337,15 +314,15 @@ class Runtime:
             if waiting.kind is InputKind.IN_DOUBT:  # an idempotent call that timed out: again
                 ctx.emit(InputReceived(kind=AnswerKind.RETRY))
             elif waiting.kind is not InputKind.PAUSED:
-                return _result(state)  # needs `tether answer`
+                return result_of(state)  # needs `tether answer`
             elif self.store.paused(agent.name)[0]:
-                return _result(state)
+                return result_of(state)
             else:
                 ctx.emit(InputReceived(kind=AnswerKind.UNPAUSED))
         if isinstance(waiting, ApprovalRequested):
             approval = self.store.get_approval(waiting.approval_id)
             if approval.status == "pending":
-                return _result(state)
+                return result_of(state)
         ctx.emit(
             RunResumed(
                 fingerprint=agent.fingerprint(),
@@ -561,30 +538,6 @@ def run_started(store: Store, run_id: str) -> RunStarted | None:
 def state_fingerprint(store: Store, run_id: str) -> str:
     started = run_started(store, run_id)
     return started.fingerprint if started else ""
-
-
-def _result(state: RunState) -> RunResult:
-    return RunResult(
-        run_id=state.run_id,
-        status=state.status.value,
-        output=state.output,
-        reason=state.reason,
-        steps=state.step,
-        input_tokens=state.input_tokens,
-        output_tokens=state.output_tokens,
-        cost_usd=state.cost_usd,
-        waiting_for=_waiting_for(state),
-    )
-
-
-def _waiting_for(state: RunState) -> dict[str, Any] | None:
-    """What a waiting run waits for, as :class:`RunResult` reports it."""
-    match state.waiting_for:
-        case ApprovalRequested(approval_id=approval_id, call_id=call_id):
-            return {"approval_id": approval_id, "call_id": call_id}
-        case InputRequested(kind=kind, question=question, call_id=call_id):
-            return {"question": question, "kind": kind.value, "call_id": call_id}
-    return None
 
 
 _users: list[str] = []

@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tether.errors import (
+    JournalConflict,
     JournalCorrupted,
     JournalError,
     LeaseLost,
@@ -266,10 +267,11 @@ def _refusal(exc: BaseException, write: JournalWrite) -> JournalError:
     if isinstance(exc, JournalError):  # LeaseLost, a keyed/unkeyed mismatch
         return exc
     unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
+    error: JournalError
     if unique and write.new_run is not None and "runs" in str(exc):
-        error = JournalError(f"run {write.run_id} already exists")
+        error = JournalConflict(f"run {write.run_id} already exists")
     elif unique or isinstance(exc, _Conflict):
-        error = JournalError(
+        error = JournalConflict(
             f"run {write.run_id}: another process appended to this run's journal at the same "
             "time; stop one of them"
         )

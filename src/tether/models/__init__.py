@@ -3,9 +3,10 @@
 Providers import their SDK only when used; a missing SDK raises an ImportError naming the extra.
 """
 
+from tether.errors import CircuitOpen
 from tether.models.base import Model, estimate_request_tokens, estimate_tokens
 from tether.models.cache import CacheBackend, CacheModel, MemoryCache, cache_key
-from tether.models.circuit import CircuitBreakerModel, CircuitOpen
+from tether.models.circuit import CircuitBreakerModel
 from tether.models.fallback import FallbackModel
 from tether.models.faults import FaultKind, FaultModel, Rewindable
 from tether.models.pricing import Price, PricedModel, PriceTable, cost_estimator, estimate_cost

@@ -28,15 +28,11 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from tether.errors import ModelError
+from tether.errors import CircuitOpen, ModelError
 from tether.messages import ModelRequest, ModelResponse
 from tether.models.base import Model
 
 State = Literal["closed", "open", "half_open"]
-
-
-class CircuitOpen(ModelError):
-    """Raised without calling the provider while its circuit is open."""
 
 
 def _counts(err: ModelError) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.engine.state import RunState
-from tether.errors import TetherError
+from tether.errors import ReplayDivergence
 from tether.journal.chain import GENESIS
 from tether.journal.events import (
     AnswerKind,
@@ -27,18 +27,8 @@ from tether.messages import ModelRequest, ModelResponse
 from tether.models.base import Model
 from tether.tools import Tool
 
-
-class Divergence(TetherError):
-    """The replayed code asked for something the recording does not have."""
-
-    propagate = True  # the engine lets it through instead of failing the scratch run
-
-    def __init__(self, step: int, what: str, original: Any, replayed: Any) -> None:
-        super().__init__(f"step {step}: {what}")
-        self.step = step
-        self.what = what
-        self.original = original
-        self.replayed = replayed
+Divergence = ReplayDivergence
+"""The replay's name for :class:`tether.errors.ReplayDivergence`."""
 
 
 def _key(tool: str, args: dict[str, Any]) -> str:
