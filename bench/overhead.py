@@ -42,7 +42,7 @@ from tether.journal import Store
 LENGTHS = (10, 50, 200)
 
 
-@tool
+@tool(inline=True)
 def fetch(i: int) -> dict[str, int]:
     """Return a small record."""
     return {"i": i, "square": i * i}

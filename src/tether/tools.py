@@ -93,6 +93,7 @@ class Tool:
     scopes: tuple[str, ...] = ()
     timeout: float | None = None  # seconds; None: the agent's ``tool_timeout``
     awaits_input: bool = False  # every call waits for a human (see AwaitInput)
+    inline: bool = False  # a sync tool that runs on the event loop instead of a thread
     _schema: dict[str, Any] | None = field(default=None, repr=False)
     _fields: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -204,6 +205,7 @@ def _build_tool(
     scopes: tuple[str, ...] | str,
     timeout: float | None = None,
     awaits_input: bool = False,
+    inline: bool = False,
 ) -> Tool:
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
@@ -241,6 +243,7 @@ def _build_tool(
         scopes=(scopes,) if isinstance(scopes, str) else tuple(scopes),
         timeout=timeout,
         awaits_input=awaits_input,
+        inline=inline,
     )
 
 
@@ -259,6 +262,7 @@ def tool(
     scopes: tuple[str, ...] | str = (),
     timeout: float | None = None,
     awaits_input: bool = False,
+    inline: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -274,6 +278,7 @@ def tool(
     scopes: tuple[str, ...] | str = (),
     timeout: float | None = None,
     awaits_input: bool = False,
+    inline: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool.
 
@@ -296,6 +301,9 @@ def tool(
         awaits_input: every call stops the run until a human answers: the function is called
             only to return the question (a string). Any tool may also raise
             :class:`AwaitInput` to wait for an answer.
+        inline: a sync tool normally runs on a thread, so the event loop (and every other run
+            on it) goes on while it works; ``inline=True`` runs it on the loop itself, for a
+            quick function that does no I/O (no thread hop: about 50 µs less a call).
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -309,6 +317,7 @@ def tool(
             scopes=scopes,
             timeout=timeout,
             awaits_input=awaits_input,
+            inline=inline,
         )
 
     if fn is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import hashlib
@@ -716,8 +717,9 @@ async def test_kill_switch_is_shared_by_reads_but_every_write_reads_the_store(
     sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queries: list[str] = []
-    original = sqlite_store._read_paused
+    original, every = sqlite_store._read_paused, sqlite_store.switches
     monkeypatch.setattr(sqlite_store, "_read_paused", lambda a: queries.append(a) or original(a))
+    monkeypatch.setattr(sqlite_store, "switches", lambda: queries.append("*") or every())
     agent = make_agent()
     rt = runtime(sqlite_store, [call("lookup", order_id="A"), "ok"])
     assert (await rt.run(agent, "go")).ok and queries == ["t"]
@@ -730,9 +732,23 @@ async def test_kill_switch_is_shared_by_reads_but_every_write_reads_the_store(
     elsewhere.close()
     rt.model = ScriptedModel([call("update_address", order_id="A", address="x"), "done"])
     result = await rt.run(agent, "go")
-    # ...but a write always asks the store, and sees the pause at once
-    assert queries == ["t", "t"]
+    # ...but a write always asks the store (one reading of every switch, shared by the runs
+    # that ask at that moment), and sees the pause at once
+    assert queries == ["t", "*"]
     assert result.status == "waiting_input" and EXECUTED == []
+
+
+async def test_concurrent_writes_share_one_fresh_kill_switch_reading(store: Store) -> None:
+    """Many runs at their side effects at once: one query serves them all, and each still sees
+    a reading made after it asked (a pause set before is seen by every one of them)."""
+    from tether.engine.switches import SwitchReader
+
+    reader = SwitchReader(store)
+    store.set_paused("t", True, by="ops", reason="incident")
+    answers = await asyncio.gather(*[reader.read("t") for _ in range(50)])
+    assert {a[0] for a in answers} == {True} and 1 <= reader.readings <= 2
+    store.set_paused("t", False, by="ops")
+    assert await reader.read("t") == (False, "")  # a new reading: the earlier one is stale
 
 
 async def test_counter_limit_denies_past_the_cap(sqlite_store: Store) -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from tether.agent import Agent
 from tether.engine.state import RunState, RunStatus
+from tether.engine.switches import SwitchReader
 from tether.journal.events import Event, EventData
 from tether.journal.leases import Lease
 from tether.journal.store import ApprovalRecord, RunRecord, Store
@@ -58,11 +59,14 @@ class RunContext:
     tools_by_name: dict[str, Tool] | None = None
     response_schema: Any = _UNSET  # the agent's output schema, built on first use
     run_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    switches: SwitchReader = None  # type: ignore[assignment]  # shared by the runtime's runs
     journal: RunWriter = field(init=False)
     _row_step: int = -1
     _row_seq: int = -1  # the event the run row was last brought up to
 
     def __post_init__(self) -> None:
+        if self.switches is None:
+            self.switches = SwitchReader(self.store)
         s = self.state
         self.journal = RunWriter(
             self.store,
@@ -135,8 +139,9 @@ class RunContext:
         """The agent's kill switch. Side-effecting calls (``fresh``) always read the store; a
         read-only call may rely on a reading up to ``SWITCH_MAX_AGE`` old (a read cannot do
         harm), so short runs do not each pay a query."""
-        max_age = 0.0 if fresh else SWITCH_MAX_AGE
-        return await self.io(self.store.paused, self.agent.name, max_age=max_age)
+        if fresh:
+            return await self.switches.read(self.agent.name)
+        return await self.io(self.store.paused, self.agent.name, max_age=SWITCH_MAX_AGE)
 
     def _run_row(self, final: bool) -> dict[str, Any] | None:
         """The run row's columns, when they are due: at the end, when the run waits, on its

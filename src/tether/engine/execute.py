@@ -85,7 +85,7 @@ async def run_reads(ctx: RunContext, calls: list[CallProgress]) -> Outcome:
         results = [await _invoke(ctx, calls[0], tools[0])]  # type: ignore[arg-type]
     else:
         results = await asyncio.gather(
-            *[_invoke(ctx, c, t, threaded=True) for c, t in zip(calls, tools, strict=True)]  # type: ignore[arg-type]
+            *[_invoke(ctx, c, t) for c, t in zip(calls, tools, strict=True)]  # type: ignore[arg-type]
         )
     asked = None
     for call, result in zip(calls, results, strict=True):
@@ -164,11 +164,9 @@ def _settle_limits(ctx: RunContext, call: CallProgress, result: ToolFinished) ->
             )
 
 
-async def _invoke(
-    ctx: RunContext, call: CallProgress, tool: Tool, *, threaded: bool = False
-) -> ToolFinished | AwaitInput:
+async def _invoke(ctx: RunContext, call: CallProgress, tool: Tool) -> ToolFinished | AwaitInput:
     """A call's result (from the tool, or served by a replay or the cache), or its error, or
-    the question it asks a human. ``threaded``: a sync tool runs on a thread, beside others."""
+    the question it asks a human."""
     call_id = call.call.id
     if ctx.replay is not None:  # replay or fork: results come from the journal or a simulation
         served: ToolFinished | None = ctx.replay.tool_result(tool, call.args or {})
@@ -186,7 +184,7 @@ async def _invoke(
     result: Any = None
     timeout = _timeout(ctx, tool)
     try:
-        result = await call_within(tool, tctx, args, timeout, inline=not threaded)
+        result = await call_within(tool, tctx, args, timeout)
         content = result_to_text(result)
     except AwaitInput as asked:
         return asked

@@ -32,6 +32,7 @@ from tether.engine.edits import check_edit
 from tether.engine.loop import drive
 from tether.engine.result import RunResult, result_of
 from tether.engine.state import RunState, RunStatus
+from tether.engine.switches import SwitchReader
 from tether.errors import JournalCorrupted, JournalError, PolicyMismatch, UsageError
 from tether.journal.chain import GENESIS, verify_chain
 from tether.journal.events import (
@@ -121,6 +122,7 @@ class Runtime:
         self.requested_by = requested_by
         self.on_event: Callable[[Event], None] | None = None
         self.redactor = redactor if redactor is not None else _default_redactor()
+        self.switches = SwitchReader(self.store)  # fresh kill-switch readings, shared by its runs
         self.replay: Any = None  # set by tether.replay to serve tools from a journal
         self.prices = prices  # a tether.models.pricing.PriceTable: cost of every call journaled
         # finished runs go to OpenTelemetry when an OTLP endpoint is configured (read now, as
@@ -165,6 +167,7 @@ class Runtime:
             redact_check=getattr(self.redactor, "json_may_change", None),
             replay=self.replay,
             simulate_side_effects=self.replay is not None,
+            switches=self.switches,
         )
 
     # -- runs ------------------------------------------------------------------------------------

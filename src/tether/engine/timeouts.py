@@ -29,17 +29,19 @@ async def call_within(
     tctx: ToolContext | None,
     args: pydantic.BaseModel,
     timeout: float | None,
-    *,
-    inline: bool,
 ) -> Any:
     """Call a tool within ``timeout`` seconds (``None``: no limit), or raise :class:`TimedOut`.
 
-    A sync tool runs on a daemon thread, which keeps running, unheeded, if it overruns; with no
-    timeout and ``inline`` (no other call runs beside it) it runs inline, with no coroutine or
-    thread made. An async tool that overruns is cancelled.
+    A sync tool runs on a thread, so the event loop (and every other run on it) goes on while it
+    works: with a timeout, on a daemon thread, which keeps running, unheeded, if it overruns;
+    without, on the loop's default executor. A tool declared ``inline`` (quick, and doing no
+    I/O) runs on the loop itself when it has no timeout. An async tool that overruns is
+    cancelled.
     """
-    if timeout is None and inline and not tool.is_async:
-        return tool.call(tctx, args)
+    if not tool.is_async and timeout is None:
+        if tool.inline:
+            return tool.call(tctx, args)
+        return await asyncio.to_thread(tool.call, tctx, args)
     if timeout is not None and timeout <= 0:
         raise TimedOut
     work: asyncio.Future[Any] = (

@@ -1301,6 +1301,28 @@ class Store:
         self._switches[agent] = (time.monotonic(), value)
         return value
 
+    def switches(self) -> dict[str, tuple[bool, str]]:
+        """Every agent whose kill switch is on, and why: one fresh reading for many runs (see
+        :class:`tether.engine.switches.SwitchReader`). The per-agent readings are refreshed."""
+
+        def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
+            return StoreUnavailable(
+                f"store unavailable: cannot read the kill switches "
+                f"({attempts} attempt(s), last error: {failure.cause})",
+                attempts=attempts,
+            )
+
+        rows = self._retrying(lambda _retried: self._read_paused_once(None), gave_up)
+        now = time.monotonic()
+        on = {
+            str(agent): (True, f"paused by {by}: {reason or 'no reason given'}")
+            for agent, paused, reason, by in rows
+            if paused
+        }
+        for agent in set(self._switches) | set(on):
+            self._switches[agent] = (now, on.get(agent, (False, "")))
+        return on
+
     def _read_paused(self, agent: str) -> tuple[bool, str]:
         """Read the switch on the journal's connection, retrying transient errors as writes do
         (a read has no outcome to be unsure of: it is simply made again)."""
@@ -1317,17 +1339,22 @@ class Store:
             return False, ""
         return True, f"paused by {row[2]}: {row[1] or 'no reason given'}"
 
-    def _read_paused_once(self, agent: str) -> Any:
+    def _read_paused_once(self, agent: str | None) -> Any:
+        """One agent's switch row (``None``: every agent's, as rows with the agent first)."""
         raw: Any = None
         try:
             raw = self._raw_conn()
             cur = raw.cursor()
             try:
-                cur.execute(
-                    f"SELECT paused, reason, changed_by FROM controls WHERE agent={self._ph}",
-                    (agent,),
-                )
-                row = cur.fetchone()
+                if agent is None:
+                    cur.execute("SELECT agent, paused, reason, changed_by FROM controls")
+                    row = cur.fetchall()
+                else:
+                    cur.execute(
+                        f"SELECT paused, reason, changed_by FROM controls WHERE agent={self._ph}",
+                        (agent,),
+                    )
+                    row = cur.fetchone()
                 if not self.is_sqlite:
                     raw.commit()
             finally:
