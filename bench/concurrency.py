@@ -21,6 +21,8 @@ Throughput is steps a second: ``runs * steps`` over the wall time of the ``gathe
 answers' model calls are in the wall time but not counted as steps, on both sides). While each
 measurement runs, a monitor coroutine sleeps 1 ms in a loop and records how late it wakes: the
 worst and the 99th percentile of that lag say how long the loop was kept from its other work.
+Before the runs, the latency of one ``INSERT`` + ``COMMIT`` waited for in turn on one connection
+is measured: a loop that blocks on each commit can do no more than its inverse a second.
 
 At the end every run is checked: it succeeded, took ``steps + 1`` steps, ran its tool ``steps``
 times, and left ``4 * steps + 3`` events in the store (run_started, then per step model_response,
@@ -349,6 +351,24 @@ async def bare_measure(
     return m
 
 
+async def commit_latency(url: str, schema: str, n: int = 100) -> float:
+    """Median seconds of one ``INSERT`` + ``COMMIT`` on one connection, waited for in turn."""
+    async with await psycopg.AsyncConnection.connect(
+        url, options=f"-c search_path={schema}"
+    ) as conn:
+        await conn.execute("CREATE TABLE probe (i INTEGER, body TEXT)")
+        await conn.commit()
+        times = []
+        for i in range(n):
+            started = time.perf_counter()
+            await conn.execute("INSERT INTO probe VALUES (%s, %s)", (i, "x" * 200))
+            await conn.commit()
+            times.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE probe")
+        await conn.commit()
+    return statistics.median(times)
+
+
 # -- scratch PostgreSQL schema ------------------------------------------------------------------
 
 
@@ -397,6 +417,12 @@ async def run_all(args: argparse.Namespace, console: Console) -> list[Measured]:
     )
     async with scratch_schema(url) as schema:
         console.print(f"PostgreSQL scratch schema {schema} (dropped at the end)")
+        latency = await commit_latency(url, schema)
+        console.print(
+            f"PostgreSQL: one INSERT + COMMIT waited for in turn takes {latency * 1e3:.2f} ms"
+            f" (median of 100 on one connection): at most {1 / latency:,.0f} commits/s in series",
+            soft_wrap=True,
+        )
         with progress:
             measured.append(
                 await bare_measure(url, schema, args.pool, runs, steps, delay, progress)
