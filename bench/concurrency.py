@@ -22,7 +22,8 @@ answers' model calls are in the wall time but not counted as steps, on both side
 measurement runs, a monitor coroutine sleeps 1 ms in a loop and records how late it wakes: the
 worst and the 99th percentile of that lag say how long the loop was kept from its other work.
 Before the runs, the latency of one ``INSERT`` + ``COMMIT`` waited for in turn on one connection
-is measured: a loop that blocks on each commit can do no more than its inverse a second.
+is measured: a loop that blocks on each commit can do no more than its inverse a second. After
+them, one more tether run on PostgreSQL counts its commits and statements.
 
 At the end every run is checked: it succeeded, took ``steps + 1`` steps, ran its tool ``steps``
 times, and left ``4 * steps + 3`` events in the store (run_started, then per step model_response,
@@ -202,6 +203,36 @@ async def tether_measure(
     await measure(m, lambda i: runtime.run(agent, f"run {i}"), progress)
     check_tether(m, store)
     return m
+
+
+async def pg_traffic(store: Store, steps: int) -> tuple[int, int]:
+    """Commits and statement calls of one tether run of ``steps`` steps (no sleeps), counted on
+    psycopg's classes while it runs; the run is a warm-up agent's, outside the checks."""
+    counts = Counter[str]()
+    commit, execute, executemany = (
+        psycopg.Connection.commit,
+        psycopg.Cursor.execute,
+        psycopg.Cursor.executemany,
+    )
+
+    def counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    psycopg.Connection.commit = counting("commit", commit)  # type: ignore[method-assign]
+    psycopg.Cursor.execute = counting("statement", execute)  # type: ignore[method-assign]
+    psycopg.Cursor.executemany = counting("statement", executemany)  # type: ignore[method-assign]
+    try:
+        result = await Runtime(store).run(make_agent(steps, 0.0, name=f"{AGENT}-warmup"), "count")
+    finally:
+        psycopg.Connection.commit = commit  # type: ignore[method-assign]
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
+    assert result.ok, result
+    return counts["commit"], counts["statement"]
 
 
 def check_tether(m: Measured, store: Store) -> None:
@@ -431,6 +462,13 @@ async def run_all(args: argparse.Namespace, console: Console) -> list[Measured]:
             try:
                 measured.append(
                     await tether_measure("tether_pg", store, runs, steps, delay, progress)
+                )
+                commits, statements = await pg_traffic(store, steps)
+                console.print(
+                    f"tether on PostgreSQL: one run of {steps} steps makes {commits} commits"
+                    f" and {statements} statement calls (each a round trip at least), all on"
+                    " the event loop's thread",
+                    soft_wrap=True,
                 )
             finally:
                 store.close()
