@@ -47,7 +47,7 @@ from tether.journal.events import (
     RunResumed,
     RunStarted,
 )
-from tether.journal.leases import Heartbeat, Lease, this_owner
+from tether.journal.leases import Lease, this_owner
 from tether.journal.store import ApprovalRecord, RunRecord, Store
 from tether.models.base import Model
 from tether.policy.binding import EMPTY, PolicyRecord
@@ -247,16 +247,16 @@ class Runtime:
             estimate = cost_estimator(ctx.model.name, ESTIMATED_OUTPUT_TOKENS, self.prices)
         guard = BudgetGuard(limits, estimate_cost=estimate, agent=ctx.agent.name, spend=self.store)
         lease = ctx.lease
-        heartbeat = None
-        if lease is not None and not self.store.in_memory:  # (its one connection is not shared)
-            heartbeat = Heartbeat(lease, self.store.renew_lease, self.store.lease_ttl / 3).start()
+        keeper = None if self.store.in_memory else self.store.lease_keeper  # (one connection)
+        if lease is not None and keeper is not None:
+            keeper.hold(lease)
         try:
             await drive(ctx, guard)
         finally:
-            if heartbeat is not None:
-                heartbeat.stop()
             if lease is not None:
-                self._release(lease)
+                if keeper is not None:
+                    keeper.drop(lease)
+                await ctx.io(self._release, lease)
         if ctx.state.status.terminal and self.exporting:
             await asyncio.to_thread(_export, self.store, ctx.state.run_id)
         return result_of(ctx.state)

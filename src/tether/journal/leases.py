@@ -8,10 +8,11 @@ that no longer exists, is taken over, and taking it over increases the token. Ev
 of the driver checks its token in the same transaction, so a holder that stalled past its expiry
 and was taken over writes nothing more (:class:`~tether.errors.LeaseLost`).
 
-While a run is driven a :class:`Heartbeat` thread renews the lease every third of its time to
-live: a tool call may outlast the lease, and a thread keeps renewing even when an ``async`` tool
-blocks the event loop. A process that dies stops renewing, so its lease runs out after at most
-the time to live (sooner on the same host: a dead process id is seen at once).
+While a run is driven its store's :class:`LeaseKeeper` (one thread for all the runs of the
+process) renews the lease every third of its time to live: a tool call may outlast the lease,
+and a thread keeps renewing even when an ``async`` tool blocks the event loop. A process that
+dies stops renewing, so its lease runs out after at most the time to live (sooner on the same
+host: a dead process id is seen at once).
 """
 
 from __future__ import annotations
@@ -87,39 +88,50 @@ def holder_gone(owner: str) -> bool:
     return False
 
 
-class Heartbeat:
-    """Renews a lease from a daemon thread until stopped or the lease is lost.
+class LeaseKeeper:
+    """Renews the leases this process holds on one store, from one daemon thread.
 
-    ``renew`` is the store's renewal; it raises :class:`~tether.errors.LeaseLost` when the lease
-    was taken over, which ends the heartbeat (the driver's next write fails with the same
-    error). Other errors (a store briefly down) are ignored: the next beat tries again.
+    Every third of the time to live it renews each lease held (a write renews its lease too, but
+    a tool call or a model call may outlast the lease without writing). ``renew`` is the store's
+    renewal; it raises :class:`~tether.errors.LeaseLost` when a lease was taken over, which
+    drops that lease (the driver's next write fails with the same error). Other errors (a store
+    briefly down) are ignored: the next round tries again. The thread starts with the first
+    lease held and sleeps when none is.
     """
 
-    def __init__(self, lease: Lease, renew: Callable[[Lease], None], interval: float) -> None:
-        self.lease = lease
-        self.lost = False
+    def __init__(self, renew: Callable[[Lease], None], interval: float) -> None:
         self._renew = renew
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"tether-lease-{lease.run_id[:8]}", daemon=True
-        )
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost: set[str] = set()  # runs whose lease was found taken over
 
-    def start(self) -> Heartbeat:
-        self._thread.start()
-        return self
+    def hold(self, lease: Lease) -> None:
+        with self._lock:
+            self._held[lease.run_id] = lease
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._beat, name="tether-lease-keeper", daemon=True
+                )
+                self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+    def drop(self, lease: Lease) -> None:
+        with self._lock:
+            if self._held.get(lease.run_id) == lease:
+                del self._held[lease.run_id]
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._renew(self.lease)
-            except LeaseLost:
-                self.lost = True
-                return
-            except Exception:  # the store may be back by the next beat
-                continue
+        while True:
+            self._wake.wait(self._interval)
+            with self._lock:
+                held = list(self._held.values())
+            for lease in held:
+                try:
+                    self._renew(lease)
+                except LeaseLost:
+                    self.lost.add(lease.run_id)
+                    self.drop(lease)
+                except Exception:  # the store may be back by the next round
+                    continue

@@ -43,7 +43,7 @@ from tether.journal.committer import GroupCommitter
 from tether.journal.events import Event
 from tether.journal.faults import NO_RETRY, StoreRetry, is_transient
 from tether.journal.jsontext import encode_payload_bytes
-from tether.journal.leases import Lease, default_ttl, holder_gone
+from tether.journal.leases import Lease, LeaseKeeper, default_ttl, holder_gone
 from tether.journal.ledger import ledger_hash
 from tether.journal.migrations import MIGRATIONS, migrate, schema_version
 from tether.journal.rows import event_tuples, insert_events_sql
@@ -397,6 +397,7 @@ class Store:
         self._lock = threading.RLock()
         # the journal's writer thread: runs' writes off their event loops, grouped
         self.committer = GroupCommitter(self)
+        self._keeper: LeaseKeeper | None = None
         self._raw: Any = None
         self._cur: Any = None  # the journal's write cursor on ``_raw`` (see _write)
         self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
@@ -843,6 +844,13 @@ class Store:
             if taken.rowcount != 1:  # another process took it between our read and write
                 raise RunLeased(run_id, "another process", now + self.lease_ttl)
         return Lease(run_id, owner, token + 1)
+
+    @property
+    def lease_keeper(self) -> LeaseKeeper:
+        """The thread that renews the leases this process holds on this store."""
+        if self._keeper is None:
+            self._keeper = LeaseKeeper(self.renew_lease, self.lease_ttl / 3)
+        return self._keeper
 
     def renew_lease(self, lease: Lease) -> None:
         """Push the lease's expiry a time to live ahead; :class:`~tether.errors.LeaseLost` if
