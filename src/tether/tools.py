@@ -303,7 +303,8 @@ def tool(
             :class:`AwaitInput` to wait for an answer.
         inline: a sync tool normally runs on a thread, so the event loop (and every other run
             on it) goes on while it works; ``inline=True`` runs it on the loop itself, for a
-            quick function that does no I/O (no thread hop: about 50 µs less a call).
+            quick function that does no I/O (no thread hop: about 50 µs less a call). No time
+            limit applies to an inline call: nothing can stop it.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:

@@ -141,6 +141,9 @@ class RunContext:
         harm), so short runs do not each pay a query."""
         if fresh:
             return await self.switches.read(self.agent.name)
+        recent = self.store.recent_switch(self.agent.name, SWITCH_MAX_AGE)
+        if recent is not None:  # no query, so no thread either
+            return recent
         return await self.io(self.store.paused, self.agent.name, max_age=SWITCH_MAX_AGE)
 
     def _run_row(self, final: bool) -> dict[str, Any] | None:

@@ -35,11 +35,11 @@ async def call_within(
     A sync tool runs on a thread, so the event loop (and every other run on it) goes on while it
     works: with a timeout, on a daemon thread, which keeps running, unheeded, if it overruns;
     without, on the loop's default executor. A tool declared ``inline`` (quick, and doing no
-    I/O) runs on the loop itself when it has no timeout. An async tool that overruns is
-    cancelled.
+    I/O) runs on the loop itself, where no time limit can stop it. An async tool that overruns
+    is cancelled.
     """
-    if not tool.is_async and timeout is None:
-        if tool.inline:
+    if not tool.is_async and (tool.inline or timeout is None):
+        if tool.inline:  # on the loop: no thread to walk away from, so no time limit either
             return tool.call(tctx, args)
         return await asyncio.to_thread(tool.call, tctx, args)
     if timeout is not None and timeout <= 0:

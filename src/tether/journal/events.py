@@ -127,7 +127,17 @@ class Event(NamedTuple):
 # -- the typed events ----------------------------------------------------------------------------
 
 _Data = TypeVar("_Data", bound="EventData")
-_Decoder = typing.Callable[[Any], Any]
+_Codec = typing.Callable[[Any], Any]
+
+
+class _Field(NamedTuple):
+    """How one field of an event type is written and read (worked out once per type)."""
+
+    name: str
+    default: Any  # _REQUIRED when the field has none
+    omitted: Any  # the empty default a payload leaves out (_NEVER: always written)
+    encode: _Codec | None  # value -> JSON value (None: already one)
+    decode: _Codec | None  # JSON value -> value (None: already one)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,34 +145,33 @@ class EventData:
     """A fact a run records. Subclasses set ``type``; their fields are the payload."""
 
     type: ClassVar[EventType]
-    _codec: ClassVar[dict[builtins.type, tuple[tuple[str, Any, _Decoder | None], ...]]] = {}
+    _codec: ClassVar[dict[builtins.type, tuple[_Field, ...]]] = {}
 
     def to_json(self) -> dict[str, Any]:
         """The payload, as JSON values: every field but those left at an empty default (``None``,
         ``False``, ``()``, ``""``), which read back as that default."""
         out: dict[str, Any] = {}
-        for name, default, _ in _fields(type(self)):
-            value = getattr(self, name)
-            if value is default and _empty(default):
+        for f in _fields(type(self)):
+            value = getattr(self, f.name)
+            if value is f.omitted:
                 continue
-            out[name] = _to_json(value)
+            out[f.name] = value if f.encode is None or value is None else f.encode(value)
         return out
 
     @classmethod
     def from_json(cls: builtins.type[_Data], payload: dict[str, Any]) -> _Data:
         """The event a payload of this type holds (in today's shape: see ``upcast``)."""
         known = _fields(cls)
-        names = {name for name, _, _ in known}
-        unknown = sorted(set(payload) - names)
-        if unknown:
-            raise JournalError(f"{cls.type} has no field {', '.join(map(repr, unknown))}")
         values: dict[str, Any] = {}
-        for name, default, decode in known:
-            if name in payload:
-                raw = payload[name]
-                values[name] = raw if decode is None or raw is None else decode(raw)
-            elif default is _REQUIRED:
-                raise JournalError(f"{cls.type} lacks its {name!r}")
+        for f in known:
+            if f.name in payload:
+                raw = payload[f.name]
+                values[f.name] = raw if f.decode is None or raw is None else f.decode(raw)
+            elif f.default is _REQUIRED:
+                raise JournalError(f"{cls.type} lacks its {f.name!r}")
+        if len(values) != len(payload):
+            unknown = sorted(set(payload) - {f.name for f in known})
+            raise JournalError(f"{cls.type} has no field {', '.join(map(repr, unknown))}")
         return cls(**values)
 
     def replace(self: _Data, **changes: Any) -> _Data:
@@ -170,28 +179,10 @@ class EventData:
 
 
 _REQUIRED: Any = object()
+_NEVER: Any = object()
 
 
-def _empty(default: Any) -> bool:
-    return default is None or default is False or default == () or default == ""
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, EventData):
-        return value.to_json()
-    if isinstance(value, ModelResponse):
-        return value.to_dict()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [_to_json(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
-def _fields(cls: type[EventData]) -> tuple[tuple[str, Any, _Decoder | None], ...]:
-    """``(name, default, decoder)`` of each field of ``cls``, worked out once per class."""
+def _fields(cls: type[EventData]) -> tuple[_Field, ...]:
     known = EventData._codec.get(cls)
     if known is None:
         hints = typing.get_type_hints(cls)
@@ -203,19 +194,45 @@ def _fields(cls: type[EventData]) -> tuple[tuple[str, Any, _Decoder | None], ...
                 default = f.default_factory()
             else:
                 default = _REQUIRED
-            out.append((f.name, default, _decoder(hints[f.name])))
+            empty = default is None or default is False or default == () or default == ""
+            hint = hints[f.name]
+            omitted = default if empty else _NEVER
+            out.append(_Field(f.name, default, omitted, _encoder(hint), _decoder(hint)))
         known = EventData._codec[cls] = tuple(out)
     return known
 
 
-def _decoder(hint: Any) -> _Decoder | None:
-    """How a JSON value becomes a value of type ``hint`` (``None``: it already is one)."""
-    args = typing.get_args(hint)
+def _inner(hint: Any) -> Any:
+    """``X`` of ``X | None``; ``hint`` itself otherwise."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return _decoder(inner[0]) if len(inner) == 1 else None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else Any
+    return hint
+
+
+def _encoder(hint: Any) -> _Codec | None:
+    """How a value of type ``hint`` becomes a JSON value (``None``: it already is one; enums
+    are ``str`` values already)."""
+    hint = _inner(hint)
     if typing.get_origin(hint) is tuple:
-        item = _decoder(args[0]) if args else None
+        item = _encoder(typing.get_args(hint)[0])
+        return list if item is None else (lambda value: [item(v) for v in value])
+    if isinstance(hint, type):
+        if issubclass(hint, EventData):
+            return hint.to_json
+        if hint is ModelResponse:
+            return ModelResponse.to_dict
+        if dataclasses.is_dataclass(hint):  # a plain record (AskedModel, Reserved)
+            names = [f.name for f in dataclasses.fields(hint)]
+            return lambda value: {n: getattr(value, n) for n in names}
+    return None
+
+
+def _decoder(hint: Any) -> _Codec | None:
+    """How a JSON value becomes a value of type ``hint`` (``None``: it already is one)."""
+    hint = _inner(hint)
+    if typing.get_origin(hint) is tuple:
+        item = _decoder(typing.get_args(hint)[0])
         return tuple if item is None else (lambda raw: tuple(item(v) for v in raw))
     if isinstance(hint, type):
         if issubclass(hint, enum.Enum):

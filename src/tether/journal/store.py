@@ -1309,6 +1309,13 @@ class Store:
         self._switches[agent] = (time.monotonic(), value)
         return value
 
+    def recent_switch(self, agent: str, max_age: float) -> tuple[bool, str] | None:
+        """The agent's kill switch as read at most ``max_age`` seconds ago, if it was."""
+        seen = self._switches.get(agent)
+        if seen is not None and time.monotonic() - seen[0] <= max_age:
+            return seen[1]
+        return None
+
     def switches(self) -> dict[str, tuple[bool, str]]:
         """Every agent whose kill switch is on, and why: one fresh reading for many runs (see
         :class:`tether.engine.switches.SwitchReader`). The per-agent readings are refreshed."""
