@@ -424,9 +424,9 @@ class Redactor:
 
         The input is never mutated. A container in which something was masked is rebuilt (same
         keys, same order, keys holding a secret masked); parts that need no change are reused,
-        so a payload with nothing to mask comes back as the very same object. With secrets on, a string or number stored
-        under a key that names a credential (``password``, ``api_key``, ``Authorization``,
-        ``client_secret``...) is masked whole.
+        so a payload with nothing to mask comes back as the very same object. With secrets on, a
+        string or number stored under a key that names a credential (``password``, ``api_key``,
+        ``Authorization``, ``client_secret``...) is masked whole.
         """
         if not self.kinds:
             return value

@@ -240,7 +240,7 @@ _SECRET_PATTERNS = (
         + r"[ _-]?(?:(?:access|Access|ACCESS)[ _-]?)?(?:key|Key|KEY)"
         + r"|\[REDACTED:[A-Za-z0-9_.-]+\])[^\n]{0,40}?)"
         + _AWS_SECRET,
-        needs=("ecret", "ECRET", "[REDACTED:"),
+        needs=("ecret", "ECRET", "[REDACTED"),
         gate=_AWS_SECRET_GATE,
         keep=True,
     ),
