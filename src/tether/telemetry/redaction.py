@@ -7,11 +7,15 @@
 
 Kinds (a match becomes ``[REDACTED:<kind>]``):
 
-* secrets (on by default): ``openai_key``, ``anthropic_key``, ``aws_key``, ``github_token``,
-  ``slack_token``, ``stripe_key``, ``google_key``, ``private_key``, ``jwt``, ``bearer`` (the
-  token after ``Bearer``) and ``secret``: the value in ``api_key=...``, ``"password": "..."``,
-  ``Authorization: ...`` and the like, and any string or number stored in a dict under a key
-  that names a credential;
+* secrets (on by default): ``openai_key``, ``anthropic_key``, ``aws_key`` (a key id),
+  ``aws_secret`` (a secret access key after words such as ``secret access key``, or within a few
+  words after a key id), ``github_token``, ``gitlab_token`` (``glpat-`` and the other ``gl*-``
+  prefixes), ``slack_token``, ``slack_webhook``, ``stripe_key``, ``google_key``,
+  ``huggingface_token`` (``hf_``), ``sendgrid_key`` (``SG.``), ``private_key``, ``jwt``,
+  ``url_password`` (the password in ``postgresql://user:password@host``, in any scheme),
+  ``bearer`` (the token after ``Bearer``) and ``secret``: the value in ``api_key=...``,
+  ``"password": "..."``, ``Authorization: ...`` and the like, and any string or number stored in
+  a dict under a key that names a credential;
 * ``email``, ``phone`` (with a country code or separators: a bare run of digits such as a product
   id is never a phone number) and ``card`` (13-19 digits passing the Luhn check): off by default;
 * custom kinds, ``patterns={"name": regex}``;
@@ -22,7 +26,12 @@ kind names literal substrings it cannot match without (``sk-``, ``@``, ``AKIA``.
 scanned for those first (C-speed substring tests) and only the kinds that could match run, as one
 combined regular expression (compiled once per combination). Short strings, which repeat a lot
 (tool names, statuses), are remembered. Patterns begin matching only at the start of a token, so
-the scan stays linear even on long strings without spaces.
+the scan stays linear even on long strings without spaces. Masking repeats on its own output
+until nothing changes (almost always one more pass, taken only when something was masked), so
+a secret whose context another match took (a key id before an AWS secret) is masked too.
+
+Dict keys are text like any other: a key holding a secret is masked (equal masked keys get a
+suffix, ``#2``, so no entry is lost). The patterns live in :mod:`tether.telemetry.secret_patterns`.
 """
 
 from __future__ import annotations
@@ -31,10 +40,21 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tether.errors import UsageError
+from tether.telemetry.secret_patterns import (
+    _CREDENTIAL_KEY,
+    _EMAIL,
+    _JSON_ESCAPED,
+    _JSON_HARMLESS,
+    _JSON_SEPARATOR,
+    _JSON_WORD_ENDS,
+    _SECRET_PATTERNS,
+    _numbers,
+    _Pattern,
+    luhn_ok,
+)
 
 __all__ = ["KINDS", "Redactor", "luhn_ok"]
 
@@ -50,52 +70,9 @@ _KIND_ALIASES = {
 
 _SHORT = 64  # strings up to this length are remembered
 _CACHE_LIMIT = 8192
+_PASSES = 16  # at most this many passes after the first (each one masks something more)
 
 
-def luhn_ok(digits: str) -> bool:
-    """Whether a string of digits passes the Luhn checksum (card numbers do)."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def _card_ok(text: str) -> bool:
-    digits = text.replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
-
-
-# Names whose values are credentials: a dict key, or the name in ``name=value`` text. A name may
-# carry prefixes (``OPENAI_API_KEY``, ``x-api-key``, ``aws_secret_access_key``).
-_CREDENTIAL_WORDS = (
-    r"(?:api[_-]?key|apikey|api[_-]?token|secret(?:[_-]?key)?|client[_-]?secret|"
-    r"secret[_-]?access[_-]?key|private[_-]?key|password|passwd|passphrase|pwd|"
-    r"token|accesstoken|authtoken|authorization|credentials?)"
-)
-_CREDENTIAL_NAME = r"(?:[A-Za-z0-9]+[_-])*" + _CREDENTIAL_WORDS
-_CREDENTIAL_KEY = re.compile(_CREDENTIAL_NAME, re.IGNORECASE)
-# The credential gate of the ``secret`` kind as it can appear in JSON text (lowercased), one regex
-# per literal it needs: the literal, what may follow it to the end of a credential word, then the
-# separator (a quote may be escaped, and whitespace may be written as an escape).
-_JSON_SEPARATOR = r"(?:\\?[\"'])?(?:\s|\\[nrtfb]|\\u00[01][0-9a-f]){0,3}[:=]"
-_JSON_WORD_ENDS = {
-    "key": "",
-    "secret": r"(?:[_-]?key)?",
-    "pass": r"(?:word|wd|phrase)",
-    "pwd": "",
-    "token": "",
-    "auth": r"(?:orization|token)",
-    "credential": "s?",
-}
-# a longer word each credential word may begin, which is then no credential: when every
-# occurrence of the word is the start of this one, its gate cannot match (``input_tokens``)
-_JSON_HARMLESS = {"token": "tokens"}
-_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # characters JSON writes escaped
 _key_verdicts: dict[str, bool] = {}
 
 
@@ -126,118 +103,6 @@ def _is_credential_key(key: str) -> bool:
             _key_verdicts.clear()
         _key_verdicts[key] = verdict
     return verdict
-
-
-@dataclass(frozen=True, slots=True)
-class _Pattern:
-    kind: str
-    regex: str  # ``{g}`` is replaced by a prefix unique to this pattern, for its own groups
-    needs: tuple[str, ...] | None = None  # the text contains one of these, or cannot match
-    needs_lower: tuple[str, ...] | None = None  # the same, tested on the lowercased text
-    gate: str | None = None  # with needs_lower: a regex the lowercased text must then contain
-    keep: bool = False  # the group ``{g}k`` is kept in front of the mask (``password=``)
-    check: Callable[[str], bool] | None = None  # a match is masked only if this holds
-    markers: tuple[tuple[str, str], ...] = ()  # (group suffix, kind) for patterns of two kinds
-
-
-_TOKEN = "A-Za-z0-9_-"  # characters that continue a token (a match never starts inside one)
-_END = r"(?![A-Za-z0-9_-])"
-
-
-def _lead(literal: str) -> str:
-    """``literal`` at the start of a token (the guard comes after it, so the regex engine can
-    search for the literal directly)."""
-    return re.escape(literal) + f"(?<![{_TOKEN}]{re.escape(literal)})"
-
-
-_SECRET_PATTERNS = (
-    _Pattern(
-        "private_key",
-        r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----[\s\S]{1,10000}?"
-        r"-----END [A-Z ]{0,40}PRIVATE KEY-----",
-        needs=("PRIVATE KEY",),
-    ),
-    _Pattern("anthropic_key", _lead("sk-ant-") + r"[A-Za-z0-9_-]{20,}" + _END, needs=("sk-",)),
-    _Pattern(
-        "openai_key",
-        _lead("sk-") + r"(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}" + _END,
-        needs=("sk-",),
-    ),
-    _Pattern(
-        "stripe_key",
-        r"[spr]k_(?:live|test)_" + f"(?<![{_TOKEN}].k_(?:live|test)_)"
-        r"[A-Za-z0-9]{16,}" + _END,
-        needs=("_live_", "_test_"),
-    ),
-    _Pattern(
-        "aws_key", r"A(?:KIA|SIA)(?<![A-Z0-9]A...)[A-Z0-9]{16}(?![A-Z0-9])", needs=("AKIA", "ASIA")
-    ),
-    _Pattern(
-        "github_token",
-        _lead("g") + r"(?:h[pousr]_[A-Za-z0-9]{30,255}|ithub_pat_[A-Za-z0-9_]{22,255})" + _END,
-        needs=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-    ),
-    _Pattern("slack_token", _lead("xox") + r"[abposr]-[A-Za-z0-9-]{10,}" + _END, needs=("xox",)),
-    _Pattern("google_key", _lead("AIza") + r"[0-9A-Za-z_-]{35}" + _END, needs=("AIza",)),
-    _Pattern(
-        "jwt",
-        _lead("eyJ") + r"[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}" + _END,
-        needs=("eyJ",),
-    ),
-    _Pattern(
-        "bearer",
-        r"(?P<{g}k>[Bb]earer(?<![A-Za-z0-9_-].earer)\s+)(?=[A-Za-z._~+/-]{0,300}\d)"
-        r"[A-Za-z0-9._~+/-]{8,}=*",
-        needs=("earer",),
-        keep=True,
-    ),
-    # name=value, name: value, "name": "value" (a quoted value runs to its closing quote)
-    _Pattern(
-        "secret",
-        r"(?<![A-Za-z0-9_-])(?P<{g}k>(?i:" + _CREDENTIAL_NAME + r")[\"']?\s{0,3}[:=]\s{0,3}"
-        r"(?:(?P<{g}q>[\"'])(?=[^\"'\n]{3,}(?P={g}q))|(?!(?:null|true|false|None)\b)"
-        r"(?![-+]?[\d.]+(?:[\s,;&)}\]]|$))(?=[^\s\"'\[{}]{3,})))"
-        r"(?:(?:[Bb]earer|[Bb]asic|[Tt]oken)\s+[^\s\"',;]+|(?<=[\"'])[^\"'\n]+"
-        r"|[^\s\"',;&)}\]]+)",
-        needs_lower=("key", "secret", "pass", "pwd", "token", "auth", "credential"),
-        gate=_CREDENTIAL_WORDS + r"[\"']?\s{0,3}[:=]",
-        keep=True,
-    ),
-)
-
-_EMAIL = _Pattern(
-    "email",
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])",
-    needs=("@",),
-)
-
-
-def _numbers(cards: bool, phones: bool) -> _Pattern:
-    """Card and phone numbers as one pattern that starts with a digit, ``+`` or ``(`` (so the
-    regex engine skips everything else quickly)."""
-    after_plus = r"(?<=\+)\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"
-    after_paren = r"(?<=\()\d{3}\)[ ]?\d{3}[ .-]\d{4}"  # (415) 555-0100
-    card = (
-        r"(?<=\d)(?:\d{12,18}|\d{3}(?P<{g}a>[ -])\d{4}(?P={g}a)\d{4}(?P={g}a)\d{1,7}|"
-        r"\d{3}(?P<{g}b>[ -])\d{6}(?P={g}b)\d{4,5})"
-    )
-    local = r"(?<=\d)\d{2}[ .-]\d{3}[ .-]\d{4}"  # 415-555-0100, 415 555 0100
-    alternatives = []
-    if cards:
-        alternatives.append(card + "(?P<{g}_c>)")
-    if phones:
-        alternatives += [
-            local + "(?P<{g}_p>)",
-            after_plus + "(?P<{g}_q>)",
-            after_paren + "(?P<{g}_r>)",
-        ]
-    first = r"[\d(+]" if phones else r"\d"
-    body = first + r"(?<![\w.+-][\d(+])(?:" + "|".join(alternatives) + r")(?![\w-])"
-    markers = (("_c", "card"), ("_p", "phone"), ("_q", "phone"), ("_r", "phone"))
-    return _Pattern(
-        "card" if cards else "phone", body, check=_card_ok if cards else None, markers=markers
-    )
 
 
 class Redactor:
@@ -298,7 +163,9 @@ class Redactor:
         self._always = 0  # bits of the patterns that run on every string
         needs: dict[str, int] = {}  # literal -> bits of the patterns that need it
         lower: dict[str, int] = {}  # the same, tested on the lowercased text
-        self._gates: list[tuple[int, re.Pattern[str]]] = []
+        self._gates: list[tuple[int, re.Pattern[str]]] = []  # on the lowercased text
+        self._need_gates: list[tuple[int, re.Pattern[str]]] = []  # on the text itself
+        gates_of: dict[str, list[re.Pattern[str]] | None] = {}  # literal -> gates (None: none)
         for i, p in enumerate(chosen):
             g = f"_r{i}"
             bit = 1 << i
@@ -319,27 +186,39 @@ class Redactor:
             self._branches.append(body)
             if p.needs is None and p.needs_lower is None:
                 self._always |= bit
+            gate = None if p.gate is None else re.compile(p.gate)
             for lit in p.needs or ():
                 needs[lit] = needs.get(lit, 0) | bit
+                known = gates_of.get(lit, [])
+                gates_of[lit] = None if known is None or gate is None else [*known, gate]
             for lit in p.needs_lower or ():
                 lower[lit] = lower.get(lit, 0) | bit
-            if p.gate is not None:
-                self._gates.append((bit, re.compile(p.gate)))
+            if gate is not None:
+                (self._gates if p.needs_lower else self._need_gates).append((bit, gate))
         # a literal found also stands for every needed literal inside it
         self._need_bits = {
             lit: bits | _or([b for other, b in needs.items() if other in lit])
             for lit, bits in needs.items()
         }
         ordered = sorted(needs, key=len, reverse=True)
-        self._need_rx = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        alternatives = "|".join(map(re.escape, ordered))
+        if _overlapping(needs):
+            # a literal may begin inside another one found first: look at every position
+            alternatives = f"(?=({alternatives}))"
+        self._need_rx = re.compile(alternatives) if ordered else None
         self._lower = list(lower.items())
         self._compiled: dict[int, re.Pattern[str]] = {}
         self._short: dict[str, str] = {}
         # what :meth:`json_may_change` looks for in compact JSON text: the needed literals
         # without capitals, then those with (absent from text that has none), each list grouped
-        # by shared two-letter prefixes; the credential words, each with its gate
-        self._json_plain = _probe_groups([n for n in needs if not _has_upper(n)])
-        self._json_capital = _probe_groups([n for n in needs if _has_upper(n)])
+        # by shared two-letter prefixes; the literals of gated patterns, each with its gates;
+        # the credential words, each with its gate
+        plain = [n for n in needs if gates_of[n] is None]
+        self._json_plain = _probe_groups([n for n in plain if not _has_upper(n)])
+        self._json_capital = _probe_groups([n for n in plain if _has_upper(n)])
+        self._json_gated = tuple(
+            (lit, tuple(gates)) for lit, gates in gates_of.items() if gates is not None
+        )
         self._json_lower = tuple(
             (
                 lit,
@@ -437,11 +316,28 @@ class Redactor:
         return mask if keep is None else (m.group(keep) or "") + mask
 
     def _scan(self, text: str) -> str:
+        out = self._scan_once(text)
+        if out is text:
+            return text
+        # a mask may stand next to what it hides the context of (an AWS key id and its secret),
+        # and the text a pattern keeps (``secret key is ...``) may hold another secret: masking
+        # repeats until nothing changes
+        for _ in range(_PASSES):
+            again = self._scan_once(out)
+            if again is out:
+                break
+            out = again
+        return out
+
+    def _scan_once(self, text: str) -> str:
         bits = self._always
         if self._need_rx is not None:
             need_bits = self._need_bits
             for lit in self._need_rx.findall(text):
                 bits |= need_bits[lit]
+            for bit, gate in self._need_gates:
+                if bits & bit and gate.search(text) is None:
+                    bits &= ~bit
         if self._lower and ("=" in text or ":" in text):
             low = text.lower()
             found = 0
@@ -457,6 +353,20 @@ class Redactor:
         out = self._regex(bits).sub(self._replace, text)
         return text if out == text else out
 
+    def _scan_unfiltered(self, text: str) -> str:
+        """What :meth:`_scan` returns, with every pattern run (no literal looked for first): the
+        reference the prefilter is tested against."""
+        if not self._branches:
+            return text
+        rx = self._regex((1 << len(self._branches)) - 1)
+        out = text
+        for _ in range(_PASSES + 1):
+            again = rx.sub(self._replace, out)
+            if again == out:
+                break
+            out = again
+        return text if out == text else out
+
     def json_may_change(self, text: str) -> bool:
         """Whether :meth:`redact` could change a value whose compact JSON text is ``text``.
 
@@ -466,12 +376,17 @@ class Redactor:
         JSON text (literals JSON would escape turn this check off), and a credential name is
         looked for before ``:`` or ``=`` allowing for the escaped quotes and whitespace of JSON
         strings; a dict key that names a credential is written ``name":`` and is found the same
-        way. Kinds that need no literal (custom patterns, cards, phones) always answer ``True``.
+        way. A kind with a gate (``url_password``, ``aws_secret``) also needs its gate to match
+        the JSON text. Kinds that need no literal (custom patterns, cards, phones) always answer
+        ``True``.
         """
         if not self._json_exact or (self._json_non_ascii and "\\u" in text):
             return bool(self.kinds)
         for probe, members in self._json_plain:
             if probe in text and (not members or any(m in text for m in members)):
+                return True
+        for lit, gates in self._json_gated:
+            if lit in text and any(gate.search(text) is not None for gate in gates):
                 return True
         low = text.lower()
         if low != text:  # else the text has no capitals, so no literal with one is in it
@@ -508,10 +423,10 @@ class Redactor:
         """``value`` (a str, or dicts, lists and tuples of JSON-like values) with matches masked.
 
         The input is never mutated. A container in which something was masked is rebuilt (same
-        keys, same order); parts that need no change are reused, so a payload with nothing to
-        mask comes back as the very same object. With secrets on, a string or number stored
-        under a key that names a credential (``password``, ``api_key``, ``Authorization``,
-        ``client_secret``...) is masked whole.
+        keys, same order, keys holding a secret masked); parts that need no change are reused,
+        so a payload with nothing to mask comes back as the very same object. With secrets on, a
+        string or number stored under a key that names a credential (``password``, ``api_key``,
+        ``Authorization``, ``client_secret``...) is masked whole.
         """
         if not self.kinds:
             return value
@@ -532,11 +447,20 @@ class Redactor:
     def _redact_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
         # the hot path of the engine (one call per event): lookups are inlined on purpose
         out: dict[Any, Any] | None = None
+        renamed: dict[str, str] | None = None  # keys that hold something to mask
         check_keys = self._credential_keys
         short = self._short
         min_len = self._min_len
         verdicts = _key_verdicts
         for k, v in value.items():
+            if type(k) is str and len(k) >= min_len:
+                nk = short.get(k) if len(k) <= _SHORT else None
+                if nk is None:
+                    nk = self.redact_text(k)
+                if nk is not k and nk != k:
+                    if renamed is None:
+                        renamed = {}
+                    renamed[k] = nk
             tv = type(v)
             if tv is str:
                 n = len(v)
@@ -570,6 +494,8 @@ class Redactor:
                 if out is None:
                     out = dict(value)
                 out[k] = new
+        if renamed is not None:
+            return _rename(value if out is None else out, renamed)
         return value if out is None else out
 
     def _redact_list(self, value: list[Any]) -> list[Any]:
@@ -595,6 +521,36 @@ class Redactor:
                     out = list(value)
                 out[i] = new
         return value if out is None else out
+
+
+def _rename(value: dict[Any, Any], renamed: dict[str, str]) -> dict[Any, Any]:
+    """``value`` with some keys replaced, in the same order. A new key never takes the place of
+    another: equal ones get a suffix (``[REDACTED:openai_key]#2``), so no entry is lost."""
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        nk = renamed.get(k) if type(k) is str else None
+        if nk is None:
+            out[k] = v
+            continue
+        candidate, n = nk, 1
+        while candidate in out or (candidate in value and candidate not in renamed):
+            n += 1
+            candidate = f"{nk}#{n}"
+        out[candidate] = v
+    return out
+
+
+def _overlapping(literals: Mapping[str, int]) -> bool:
+    """Whether some literal ends with the beginning of another one needed by other patterns
+    (``ab-s`` and ``sk-``): a scan that takes the first, then goes on after it, misses the
+    second."""
+    for a, bits_a in literals.items():
+        for b, bits_b in literals.items():
+            if bits_a == bits_b or a == b:
+                continue
+            if any(a.endswith(b[:n]) for n in range(1, min(len(a), len(b)))):
+                return True
+    return False
 
 
 def _or(bits: Iterable[int]) -> int:
