@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tether.errors import UsageError
-from tether.telemetry.redaction import Redactor, luhn_ok
+from tether.journal.redaction import Redactor, luhn_ok
 
 # Fake credentials, shaped like the real ones.
 OPENAI_KEY = "sk-proj-4fQ9xT2mVb7LzR1cN8kW3yHj6DpS0aGe5uIo_Qw3Er-Ty7UiOpAsDfGhJkLzXcVbNm12"

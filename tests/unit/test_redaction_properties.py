@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tether.journal.jsontext import encode_payload_bytes
-from tether.telemetry.redaction import Redactor
+from tether.journal.redaction import Redactor
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

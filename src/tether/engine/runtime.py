@@ -524,7 +524,7 @@ def _default_redactor() -> Any:
     redactor = _redactors.get(config)
     if redactor is None:
         try:
-            from tether.telemetry.redaction import Redactor
+            from tether.journal.redaction import Redactor
         except ImportError:
             return None
         redactor = _redactors[config] = Redactor.from_env()

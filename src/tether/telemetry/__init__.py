@@ -1,16 +1,17 @@
-"""Telemetry: redaction of secrets and personal data, and OpenTelemetry export of runs.
+"""Telemetry: OpenTelemetry export of runs, redacted.
 
-:class:`Redactor` needs nothing beyond tether. The export functions import the OpenTelemetry
-packages only when called (``pip install 'tether[otel]'``).
+The export functions import the OpenTelemetry packages only when called (``pip install
+'tether[otel]'``). :class:`Redactor` (the journal's, in :mod:`tether.journal.redaction`) is here
+too, since exports are redacted with it.
 """
 
+from tether.journal.redaction import Redactor, luhn_ok
 from tether.telemetry.otel import (
     capture_content_from_env,
     export_run,
     maybe_export,
     otlp_tracer_provider,
 )
-from tether.telemetry.redaction import Redactor, luhn_ok
 
 __all__ = [
     "Redactor",

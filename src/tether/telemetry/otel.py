@@ -28,7 +28,7 @@ approval wait is as long as the human took).
 
 Prompts, responses, tool arguments and results are recorded only when content capture is on
 (``capture_content=True``, or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``), and
-then always through a :class:`~tether.telemetry.redaction.Redactor` (``Redactor.from_env()``
+then always through a :class:`~tether.journal.redaction.Redactor` (``Redactor.from_env()``
 unless one is given). The ``opentelemetry`` packages are imported only when a function here is
 called: ``pip install 'tether[otel]'``.
 """
@@ -42,8 +42,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tether.journal.redaction import Redactor
 from tether.journal.store import Store
-from tether.telemetry.redaction import Redactor
 from tether.telemetry.spans import Span, plan_spans
 
 if TYPE_CHECKING:

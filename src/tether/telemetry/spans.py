@@ -36,11 +36,11 @@ from tether.journal.events import (
     ValidationFailed,
     asked_at,
 )
+from tether.journal.redaction import Redactor
 from tether.journal.store import RunRecord
 from tether.messages import ModelResponse
 from tether.policy.rules import VerdictKind
 from tether.status import ApprovalStatus
-from tether.telemetry.redaction import Redactor
 
 # model spec prefix -> gen_ai.provider.name
 _PROVIDERS = {

@@ -1,4 +1,4 @@
-"""The patterns :class:`~tether.telemetry.redaction.Redactor` masks, and what it looks for first.
+"""The patterns :class:`~tether.journal.redaction.Redactor` masks, and what it looks for first.
 
 Each pattern names the literal substrings a text must contain for it to match (``sk-``, ``AKIA``,
 ``://``...), and may add a gate: a cheap regular expression the text must then contain as well.

@@ -31,7 +31,7 @@ until nothing changes (almost always one more pass, taken only when something wa
 a secret whose context another match took (a key id before an AWS secret) is masked too.
 
 Dict keys are text like any other: a key holding a secret is masked (equal masked keys get a
-suffix, ``#2``, so no entry is lost). The patterns live in :mod:`tether.telemetry.secret_patterns`.
+suffix, ``#2``, so no entry is lost). The patterns live in :mod:`tether.journal.secret_patterns`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tether.errors import UsageError
-from tether.telemetry.secret_patterns import (
+from tether.journal.secret_patterns import (
     _CREDENTIAL_KEY,
     _EMAIL,
     _JSON_ESCAPED,
