@@ -39,7 +39,14 @@ from tether.errors import (
 )
 from tether.journal.chain import GENESIS, journal_key
 from tether.journal.events import Event
-from tether.journal.faults import NO_RETRY, StoreRetry, is_transient
+from tether.journal.faults import (
+    NO_RETRY,
+    SQLITE_BUSY,
+    SQLITE_LOCKED,
+    StoreRetry,
+    is_transient,
+    unique_violation,
+)
 from tether.journal.jsontext import encode_payload_bytes
 from tether.journal.leases import Lease, default_ttl, holder_gone
 from tether.journal.ledger import ledger_hash
@@ -76,11 +83,6 @@ def shown_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _common_prefix(a: str, b: str) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
@@ -104,7 +106,8 @@ def _enter_wal(cur: Any, busy_timeout: float) -> None:
             cur.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
+            locked = (exc.sqlite_errorcode & 0xFF) in (SQLITE_BUSY, SQLITE_LOCKED)
+            if not locked or time.monotonic() >= deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
@@ -663,10 +666,10 @@ class Store:
                 raise _Transient(exc) from exc
             if isinstance(exc, LeaseLost):
                 raise
-            unique = "UNIQUE" in str(exc).upper() or "duplicate key" in str(exc)
-            if unique and new_run is not None and "runs" in str(exc):
+            collided = unique_violation(exc, self.engine.dialect)
+            if collided == "runs" and new_run is not None:
                 raise JournalError(f"run {new_run['id']} already exists") from exc
-            if unique or isinstance(exc, _Conflict):
+            if collided is not None or isinstance(exc, _Conflict):
                 raise JournalError(
                     f"run {events[0].run_id if events else '?'}: another process appended "
                     "to this run's journal at the same time; stop one of them"
