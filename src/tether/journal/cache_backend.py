@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.journal.base import StoreBase
+from tether.journal.protocols import CacheStore
 
 
 class CacheRows(StoreBase):
@@ -37,7 +38,7 @@ class CacheRows(StoreBase):
 class StoreCache:
     """:class:`tether.models.cache.CacheBackend` on the store's ``cache`` table (TTL per entry)."""
 
-    def __init__(self, store: CacheRows, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: CacheStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
 

@@ -13,7 +13,8 @@ The store's other tables are kept by the classes it inherits, one module each: r
 prefixes (:mod:`~tether.journal.runs`), leases (:mod:`~tether.journal.leases`), approvals
 (:mod:`~tether.journal.approvals`), counters (:mod:`~tether.journal.counters`), the kill switch
 (:mod:`~tether.journal.controls`), blobs (:mod:`~tether.journal.blobs`) and the response cache
-(:mod:`~tether.journal.cache_backend`).
+(:mod:`~tether.journal.cache_backend`). What the engine needs of them is described by the
+protocols of :mod:`tether.journal.protocols`.
 """
 
 from __future__ import annotations
