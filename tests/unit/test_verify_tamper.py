@@ -228,9 +228,9 @@ def test_a_keyed_run_rewritten_as_unkeyed_is_named_by_its_ledger_entry(
     run_id = _approved_run(store_url)
     _sql(store_url, "UPDATE runs SET keyed = :f WHERE id = :r", f=False, r=run_id)
     _rewrite_from(store_url, run_id, 1)  # every event hashed again, unkeyed
-    code, shown, report = _verify(store_url, run_id)
+    code, shown, _ = _verify(store_url, run_id)
     assert code == 0  # the run's own chain verifies unkeyed: the ledger is what tells
-    code, shown, report = _verify(store_url, "--all")
+    code, shown, _ = _verify(store_url, "--all")
     assert code == 1 and f"run {run_id}: its row says unkeyed" in shown
     monkeypatch.delenv("TETHER_JOURNAL_KEY")  # without the key the entry is no plain hash
     code, shown, _ = _verify(store_url, "--all")
