@@ -6,12 +6,13 @@ import functools
 import hashlib
 import json
 import math
+import sqlite3
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from tether.errors import NotFound, UsageError
+from tether.errors import JournalError, NotFound, UsageError
 from tether.journal import (
     GENESIS,
     ApprovalRecord,
@@ -21,6 +22,7 @@ from tether.journal import (
     migrations,
     verify_chain,
 )
+from tether.journal.faults import unique_violation
 from tether.journal.store import args_hash
 
 
@@ -125,6 +127,63 @@ def test_an_append_that_skips_or_overlaps_stored_events_is_refused(store: Store)
     store.append(events[4:])
     assert store.events("r1") == events
     assert store.count_events("r1") == 6
+
+
+def _collision(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database's own uniqueness error (not the text of one)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    import psycopg
+
+    return isinstance(exc, psycopg.errors.UniqueViolation)
+
+
+def test_a_duplicate_run_and_a_conflicting_append_are_told_apart(store: Store) -> None:
+    """Both collide with a key another write stored first; the store tells which by the
+    database's error (its class and code, and the table it names), not by the error's text."""
+    events = _events("r1", 3)
+    store.create_run(_run(), events[:1])
+    with pytest.raises(JournalError, match="run r1 already exists") as twice:
+        store.create_run(_run(), events[:1])
+    assert _collision(twice.value.__cause__)
+    store.append(events[1:])
+    # the run's anchor lags its events, as it would if another writer's rows got in between
+    # this writer's check and its insert: the check passes and the insert collides
+    runs = store.t["runs"]
+    with store.engine.begin() as conn:
+        conn.execute(
+            runs.update().where(runs.c.id == "r1").values(event_count=2, head_hash=events[1].hash)
+        )
+    with pytest.raises(JournalError, match="another process appended") as raced:
+        store.append(events[2:])
+    assert _collision(raced.value.__cause__)
+    # a new run whose events collide is an append that lost, not a run that exists
+    stray = _events("r2", 2)
+    store.create_run(_run("r2"), stray)
+    with store.engine.begin() as conn:
+        conn.execute(runs.delete().where(runs.c.id == "r2"))
+        conn.execute(store.t["run_ledger"].delete().where(store.t["run_ledger"].c.run_id == "r2"))
+    with pytest.raises(JournalError, match="another process appended") as lost:
+        store.create_run(_run("r2"), stray)
+    assert _collision(lost.value.__cause__)
+    assert store.events("r1") == events and store.events("r2") == stray
+
+
+def test_unique_violation_names_the_table_and_ignores_other_integrity_errors(
+    store: Store,
+) -> None:
+    dialect = store.engine.dialect
+    store.create_run(_run())
+    runs = store.t["runs"]
+    row = {**_run().to_dict(), "input": "{}"}
+    with pytest.raises(sa.exc.IntegrityError) as duplicate, store.engine.begin() as conn:
+        conn.execute(runs.insert().values(**row))
+    assert unique_violation(duplicate.value, dialect) == "runs"
+    assert unique_violation(duplicate.value.orig, dialect) == "runs"
+    with pytest.raises(sa.exc.IntegrityError) as missing, store.engine.begin() as conn:
+        conn.execute(runs.insert().values(**{**row, "id": "r9", "agent": None}))
+    assert unique_violation(missing.value, dialect) is None
+    assert unique_violation(ValueError("UNIQUE constraint failed: runs.id"), dialect) is None
 
 
 def test_events_after_a_sequence_number_link_to_the_stored_chain(store: Store) -> None:

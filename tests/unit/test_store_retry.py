@@ -109,20 +109,19 @@ def test_a_retry_reads_back_what_the_failed_attempt_committed(store: Store) -> N
     store.create_run(_run(), events[:2])
     store.append(events[2:4])
     dialect = "sqlite" if store.is_sqlite else "postgresql"
-    store._write_once(
-        events[2:4],
-        None,
-        {"steps": 4, "id": "r1"},
-        event_tuples(events[2:4], dialect),
-        retried=True,
-    )
+
+    def retry(write: JournalWrite) -> JournalError | None:
+        prepared = [(write, event_tuples(write.events, dialect), [])]
+        return store._write_group_once(prepared, retried=True)[0]
+
+    assert retry(JournalWrite(events[2:4], run_update={"steps": 4, "id": "r1"})) is None
     assert store.events("r1") == events[:4]
     other = _events("r1", 4)  # the same places, other events (other times, so other hashes)
     assert other[2:4] != events[2:4]
-    with pytest.raises(JournalError, match="another process appended"):
-        store._write_once(other[2:4], None, None, event_tuples(other[2:4], dialect), retried=True)
+    refused = retry(JournalWrite(other[2:4]))
+    assert isinstance(refused, JournalError) and "another process appended" in str(refused)
     # a retry of a write that did not go through writes it
-    store._write_once(events[4:], None, None, event_tuples(events[4:], dialect), retried=True)
+    assert retry(JournalWrite(events[4:])) is None
     assert store.events("r1") == events
 
 

@@ -21,10 +21,14 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tether.errors import LeaseLost
+import sqlalchemy as sa
+
+from tether.errors import LeaseLost, NotFound, RunLeased
+from tether.journal.base import StoreBase
 
 DEFAULT_TTL = 15.0
 """Seconds a lease holds without renewal (``TETHER_LEASE_TTL`` overrides it)."""
@@ -86,6 +90,89 @@ def holder_gone(owner: str) -> bool:
     except OSError:  # it exists, under another user
         return False
     return False
+
+
+class LeaseRows(StoreBase):
+    """Leases on the runs table: taken, renewed and given up outside the journal's writes
+    (which check and renew the writer's lease in their own transaction)."""
+
+    def acquire_lease(self, run_id: str, owner: str) -> Lease:
+        """Take run ``run_id``'s lease for ``owner``, with a new fencing token.
+
+        Free, expired, already ``owner``'s, or held by a process of this host that is gone: it
+        is taken (one compare-and-set on the token, so of two processes taking it at once one
+        wins). Otherwise :class:`~tether.errors.RunLeased` names the holder and its expiry.
+        """
+        runs = self.t["runs"]
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(runs.c.lease_owner, runs.c.lease_expires, runs.c.lease_token).where(
+                    runs.c.id == run_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"run {run_id!r}: no such run (see `tether runs`)")
+            holder, expires, token = row[0], row[1], int(row[2])
+            if (
+                holder is not None
+                and holder != owner
+                and expires is not None
+                and float(expires) >= now
+                and not holder_gone(str(holder))
+            ):
+                raise RunLeased(run_id, str(holder), float(expires))
+            taken = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.lease_token == token)
+                .values(
+                    lease_owner=owner, lease_expires=now + self.lease_ttl, lease_token=token + 1
+                )
+            )
+            if taken.rowcount != 1:  # another process took it between our read and write
+                raise RunLeased(run_id, "another process", now + self.lease_ttl)
+        return Lease(run_id, owner, token + 1)
+
+    _keeper: LeaseKeeper | None = None
+
+    @property
+    def lease_keeper(self) -> LeaseKeeper:
+        """The thread that renews the leases this process holds on this store."""
+        if self._keeper is None:
+            self._keeper = LeaseKeeper(self.renew_lease, self.lease_ttl / 3)
+        return self._keeper
+
+    def renew_lease(self, lease: Lease) -> None:
+        """Push the lease's expiry a time to live ahead; :class:`~tether.errors.LeaseLost` if
+        it was taken over. A run not written yet (its row comes with its first flush) has
+        nothing to renew."""
+        runs = self.t["runs"]
+        with self._tx() as conn:
+            renewed = conn.execute(
+                runs.update()
+                .where(
+                    runs.c.id == lease.run_id,
+                    runs.c.lease_token == lease.token,
+                    runs.c.lease_owner == lease.owner,
+                )
+                .values(lease_expires=time.time() + self.lease_ttl)
+            )
+            if renewed.rowcount == 1:
+                return
+            exists = conn.execute(sa.select(runs.c.id).where(runs.c.id == lease.run_id)).first()
+        if exists is not None:
+            raise LeaseLost(lease.run_id)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease up (the token stays, so writes made under it stay refused once another
+        process takes the run); a lease already taken over is left alone."""
+        runs = self.t["runs"]
+        with self._tx() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == lease.run_id, runs.c.lease_token == lease.token)
+                .values(lease_owner=None, lease_expires=None)
+            )
 
 
 class LeaseKeeper:
