@@ -17,6 +17,7 @@ from tether.errors import JournalError, StoreUnavailable
 from tether.journal import Store, verify_chain
 from tether.journal.faults import StoreRetry, is_transient
 from tether.journal.rows import event_tuples
+from tether.journal.writes import JournalWrite
 
 
 def _terminate(application_name: str) -> int:

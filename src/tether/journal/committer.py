@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from tether.errors import JournalError
 
 if TYPE_CHECKING:
-    from tether.journal.store import JournalWrite, Store
+    from tether.journal.store import Store
+    from tether.journal.writes import JournalWrite
 
 Done = Callable[[BaseException | None], None]
 

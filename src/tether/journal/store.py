@@ -24,13 +24,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from tether.errors import JournalConflict, JournalError, LeaseLost, StoreUnavailable, UsageError
-from tether.journal.approvals import APPROVAL_COLUMNS as _APPROVAL_COLUMNS
 from tether.journal.approvals import ApprovalRecord, ApprovalRows, args_hash
 from tether.journal.approvals import approval_values as _approval_values
 from tether.journal.blobs import BlobRows
@@ -47,9 +45,10 @@ from tether.journal.leases import Lease, LeaseRows, default_ttl
 from tether.journal.ledger import ledger_hash
 from tether.journal.maintenance import Maintenance
 from tether.journal.migrations import MIGRATIONS, migrate, schema_version
-from tether.journal.rows import event_tuples, insert_events_sql
+from tether.journal.rows import event_tuples
 from tether.journal.runs import MIN_ID_PREFIX, RunRecord, RunRows
 from tether.journal.runs import RUN_COLUMNS as _RUN_COLUMNS
+from tether.journal.writes import JournalWrite, _Conflict, _Statements, _Transient
 
 __all__ = [
     "MIN_ID_PREFIX",
@@ -65,75 +64,6 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-@dataclass(slots=True)
-class JournalWrite:
-    """One run's part of a journal transaction: its new events, in order; its new row
-    (``new_run``) or changes to its row (``run_update``, with ``"id"`` when there are no events);
-    the approval rows its events request; the writer's lease, checked and renewed."""
-
-    events: Sequence[Event] = ()
-    new_run: dict[str, Any] | None = None
-    run_update: dict[str, Any] | None = None
-    lease: Lease | None = None
-    approvals: Sequence[ApprovalRecord] = ()
-
-    @property
-    def run_id(self) -> str:
-        if self.events:
-            return self.events[0].run_id
-        return str((self.new_run or self.run_update or {}).get("id", "?"))
-
-
-@dataclass(slots=True, frozen=True)
-class _Statements:
-    """The journal's write statements, written once for a placeholder style."""
-
-    insert_run: str
-    insert_events: str
-    anchor: str
-    set_anchor: str
-    hash_at: str
-    run_exists: str
-    ledger_tail: str
-    insert_ledger: str
-    insert_approval: str
-
-    @classmethod
-    def using(cls, ph: str, dialect: str) -> _Statements:
-        columns = (*_RUN_COLUMNS, *_ANCHOR_COLUMNS)
-        lock = " FOR UPDATE" if dialect == "postgresql" else ""
-        return cls(
-            insert_run=f"INSERT INTO runs ({','.join(columns)})"
-            f" VALUES ({','.join([ph] * len(columns))})",
-            insert_events=insert_events_sql(dialect),
-            anchor=f"SELECT event_count, head_hash, keyed FROM runs WHERE id={ph}{lock}",
-            set_anchor=f"UPDATE runs SET event_count={ph}, head_hash={ph}"
-            f" WHERE id={ph} AND event_count={ph}",
-            hash_at=f"SELECT hash FROM events WHERE run_id={ph} AND seq={ph}",
-            run_exists=f"SELECT 1 FROM runs WHERE id={ph}",
-            ledger_tail="SELECT position, hash FROM run_ledger ORDER BY position DESC LIMIT 1",
-            insert_ledger="INSERT INTO run_ledger (position, run_id, hash)"
-            f" VALUES ({ph},{ph},{ph})",
-            insert_approval=f"INSERT INTO approvals ({','.join(_APPROVAL_COLUMNS)})"
-            f" VALUES ({','.join([ph] * len(_APPROVAL_COLUMNS))})",
-        )
-
-
-class _Conflict(Exception):
-    """An append that does not continue the stored journal (another writer got there first)."""
-
-
-class _Transient(Exception):
-    """A store error that another attempt on a fresh connection may get past."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-_ANCHOR_COLUMNS = ("head_hash", "event_count", "keyed")
-"""The run row's anchor of its chain: the last event's hash, the number of events, and whether
-the chain is keyed (an HMAC: see :func:`tether.journal.events.journal_key`)."""
 _LEDGER_LOCK = 7410032  # the PostgreSQL advisory lock that serialises entries in run_ledger
 _TABLES = ("runs", "events", "run_ledger", "blobs", "approvals", "counters", "controls", "cache")
 

@@ -30,7 +30,8 @@ from tether.journal.chain import seal_events, unsealed_event
 from tether.journal.events import Event, EventData
 from tether.journal.jsontext import encode_payload_bytes
 from tether.journal.leases import Lease
-from tether.journal.store import ApprovalRecord, JournalWrite, RunRecord, Store
+from tether.journal.store import ApprovalRecord, RunRecord, Store
+from tether.journal.writes import JournalWrite
 
 FLUSH_INTERVAL = 0.025
 """Seconds read-only work may wait in memory before it is written."""

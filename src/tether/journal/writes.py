@@ -1,0 +1,89 @@
+"""One journal write, and the SQL the store's write path runs for it.
+
+:class:`JournalWrite` is one run's part of a journal transaction (see
+:meth:`tether.journal.store.Store.write_group`); the statements are written once per store, for
+its placeholder style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tether.journal.approvals import APPROVAL_COLUMNS, ApprovalRecord
+from tether.journal.events import Event
+from tether.journal.leases import Lease
+from tether.journal.rows import insert_events_sql
+from tether.journal.runs import RUN_COLUMNS
+
+
+@dataclass(slots=True)
+class JournalWrite:
+    """One run's part of a journal transaction: its new events, in order; its new row
+    (``new_run``) or changes to its row (``run_update``, with ``"id"`` when there are no events);
+    the approval rows its events request; the writer's lease, checked and renewed."""
+
+    events: Sequence[Event] = ()
+    new_run: dict[str, Any] | None = None
+    run_update: dict[str, Any] | None = None
+    lease: Lease | None = None
+    approvals: Sequence[ApprovalRecord] = ()
+
+    @property
+    def run_id(self) -> str:
+        if self.events:
+            return self.events[0].run_id
+        return str((self.new_run or self.run_update or {}).get("id", "?"))
+
+
+@dataclass(slots=True, frozen=True)
+class _Statements:
+    """The journal's write statements, written once for a placeholder style."""
+
+    insert_run: str
+    insert_events: str
+    anchor: str
+    set_anchor: str
+    hash_at: str
+    run_exists: str
+    ledger_tail: str
+    insert_ledger: str
+    insert_approval: str
+
+    @classmethod
+    def using(cls, ph: str, dialect: str) -> _Statements:
+        columns = (*RUN_COLUMNS, *ANCHOR_COLUMNS)
+        lock = " FOR UPDATE" if dialect == "postgresql" else ""
+        return cls(
+            insert_run=f"INSERT INTO runs ({','.join(columns)})"
+            f" VALUES ({','.join([ph] * len(columns))})",
+            insert_events=insert_events_sql(dialect),
+            anchor=f"SELECT event_count, head_hash, keyed FROM runs WHERE id={ph}{lock}",
+            set_anchor=f"UPDATE runs SET event_count={ph}, head_hash={ph}"
+            f" WHERE id={ph} AND event_count={ph}",
+            hash_at=f"SELECT hash FROM events WHERE run_id={ph} AND seq={ph}",
+            run_exists=f"SELECT 1 FROM runs WHERE id={ph}",
+            ledger_tail="SELECT position, hash FROM run_ledger ORDER BY position DESC LIMIT 1",
+            insert_ledger="INSERT INTO run_ledger (position, run_id, hash)"
+            f" VALUES ({ph},{ph},{ph})",
+            insert_approval=f"INSERT INTO approvals ({','.join(APPROVAL_COLUMNS)})"
+            f" VALUES ({','.join([ph] * len(APPROVAL_COLUMNS))})",
+        )
+
+
+class _Conflict(Exception):
+    """An append that does not continue the stored journal (another writer got there first)."""
+
+
+class _Transient(Exception):
+    """A store error that another attempt on a fresh connection may get past."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+ANCHOR_COLUMNS = ("head_hash", "event_count", "keyed")
+"""The run row's anchor of its chain: the last event's hash, the number of events, and whether
+the chain is keyed (an HMAC: see :func:`tether.journal.events.journal_key`)."""
