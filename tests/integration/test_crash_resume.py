@@ -11,15 +11,17 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.conftest import PG_URL, ROOT, fresh_pg_url
 from tests.integration.crash_agent import TRANSFERS
 from tether.journal import Store, verify_chain
 
-TRIALS = 24
+TRIALS = {"sqlite": 24, "postgres": 12}
 _PATH = os.pathsep.join((str(ROOT / "src"), str(ROOT)))  # this checkout's sources first
 
 
-def _spawn(db: Path, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
+def _spawn(db: Path | str, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": _PATH}
     # unbuffered bytes: reading the READY line must not swallow what the child prints next
     # (on a loaded machine a quick resume prints its RESULT before the parent reads READY)
@@ -45,7 +47,7 @@ def _finish(proc: subprocess.Popen[bytes]) -> str:
     return out.decode()
 
 
-def _run_id(db: Path) -> str | None:
+def _run_id(db: Path | str) -> str | None:
     store = Store(str(db))
     try:
         runs = store.list_runs()
@@ -54,10 +56,16 @@ def _run_id(db: Path) -> str | None:
         store.close()
 
 
-def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
+def _journal(tmp_path: Path, name: str, backend: str) -> Path | str:
+    """A new journal for one trial: a SQLite file, or an empty PostgreSQL schema."""
+    return tmp_path / f"{name}.db" if backend == "sqlite" else fresh_pg_url(PG_URL)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_at_random_points_then_resume(tmp_path: Path, backend: str) -> None:
     rng = random.Random(20261125)
     # calibrate: how long an uninterrupted run takes on this machine
-    db, ledger = tmp_path / "calib.db", tmp_path / "calib-ledger.db"
+    db, ledger = _journal(tmp_path, "calib", backend), tmp_path / "calib-ledger.db"
     proc = _spawn(db, ledger, "start")
     _wait_ready(proc)
     started = time.perf_counter()
@@ -65,8 +73,8 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     duration = time.perf_counter() - started
 
     kills_in_doubt = 0
-    for trial in range(TRIALS):
-        db, ledger = tmp_path / f"t{trial}.db", tmp_path / f"t{trial}-ledger.db"
+    for trial in range(TRIALS[backend]):
+        db, ledger = _journal(tmp_path, f"t{trial}", backend), tmp_path / f"t{trial}-ledger.db"
         proc = _spawn(db, ledger, "start")
         _wait_ready(proc)
         time.sleep(rng.uniform(0.0, duration))

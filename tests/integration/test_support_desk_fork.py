@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from examples.support_desk.oracle import oracle_agent, run_task
 from examples.support_desk.store import Store as DeskStore
 
+from tests.conftest import PG_URL, fresh_pg_url
 from tether import ScriptedModel, call
 from tether.journal import Store as Journal
 from tether.journal.events import proposal_of
@@ -15,9 +17,10 @@ from tether.replay import diff_runs, fork_run
 TASK = "38"  # finds the customer, then cancels pending order #W9348897 (irreversible)
 
 
-async def test_fork_with_a_changed_prompt_executes_no_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_fork_with_a_changed_prompt_executes_no_write(tmp_path: Path, backend: str) -> None:
     url = f"sqlite:///{tmp_path / 'desk.db'}"
-    journal = Journal(":memory:")
+    journal = Journal(str(tmp_path / "journal.db") if backend == "sqlite" else fresh_pg_url(PG_URL))
     original = await run_task(TASK, store_url=url, journal=journal)
     assert original.ok, original.problems
     events = journal.events(original.run_id)

@@ -21,6 +21,8 @@ if str(_ROOT) not in sys.path:
 
 from examples.support_desk import data  # noqa: E402
 
+from tests.conftest import PG_URL, fresh_pg_url  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not data.available(), reason="τ²-bench retail data not found")
 
 if data.available():
@@ -35,10 +37,15 @@ if data.available():
     from tether.replay import replay_run
 
 
-@pytest.fixture(scope="module")
-def recorded() -> Iterator[tuple[Journal, dict[str, TaskResult]]]:
-    """All 114 oracle runs, kept in one journal."""
-    journal = Journal(":memory:")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def recorded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Journal, dict[str, TaskResult]]]:
+    """All 114 oracle runs, kept in one journal: a SQLite file, or PostgreSQL."""
+    if request.param == "sqlite":
+        journal = Journal(str(tmp_path_factory.mktemp("oracle") / "journal.db"))
+    else:
+        journal = Journal(fresh_pg_url(PG_URL))
 
     async def record() -> list[TaskResult]:
         results = []
