@@ -19,8 +19,8 @@ from tether import (
     call,
     tool,
 )
-from tether.engine import Runtime, context
-from tether.journal import Store
+from tether.engine import Runtime
+from tether.journal import Store, writer
 
 SEEN: dict[str, Any] = {}
 
@@ -120,16 +120,16 @@ async def test_a_run_is_on_record_within_the_interval_even_during_a_slow_first_c
 async def test_a_run_that_ends_within_the_interval_is_one_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(context, "FLUSH_INTERVAL", 30.0)  # however slow this machine is
+    monkeypatch.setattr(writer, "FLUSH_INTERVAL", 30.0)  # however slow this machine is
     store = Store(str(tmp_path / "j.db"))
     writes: list[tuple[int, bool]] = []
-    original = store._write
+    original = store.write_group
 
-    def counted(events: Any, *, new_run: Any = None, **kwargs: Any) -> None:
-        writes.append((len(events), new_run is not None))
-        original(events, new_run=new_run, **kwargs)
+    def counted(group: Any) -> Any:
+        writes.extend((len(w.events), w.new_run is not None) for w in group)
+        return original(group)
 
-    store._write = counted  # type: ignore[method-assign]
+    store.write_group = counted  # type: ignore[method-assign]
     script = [call("look", key="a"), call("look", key="b"), "done"]
     agent = Agent(name="q", instructions="x", tools=[look])
     result = await Runtime(store, model=ScriptedModel(script)).run(agent, "go")

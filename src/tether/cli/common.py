@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import sys
 from collections.abc import Coroutine
@@ -71,7 +72,11 @@ def load_agent_for(record: RunRecord, ref: str | None) -> Agent:
 
 
 def open_store(db: str | None) -> Store:
-    return Store(db)
+    """The store a command works on, closed when the command ends (what its runs submitted is
+    written, and SQLite folds its write-ahead log back into the database file)."""
+    store = Store(db)
+    atexit.register(store.close)
+    return store
 
 
 def open_runtime(db: str | None, policy: Path | None = None) -> Runtime:

@@ -14,9 +14,11 @@ thread instead.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,8 @@ Done = Callable[[BaseException | None], None]
 
 MAX_GROUP = 512
 """Writes committed in one transaction at most (bounds a transaction's size and time)."""
+IDLE_EXIT = 2.0
+"""Seconds the writer thread waits for work before it ends (the next write starts it again)."""
 
 _STOP = object()
 
@@ -52,9 +56,14 @@ class GroupCommitter:
         if self.store.in_memory:
             done(self._write_now(write))
             return
-        if self._thread is None:
-            self._start()
-        self._queue.put((write, done))
+        with self._start_lock:
+            self._queue.put((write, done))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tether-journal-writer", daemon=True
+                )
+                self._thread.start()
+                _live.add(self)
 
     async def commit(self, write: JournalWrite) -> None:
         """Submit a write and wait, without blocking the event loop, until it is durable;
@@ -71,19 +80,15 @@ class GroupCommitter:
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._queue.put(_STOP)
-            thread.join()
-        self._thread = None
-
-    def _start(self) -> None:
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="tether-journal-writer", daemon=True
-                )
-                self._thread.start()
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                self._queue.put(_STOP)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._start_lock:
+            if self._thread is thread:
+                self._thread = None
 
     def _write_now(self, write: JournalWrite) -> BaseException | None:
         try:
@@ -93,7 +98,14 @@ class GroupCommitter:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:  # idle: the thread ends (and lets go of the store) until needed
+                with self._start_lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
             if item is _STOP:
                 return
             group: list[tuple[JournalWrite, Done]] = [item]  # type: ignore[list-item]
@@ -115,6 +127,16 @@ class GroupCommitter:
             self.writes += len(group)
             for (_, done), error in zip(group, errors, strict=True):
                 done(error)
+
+
+_live: weakref.WeakSet[GroupCommitter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """A process that exits commits what its runs submitted without waiting first."""
+    for committer in list(_live):
+        committer.close()
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
