@@ -155,3 +155,36 @@ async def test_strings_never_hold_raw_control_characters(model: LocalModel) -> N
 def test_grammar_excludes_control_characters() -> None:
     grammar = json_grammar({"type": "object", "properties": {"a": STR}, "required": ["a"]})
     assert r'char ::= [^"\\\x7F\x00-\x1F]' in grammar
+
+
+def test_greedy_grammar_sampling_checks_the_best_token_first() -> None:
+    """The server's sampling shortcut chooses the tokens the library's own sampling chooses."""
+    import llama_cpp
+
+    from tether.models.local_prompt import decision_schema, default_model_path
+    from tether.models.local_server import check_grammar_last
+
+    class Shortcut(llama_cpp.Llama):  # type: ignore[misc]
+        pass
+
+    check_grammar_last(Shortcut)
+    grammar = json_grammar(decision_schema(TOOLS))
+    texts: dict[str, list[str]] = {}
+    for name, cls in (("library", llama_cpp.Llama), ("shortcut", Shortcut)):
+        llm = cls(str(default_model_path()), n_ctx=1024, seed=0, verbose=False)
+        texts[name] = [
+            llm.create_chat_completion(
+                messages=[
+                    {"role": "system", "content": "You are a retail support agent."},
+                    {"role": "user", "content": prompt},
+                ],
+                grammar=llama_cpp.LlamaGrammar.from_string(grammar),
+                temperature=0.0,
+                repeat_penalty=1.1,
+                max_tokens=48,
+            )["choices"][0]["message"]["content"]
+            for prompt, _, _ in PROMPTS
+        ]
+        llm.close()
+    assert texts["shortcut"] == texts["library"]
+    assert all(text.startswith("{") for text in texts["library"])

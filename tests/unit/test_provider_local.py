@@ -75,3 +75,16 @@ def test_home_and_settings_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     gguf.write_bytes(b"GGUF")
     one, two = ServerSettings(gguf, n_ctx=1024), ServerSettings(gguf, n_ctx=2048)
     assert one.key() == ServerSettings(gguf, n_ctx=1024).key() != two.key()
+
+
+@pytest.mark.parametrize(
+    ("load", "threads"), [(0.1, 2), (0.4, 2), (0.6, 1), (1.2, 1), (7.5, 1)]
+)
+def test_the_server_runs_a_thread_per_idle_core(
+    monkeypatch: pytest.MonkeyPatch, load: float, threads: int
+) -> None:
+    from tether.models import local_server
+
+    monkeypatch.setattr(local_server.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(local_server.os, "getloadavg", lambda: (load, load, load))
+    assert local_server.idle_cores() == threads
