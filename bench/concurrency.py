@@ -466,8 +466,7 @@ async def run_all(args: argparse.Namespace, console: Console) -> list[Measured]:
                 commits, statements = await pg_traffic(store, steps)
                 console.print(
                     f"tether on PostgreSQL: one run of {steps} steps makes {commits} commits"
-                    f" and {statements} statement calls (each a round trip at least), all on"
-                    " the event loop's thread",
+                    f" and {statements} statement calls (each a round trip at least)",
                     soft_wrap=True,
                 )
             finally:
