@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,16 +33,13 @@ async def call_within(
 ) -> Any:
     """Call a tool within ``timeout`` seconds (``None``: no limit), or raise :class:`TimedOut`.
 
-    A sync tool runs on a thread, so the event loop (and every other run on it) goes on while it
-    works: with a timeout, on a daemon thread, which keeps running, unheeded, if it overruns;
-    without, on the loop's default executor. A tool declared ``inline`` (quick, and doing no
-    I/O) runs on the loop itself, where no time limit can stop it. An async tool that overruns
-    is cancelled.
+    A sync tool runs on a daemon thread of the tool pool, so the event loop (and every other run
+    on it) goes on while it works; one that overruns keeps running there, unheeded. A tool
+    declared ``inline`` (quick, and doing no I/O) runs on the loop itself, where no time limit
+    can stop it. An async tool that overruns is cancelled.
     """
-    if not tool.is_async and (tool.inline or timeout is None):
-        if tool.inline:  # on the loop: no thread to walk away from, so no time limit either
-            return tool.call(tctx, args)
-        return await asyncio.to_thread(tool.call, tctx, args)
+    if not tool.is_async and tool.inline:  # on the loop: nothing can stop it, so no time limit
+        return tool.call(tctx, args)
     if timeout is not None and timeout <= 0:
         raise TimedOut
     work: asyncio.Future[Any] = (
@@ -59,9 +57,11 @@ async def call_within(
 
 
 def in_daemon_thread(fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
-    """Start ``fn(*args)`` on a new daemon thread; the future gets its result or exception.
+    """Run ``fn(*args)`` on a daemon thread of the tool pool; the future gets its result or
+    exception.
 
-    Cancelling the future (a timeout) abandons the call: its outcome, when it comes, is dropped.
+    Cancelling the future (a timeout) abandons the call: its outcome, when it comes, is dropped,
+    and its thread is busy until then (the pool starts another when every thread is busy).
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
@@ -83,7 +83,34 @@ def in_daemon_thread(fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[An
         with contextlib.suppress(RuntimeError):  # a closed event loop: nobody waits any more
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(
-        target=work, name=f"tether-tool-{getattr(fn, '__name__', 'call')}", daemon=True
-    ).start()
+    _POOL.submit(work)
     return future
+
+
+class _DaemonPool:
+    """Daemon threads for tool calls, started as needed and kept: a thread start per call
+    costs more than most calls, and daemon threads never hold the process at exit (a tool that
+    never returns included), which a ``ThreadPoolExecutor``'s threads would."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._work.put(work)
+        if spawn:
+            threading.Thread(target=self._serve, name="tether-tool", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._work.get()()
+            with self._lock:
+                self._idle += 1
+
+
+_POOL = _DaemonPool()
