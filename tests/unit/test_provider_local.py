@@ -77,9 +77,7 @@ def test_home_and_settings_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert one.key() == ServerSettings(gguf, n_ctx=1024).key() != two.key()
 
 
-@pytest.mark.parametrize(
-    ("load", "threads"), [(0.1, 2), (0.4, 2), (0.6, 1), (1.2, 1), (7.5, 1)]
-)
+@pytest.mark.parametrize(("load", "threads"), [(0.1, 2), (0.4, 2), (0.6, 1), (1.2, 1), (7.5, 1)])
 def test_the_server_runs_a_thread_per_idle_core(
     monkeypatch: pytest.MonkeyPatch, load: float, threads: int
 ) -> None:

@@ -129,6 +129,27 @@ def test_an_append_that_skips_or_overlaps_stored_events_is_refused(store: Store)
     assert store.count_events("r1") == 6
 
 
+def test_a_group_commit_refuses_only_the_write_that_conflicts(store: Store) -> None:
+    """Many runs' writes in one transaction: a write that does not continue its run's journal
+    is refused alone (the group is written again, each write in a savepoint); the others, before
+    and after it, are stored."""
+    from tether.errors import JournalConflict
+    from tether.journal.writes import JournalWrite
+
+    for run_id in ("r1", "r2", "r3"):
+        store.create_run(_run(run_id))
+    one, two, three = _events("r1", 2), _events("r2", 4), _events("r3", 2)
+    store.append(two[:2])
+    group = [JournalWrite(one), JournalWrite(two[:2]), JournalWrite(three)]  # r2's overlaps
+    errors = store.write_group(group)
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], JournalConflict) and "another process appended" in str(errors[1])
+    assert store.events("r1") == one and store.events("r3") == three
+    assert store.events("r2") == two[:2]  # as it was
+    assert store.write_group([JournalWrite(two[2:])]) == [None]  # and it goes on from there
+    assert store.events("r2") == two
+
+
 def _collision(exc: BaseException) -> bool:
     """Whether ``exc`` is the database's own uniqueness error (not the text of one)."""
     if isinstance(exc, sqlite3.IntegrityError):

@@ -45,6 +45,7 @@ from tether.journal.leases import Lease, LeaseRows, default_ttl
 from tether.journal.ledger import ledger_hash
 from tether.journal.maintenance import Maintenance
 from tether.journal.migrations import MIGRATIONS, migrate, schema_version
+from tether.journal.reads import EventReads
 from tether.journal.rows import event_tuples
 from tether.journal.runs import MIN_ID_PREFIX, RunRecord, RunRows
 from tether.journal.runs import RUN_COLUMNS as _RUN_COLUMNS
@@ -69,7 +70,15 @@ _TABLES = ("runs", "events", "run_ledger", "blobs", "approvals", "counters", "co
 
 
 class Store(
-    RunRows, LeaseRows, ApprovalRows, CounterRows, ControlRows, BlobRows, CacheRows, Maintenance
+    EventReads,
+    RunRows,
+    LeaseRows,
+    ApprovalRows,
+    CounterRows,
+    ControlRows,
+    BlobRows,
+    CacheRows,
+    Maintenance,
 ):
     """Durable state of tether. Safe to share between threads of one process."""
 
@@ -297,11 +306,14 @@ class Store(
         prepared: Sequence[tuple[JournalWrite, list[tuple[Any, ...]], list[tuple[Any, ...]]]],
         *,
         retried: bool,
+        apart: bool = False,
     ) -> list[JournalError | None]:
         """One attempt of :meth:`write_group`; raises ``_Transient`` for an error worth retrying.
 
         ``retried``: an earlier attempt failed with its outcome unknown; a write found stored is
-        not written again.
+        not written again. The group is first written as one (the usual case: no write refused);
+        if one is refused, the group is written again with each write in a savepoint
+        (``apart``), so that only the refused one is rolled back.
         """
         raw: Any = None
         cur: Any = None
@@ -313,12 +325,13 @@ class Store(
                 cur = self._cur = raw.cursor()
             if self.is_sqlite:
                 cur.execute("BEGIN IMMEDIATE")
-            single = len(prepared) == 1
-            for i, (write, rows, approvals) in enumerate(prepared):
-                if single:  # nothing to keep apart: no savepoint
+            if len(prepared) == 1 or not apart:  # nothing to keep apart: no savepoints
+                for write, rows, approvals in prepared:
                     self._apply(cur, write, rows, approvals, retried=retried)
                     errors.append(None)
-                    continue
+                raw.commit() if not self.is_sqlite else cur.execute("COMMIT")
+                return errors
+            for i, (write, rows, approvals) in enumerate(prepared):
                 cur.execute(f"SAVEPOINT w{i}")
                 try:
                     self._apply(cur, write, rows, approvals, retried=retried)
@@ -345,6 +358,8 @@ class Store(
                 raise _Transient(exc) from exc
             if len(prepared) == 1:
                 return [self._refusal(exc, prepared[0][0])]
+            if not apart:  # one write of the group was refused: again, each in a savepoint
+                return self._write_group_once(prepared, retried=retried, apart=True)
             raise JournalError(f"cannot append to the journal: {exc}") from exc
 
     def _apply(
@@ -357,10 +372,10 @@ class Store(
         retried: bool,
     ) -> None:
         """One run's write, inside the group's transaction."""
-        sql, ph = self._sql, self._ph
         events, new_run, run_update = write.events, write.new_run, write.run_update
+        anchor = None
         if new_run is None and write.lease is not None:
-            self._fence(cur, write.lease)
+            anchor = self._fence(cur, write.lease)  # the run row's anchor comes back with it
         if retried and self._written(cur, events, new_run):
             return
         if new_run is not None:
@@ -368,26 +383,37 @@ class Store(
             if write.lease is not None:
                 self._first_lease(cur, write.lease)
         elif events:
-            self._check_continues(cur, events)
+            self._check_continues(cur, events, anchor)
         if events:
-            cur.executemany(sql.insert_events, rows)
-            if new_run is None:
-                first, last = events[0], events[-1]
-                cur.execute(sql.set_anchor, (last.seq, last.hash, first.run_id, first.seq - 1))
-                if cur.rowcount != 1:
-                    raise _Conflict(first.run_id)
+            cur.executemany(self._sql.insert_events, rows)
         if approvals:
-            cur.executemany(sql.insert_approval, approvals)
-        if run_update:
-            cols = sorted(c for c in run_update if c != "id")
-            values = [
-                json.dumps(run_update[c], default=str)
-                if c in ("output", "input")
-                else run_update[c]
-                for c in cols
-            ]
-            sets = ",".join(f"{c}={ph}" for c in cols)
-            cur.execute(f"UPDATE runs SET {sets} WHERE id={ph}", [*values, write.run_id])
+            cur.executemany(self._sql.insert_approval, approvals)
+        if new_run is None and (events or run_update):
+            self._update_row(cur, write)
+
+    def _update_row(self, cur: Any, write: JournalWrite) -> None:
+        """Move the run row's anchor to the write's last event (if the row is still where the
+        write found it) and set the columns of ``run_update``, in one statement."""
+        ph, events = self._ph, write.events
+        cols = sorted(c for c in (write.run_update or {}) if c != "id")
+        values = [
+            json.dumps(write.run_update[c], default=str)  # type: ignore[index]
+            if c in ("output", "input")
+            else write.run_update[c]  # type: ignore[index]
+            for c in cols
+        ]
+        sets = [f"{c}={ph}" for c in cols]
+        where = f"id={ph}"
+        args = [*values, write.run_id]
+        if events:
+            first, last = events[0], events[-1]
+            sets[:0] = [f"event_count={ph}", f"head_hash={ph}"]
+            args[:0] = [last.seq, last.hash]
+            where += f" AND event_count={ph}"
+            args.append(first.seq - 1)
+        cur.execute(f"UPDATE runs SET {','.join(sets)} WHERE {where}", args)
+        if events and cur.rowcount != 1:
+            raise _Conflict(write.run_id)
 
     def _refusal(self, exc: BaseException, write: JournalWrite) -> JournalError:
         """Why a write was refused, as the error its run raises: a conflict is told by the
@@ -421,12 +447,17 @@ class Store(
         digest = ledger_hash(prev, position, new_run["id"], self.journal_key)
         cur.execute(self._sql.insert_ledger, (position, new_run["id"], digest))
 
-    def _check_continues(self, cur: Any, events: Sequence[Event]) -> None:
+    def _check_continues(
+        self, cur: Any, events: Sequence[Event], anchor: tuple[Any, Any, Any] | None = None
+    ) -> None:
         """Raise ``_Conflict`` unless ``events`` continue the run's stored journal, and
-        ``JournalError`` if they are keyed differently from it."""
+        ``JournalError`` if they are keyed differently from it. ``anchor``: the run row's, if
+        already read (and locked) in this transaction."""
         first = events[0]
-        cur.execute(self._sql.anchor, (first.run_id,))
-        row = cur.fetchone()
+        row = anchor
+        if row is None:
+            cur.execute(self._sql.anchor, (first.run_id,))
+            row = cur.fetchone()
         count, head, keyed = (0, GENESIS, False) if row is None else row
         if int(count or 0) != first.seq - 1 or (head or GENESIS) != first.prev_hash:
             raise _Conflict(first.run_id)
@@ -468,17 +499,20 @@ class Store(
 
     # -- leases (one driver per run; see tether.journal.leases) ----------------------------------
 
-    def _fence(self, cur: Any, lease: Lease) -> None:
+    def _fence(self, cur: Any, lease: Lease) -> tuple[Any, Any, Any]:
         """Inside a journal write: check the writer still holds ``lease`` and renew it; the row
-        stays locked to the transaction's end, so no takeover slips in between."""
+        stays locked to the transaction's end, so no takeover slips in between. Returns the
+        run row's anchor (``event_count``, ``head_hash``, ``keyed``), read in the same step."""
         ph = self._ph
         cur.execute(
             f"UPDATE runs SET lease_expires={ph} WHERE id={ph} AND lease_token={ph}"
-            f" AND lease_owner={ph}",
+            f" AND lease_owner={ph} RETURNING event_count, head_hash, keyed",
             (time.time() + self.lease_ttl, lease.run_id, lease.token, lease.owner),
         )
-        if cur.rowcount != 1:
+        row = cur.fetchone()
+        if row is None:
             raise LeaseLost(lease.run_id)
+        return tuple(row)
 
     def _first_lease(self, cur: Any, lease: Lease) -> None:
         """Inside the write that creates a run: its creator holds the first lease."""
@@ -487,53 +521,6 @@ class Store(
             f"UPDATE runs SET lease_owner={ph}, lease_expires={ph}, lease_token={ph} WHERE id={ph}",
             (lease.owner, time.time() + self.lease_ttl, lease.token, lease.run_id),
         )
-
-    # -- the journal's reads ---------------------------------------------------------------------
-
-    def events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
-        """All events of a run (those after ``after_seq``), in order.
-
-        Each event's ``prev_hash`` is the stored hash of the event before it (``GENESIS`` before
-        the first): the chain is checked by recomputing every hash over it (verify_chain). Stored
-        text that cannot be parsed comes back as ``unreadable`` events, which never verify.
-        """
-        ev = self.t["events"]
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(ev.c.seq, ev.c.type, ev.c.step, ev.c.ts, ev.c.payload_text, ev.c.hash)
-                .where(ev.c.run_id == run_id, ev.c.seq >= after_seq)
-                .order_by(ev.c.seq)
-            ).all()
-        out: list[Event] = []
-        prev = GENESIS
-        for seq, type_, step, ts, text, digest in rows:
-            out.append(Event(run_id, int(seq), type_, int(step), float(ts), text, prev, digest))
-            prev = digest
-        # the event ``after_seq`` was read too, so the first event kept is linked to its hash
-        return [e for e in out if e.seq > after_seq] if after_seq > 0 else out
-
-    def chain_key(self, run_id: str) -> bytes | None:
-        """The key a run's chain is checked with: this store's journal key if the run was
-        journaled with one, else ``None``. A keyed run without the key cannot be checked or
-        continued, which is an error naming the setting."""
-        runs_t = self.t["runs"]
-        with self.engine.connect() as conn:
-            keyed = conn.execute(sa.select(runs_t.c.keyed).where(runs_t.c.id == run_id)).scalar()
-        if not keyed:
-            return None
-        if self.journal_key is None:
-            raise UsageError(
-                f"run {run_id} was journaled with a journal key: set TETHER_JOURNAL_KEY to read it"
-            )
-        return self.journal_key
-
-    def count_events(self, run_id: str) -> int:
-        ev = self.t["events"]
-        with self.engine.connect() as conn:
-            n = conn.execute(
-                sa.select(sa.func.count()).select_from(ev).where(ev.c.run_id == run_id)
-            ).scalar_one()
-        return int(n)
 
     # -- the kill switch, read on the journal's connection ---------------------------------------
 

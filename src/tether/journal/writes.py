@@ -44,7 +44,6 @@ class _Statements:
     insert_run: str
     insert_events: str
     anchor: str
-    set_anchor: str
     hash_at: str
     run_exists: str
     ledger_tail: str
@@ -60,8 +59,6 @@ class _Statements:
             f" VALUES ({','.join([ph] * len(columns))})",
             insert_events=insert_events_sql(dialect),
             anchor=f"SELECT event_count, head_hash, keyed FROM runs WHERE id={ph}{lock}",
-            set_anchor=f"UPDATE runs SET event_count={ph}, head_hash={ph}"
-            f" WHERE id={ph} AND event_count={ph}",
             hash_at=f"SELECT hash FROM events WHERE run_id={ph} AND seq={ph}",
             run_exists=f"SELECT 1 FROM runs WHERE id={ph}",
             ledger_tail="SELECT position, hash FROM run_ledger ORDER BY position DESC LIMIT 1",
