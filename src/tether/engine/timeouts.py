@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -93,6 +94,11 @@ class _DaemonPool:
     never returns included), which a ``ThreadPoolExecutor``'s threads would."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, with no threads: a new pool, and the pool of a forked child (which inherits
+        the parent's counts and queue but none of its threads)."""
         self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -114,3 +120,4 @@ class _DaemonPool:
 
 
 _POOL = _DaemonPool()
+os.register_at_fork(after_in_child=_POOL._reset)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import queue
 import threading
 import weakref
@@ -58,7 +59,7 @@ class GroupCommitter:
             return
         with self._start_lock:
             self._queue.put((write, done))
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="tether-journal-writer", daemon=True
                 )
@@ -130,6 +131,18 @@ class GroupCommitter:
 
 
 _live: weakref.WeakSet[GroupCommitter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: no writer thread runs, and what the parent had queued is the
+    parent's to write; each committer starts empty (its lock may have been held at the fork)."""
+    for committer in list(_live):
+        committer._queue = queue.SimpleQueue()
+        committer._start_lock = threading.Lock()
+        committer._thread = None
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @atexit.register

@@ -183,7 +183,7 @@ class LeaseKeeper:
     renewal; it raises :class:`~tether.errors.LeaseLost` when a lease was taken over, which
     drops that lease (the driver's next write fails with the same error). Other errors (a store
     briefly down) are ignored: the next round tries again. The thread starts with the first
-    lease held and sleeps when none is.
+    lease held and ends when a round finds none.
     """
 
     def __init__(self, renew: Callable[[Lease], None], interval: float) -> None:
@@ -208,12 +208,18 @@ class LeaseKeeper:
         with self._lock:
             if self._held.get(lease.run_id) == lease:
                 del self._held[lease.run_id]
+            if not self._held:
+                self._wake.set()  # the thread ends now rather than at its next round
 
     def _beat(self) -> None:
         while True:
             self._wake.wait(self._interval)
             with self._lock:
+                self._wake.clear()
                 held = list(self._held.values())
+                if not held:  # nothing to renew: the thread ends (and lets go of the store)
+                    self._thread = None
+                    return
             for lease in held:
                 try:
                     self._renew(lease)
