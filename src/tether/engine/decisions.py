@@ -36,22 +36,9 @@ class Outcome(Enum):
 
 def proposal(ctx: RunContext, call: CallProgress, tool: Tool) -> Proposal:
     """What the policy decides on: the call as journaled, with what the run knows."""
-    s = ctx.state
     recorded = None if ctx.replay is None else ctx.replay.observations(call.call.id)
-    return Proposal(
-        tool=tool.name,
-        effect=tool.effect,
-        args=call.args or {},
-        agent=ctx.agent.name,
-        run_id=s.run_id,
-        run_input=s.run_input,
-        history=s.history,
-        deps=ctx.deps,
-        scopes=s.scopes,
-        recorded=recorded,
-        messages=s.messages,
-        refused=s.refused,
-        answers=s.answers,
+    return ctx.state.proposal(
+        tool, call.args or {}, agent=ctx.agent.name, deps=ctx.deps, recorded=recorded
     )
 
 

@@ -18,7 +18,7 @@ from tether.engine.state import RunState
 from tether.errors import InvalidEdit
 from tether.journal.store import ApprovalRecord
 from tether.policy.pipeline import PolicyEngine
-from tether.policy.rules import DecisionKind, Proposal
+from tether.policy.rules import DecisionKind
 
 
 def check_edit(
@@ -41,19 +41,7 @@ def check_edit(
         raise InvalidEdit(
             f"edited arguments for {tool.name} are invalid: {_errors(exc)}; {pending}"
         ) from None
-    proposal = Proposal(
-        tool=tool.name,
-        effect=tool.effect,
-        args=validated,
-        agent=agent.name,
-        run_id=state.run_id,
-        run_input=state.run_input,
-        history=state.history,
-        deps=deps,
-        messages=state.messages,
-        refused=state.refused,
-        answers=state.answers,
-    )
+    proposal = state.proposal(tool, validated, agent=agent.name, deps=deps)
     decision = policy.decide(agent, proposal).decision
     if decision.kind in (DecisionKind.DENY, DecisionKind.ESCALATE):
         raise InvalidEdit(

@@ -41,8 +41,9 @@ from tether.journal.events import (
 )
 from tether.journal.store import Reservation
 from tether.messages import Message, ToolCall
-from tether.policy.rules import CallOutcome, PastCall, VerdictKind
+from tether.policy.rules import CallOutcome, PastCall, Proposal, VerdictKind
 from tether.status import ApprovalStatus, RunStatus
+from tether.tools import Tool
 
 _repeat_key_slow = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
@@ -142,6 +143,32 @@ class RunState:
         if ev.hash:  # (the engine folds its events before it hashes them: see RunContext.seal)
             self.last_hash = ev.hash
         _fold(self, ev, ev.data if data is None else data)
+
+    def proposal(
+        self,
+        tool: Tool,
+        args: dict[str, Any],
+        *,
+        agent: str,
+        deps: Any = None,
+        recorded: dict[str, Any] | None = None,
+    ) -> Proposal:
+        """What the policy decides a call of ``tool`` on: the call, with what the run knows."""
+        return Proposal(
+            tool=tool.name,
+            effect=tool.effect,
+            args=args,
+            agent=agent,
+            run_id=self.run_id,
+            run_input=self.run_input,
+            history=self.history,
+            deps=deps,
+            scopes=self.scopes,
+            recorded=recorded,
+            messages=self.messages,
+            refused=self.refused,
+            answers=self.answers,
+        )
 
     def _tool_message(self, call_id: str, name: str, content: str) -> None:
         self.messages.append(Message("tool", content, tool_call_id=call_id, name=name))

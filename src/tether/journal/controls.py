@@ -41,9 +41,9 @@ class ControlRows(StoreBase):
         process is seen at once; in another, within ``max_age``.
         """
         if max_age > 0:
-            seen = self._switches.get(agent)
-            if seen is not None and time.monotonic() - seen[0] <= max_age:
-                return seen[1]
+            recent = self.recent_switch(agent, max_age)
+            if recent is not None:
+                return recent
         value = self._read_paused(agent)
         self._switches[agent] = (time.monotonic(), value)
         return value

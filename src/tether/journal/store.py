@@ -538,7 +538,7 @@ class Store(
         row = self._retrying(lambda _retried: self._read_paused_once(agent), gave_up)
         if row is None or not row[0]:
             return False, ""
-        return True, f"paused by {row[2]}: {row[1] or 'no reason given'}"
+        return _switch_on(row[1], row[2])
 
     def _read_switches(self) -> dict[str, tuple[bool, str]]:
         def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
@@ -549,11 +549,7 @@ class Store(
             )
 
         rows = self._retrying(lambda _retried: self._read_paused_once(None), gave_up)
-        return {
-            str(agent): (True, f"paused by {by}: {reason or 'no reason given'}")
-            for agent, paused, reason, by in rows
-            if paused
-        }
+        return {str(agent): _switch_on(reason, by) for agent, paused, reason, by in rows if paused}
 
     def _read_paused_once(self, agent: str | None) -> Any:
         """One agent's switch row (``None``: every agent's, as rows with the agent first)."""
@@ -582,3 +578,8 @@ class Store(
                 raise _Transient(exc) from exc
             raise
         return row
+
+
+def _switch_on(reason: str | None, by: str | None) -> tuple[bool, str]:
+    """A kill switch that is on, and why, as the engine reports it."""
+    return True, f"paused by {by}: {reason or 'no reason given'}"
