@@ -51,3 +51,21 @@ def test_author_api_does_not_import_the_runtime() -> None:
                       "tether.telemetry"):  # fmt: skip
         assert not any(m == forbidden or m.startswith(forbidden + ".") for m in loaded), loaded
     assert "tether.agent" in loaded and "tether.tools" in loaded
+
+
+def test_the_engine_imports_no_exporter() -> None:
+    """Telemetry subscribes to the engine (``tether.run_ended``), never the other way round."""
+    import ast
+    from pathlib import Path
+
+    engine = Path(tether.__file__).parent / "engine"
+    found = []
+    for path in sorted(engine.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            found += [f"{path.name}: {n}" for n in names if n.startswith("tether.telemetry")]
+    assert found == []
+    assert len(list(engine.rglob("*.py"))) > 10  # the walk saw the engine's modules

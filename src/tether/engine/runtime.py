@@ -32,6 +32,7 @@ from tether.engine.edits import check_edit
 from tether.engine.loop import drive
 from tether.engine.result import RunResult, result_of
 from tether.engine.state import RunState, RunStatus
+from tether.engine.subscribers import RunEnded, installed_subscribers, notify
 from tether.engine.switches import SwitchReader
 from tether.errors import JournalCorrupted, JournalError, PolicyMismatch, UsageError
 from tether.journal.chain import GENESIS, verify_chain
@@ -112,6 +113,7 @@ class Runtime:
         requested_by: str | None = None,
         redactor: Any = None,
         prices: Any = None,
+        subscribers: Sequence[RunEnded] | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.model = model
@@ -125,9 +127,11 @@ class Runtime:
         self.switches = SwitchReader(self.store)  # fresh kill-switch readings, shared by its runs
         self.replay: Any = None  # set by tether.replay to serve tools from a journal
         self.prices = prices  # a tether.models.pricing.PriceTable: cost of every call journaled
-        # finished runs go to OpenTelemetry when an OTLP endpoint is configured (read now, as
-        # the OpenTelemetry SDK reads its own settings when it is set up)
-        self.exporting = _exporting()
+        # told of every run that ends (exporters); by default those installed packages configure,
+        # e.g. OpenTelemetry when OTEL_EXPORTER_OTLP_ENDPOINT is set (see engine.subscribers)
+        self.subscribers: list[RunEnded] = (
+            installed_subscribers() if subscribers is None else list(subscribers)
+        )
 
     # -- model and deps ------------------------------------------------------------------------
 
@@ -257,9 +261,13 @@ class Runtime:
                 if keeper is not None:
                     keeper.drop(lease)
                 await ctx.io(self._release, lease)
-        if ctx.state.status.terminal and self.exporting:
-            await asyncio.to_thread(_export, self.store, ctx.state.run_id)
+        if ctx.state.status.terminal and self.subscribers:
+            await asyncio.to_thread(notify, self.subscribers, self.store, ctx.state.run_id)
         return result_of(ctx.state)
+
+    def subscribe(self, subscriber: RunEnded) -> None:
+        """Have ``subscriber(store, run_id)`` called whenever a run of this runtime ends."""
+        self.subscribers.append(subscriber)
 
     def _release(self, lease: Lease) -> None:
         """Give a run's lease up once this process stops driving it (waiting, finished or
@@ -438,7 +446,7 @@ class Runtime:
         ctx.lease = lease
         ctx.emit(RunFinished(status=RunStatus.CANCELLED, reason=f"{reason} (by {by or _whoami()})"))
         ctx.flush_now(final=True)
-        _export(self.store, record.id)
+        notify(self.subscribers, self.store, record.id)
 
     # -- sync conveniences -----------------------------------------------------------------------
 
@@ -493,22 +501,6 @@ def _check_json(value: Any) -> None:
             json.dumps(value)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"run input must be JSON-serialisable: {exc}") from exc
-
-
-def _exporting() -> bool:
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-
-
-def _export(store: Store, run_id: str) -> None:
-    """Export a finished run as OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
-    if not _exporting():
-        return
-    from tether.telemetry.otel import maybe_export
-
-    maybe_export(store, run_id, flush=True)
 
 
 _redactors: dict[tuple[str, str], Any] = {}

@@ -39,7 +39,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether.journal.redaction import Redactor
@@ -57,6 +57,7 @@ __all__ = [
     "export_run",
     "maybe_export",
     "otlp_tracer_provider",
+    "run_ended_exporter",
 ]
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -225,13 +226,26 @@ def _shared_provider(key: str) -> Any:
         return provider
 
 
+def run_ended_exporter() -> Callable[[Store, str], None] | None:
+    """The runtime's OpenTelemetry subscriber (entry point ``tether.run_ended``): exports each
+    run that ends, waiting until its spans are sent, when an OTLP endpoint is configured;
+    ``None`` otherwise (see :mod:`tether.engine.subscribers`)."""
+    if not (os.environ.get(TRACES_ENDPOINT_ENV) or os.environ.get(ENDPOINT_ENV)):
+        return None
+
+    def export_ended_run(store: Store, run_id: str) -> None:
+        maybe_export(store, run_id, flush=True)
+
+    return export_ended_run
+
+
 def maybe_export(store: Store, run_id: str, *, flush: bool = False) -> int:
     """Export a run over OTLP if ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces-specific
     variable) is set; otherwise do nothing. Returns the number of spans emitted.
 
-    Meant to be called by the runtime when a run ends. It never raises: a missing package or a
-    failed export is logged as a warning (on the ``tether.telemetry`` logger) and the run goes
-    on. Spans are sent in the background; ``flush=True`` waits (up to 5 s) until they are.
+    What the runtime's subscriber (:func:`run_ended_exporter`) calls as a run ends. It never
+    raises: a missing package or a failed export is logged as a warning (on the
+    ``tether.telemetry`` logger) and the run goes on. Spans are sent in the background; ``flush=True`` waits (up to 5 s) until they are.
     """
     endpoint = os.environ.get(TRACES_ENDPOINT_ENV) or os.environ.get(ENDPOINT_ENV)
     if not endpoint:
