@@ -245,7 +245,8 @@ def maybe_export(store: Store, run_id: str, *, flush: bool = False) -> int:
 
     What the runtime's subscriber (:func:`run_ended_exporter`) calls as a run ends. It never
     raises: a missing package or a failed export is logged as a warning (on the
-    ``tether.telemetry`` logger) and the run goes on. Spans are sent in the background; ``flush=True`` waits (up to 5 s) until they are.
+    ``tether.telemetry`` logger) and the run goes on. Spans are sent in the background;
+    ``flush=True`` waits (up to 5 s) until they are.
     """
     endpoint = os.environ.get(TRACES_ENDPOINT_ENV) or os.environ.get(ENDPOINT_ENV)
     if not endpoint:
