@@ -82,6 +82,8 @@ class Killer:
             self.killed = pid
             threading.Thread(target=kill_soon).start()
         request.params = {**request.params, "max_tokens": 48}  # short answers: a quick test
+        if self.calls < self.after:  # a tool call first, so the run has more steps to go
+            request.params["tool_choice"] = "required"
         return await self.model.request(request)
 
 
@@ -188,8 +190,38 @@ async def test_grammar_keeps_tool_calls_well_formed(tmp_path: Path) -> None:
                 params={"max_tokens": 48, "tool_choice": "required"},
             )
         )
+        log = local.server.log_path.read_text()
     finally:
         local.server.stop()
+    # the packaged Q4_1 model was served from its Q4_0 copy, kept beside the server's state
+    (copy,) = tmp_path.glob("SmolLM2-135M-Instruct.Q4_1.*.q4_0.gguf")
+    assert f"weights {copy.name}" in log
     assert [c.name for c in response.tool_calls] == ["lookup"]
     assert isinstance(response.tool_calls[0].arguments, dict)
     assert set(response.tool_calls[0].arguments) <= {"order_id"}
+
+
+def test_the_requantized_copy_holds_q4_0_weights_and_is_made_once(tmp_path: Path) -> None:
+    from tether.models.local_server import requantized
+
+    source = LocalModel(home=tmp_path).model_path
+    copy = requantized(source, "q4_0", tmp_path)
+    made = copy.stat().st_mtime_ns
+    assert requantized(source, "q4_0", tmp_path) == copy and copy.stat().st_mtime_ns == made
+    probe = (
+        "import sys, llama_cpp\n"
+        "m = llama_cpp.Llama(sys.argv[1], vocab_only=True, verbose=False)\n"
+        "print(m.metadata['general.file_type'])"
+    )
+    types = {}
+    for path in (source, copy):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120
+        )
+        types[path.name] = int(out.stdout.strip())
+    import llama_cpp
+
+    assert types == {
+        source.name: llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1,
+        copy.name: llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+    }

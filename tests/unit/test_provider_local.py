@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -77,12 +79,26 @@ def test_home_and_settings_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert one.key() == ServerSettings(gguf, n_ctx=1024).key() != two.key()
 
 
-@pytest.mark.parametrize(("load", "threads"), [(0.1, 2), (0.4, 2), (0.6, 1), (1.2, 1), (7.5, 1)])
+@pytest.mark.parametrize(("busy", "threads"), [(0.1, 2), (0.4, 2), (0.6, 1), (1.2, 1), (7.5, 1)])
 def test_the_server_runs_a_thread_per_idle_core(
-    monkeypatch: pytest.MonkeyPatch, load: float, threads: int
+    monkeypatch: pytest.MonkeyPatch, busy: float, threads: int
 ) -> None:
     from tether.models import local_server
 
     monkeypatch.setattr(local_server.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(local_server.os, "getloadavg", lambda: (load, load, load))
-    assert local_server.idle_cores() == threads
+    assert local_server.idle_cores(busy) == threads
+
+
+def test_busy_cores_are_measured_now_not_averaged_over_a_minute() -> None:
+    """A process spinning on one core is seen at once (a load average would lag behind it)."""
+    from tether.models import local_server
+
+    cores = len(os.sched_getaffinity(0))
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = local_server.busy_cores(window=0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.7 <= busy <= cores
