@@ -74,3 +74,28 @@ def test_a_lease_of_a_process_gone_from_this_host_is_taken_over_at_once(store_ur
         assert store.acquire_lease("r2", this_owner()).token == 2
     finally:
         store.close()
+
+
+def test_many_leases_renewed_at_once_name_those_taken_over(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease keeper renews every lease it holds in one transaction; a lease taken over is
+    named, a run not written yet is not."""
+    from tether.journal import leases as leases_module
+
+    monkeypatch.setattr(leases_module, "RENEW_BATCH", 4)  # several statements in the one call
+    store = Store(store_url, lease_ttl=0.5)
+    try:
+        held = [_start(store, f"r{i}", "hostA:1:aa") for i in range(10)]
+        time.sleep(0.7)
+        stolen = store.acquire_lease("r3", "hostB:2:bb")  # expired: taken over
+        unwritten = Lease("not-yet", "hostA:1:aa", 1)
+        assert store.renew_leases([*held, unwritten]) == {"r3"}
+        # the others were renewed: live again, so another process is refused
+        with pytest.raises(RunLeased):
+            store.acquire_lease("r7", "hostB:2:bb")
+        with pytest.raises(RunLeased, match="driven by hostB:2:bb"):  # still the new holder's
+            store.acquire_lease("r3", "hostC:3:cc")
+        assert stolen.token == held[3].token + 1
+    finally:
+        store.close()

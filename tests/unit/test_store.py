@@ -150,6 +150,51 @@ def test_a_group_commit_refuses_only_the_write_that_conflicts(store: Store) -> N
     assert store.events("r2") == two
 
 
+def test_a_batched_group_refuses_only_the_lost_lease_and_the_moved_anchor(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Running runs' writes under their leases go in as one batch (a statement for all their
+    leases, one for all their events, one for all their anchors); a write whose lease was taken
+    over, or whose run's journal moved on, is refused alone and says which."""
+    from tether.errors import JournalConflict, LeaseLost
+    from tether.journal.leases import Lease
+    from tether.journal.transaction import TransactionSteps
+    from tether.journal.writes import JournalWrite
+
+    batches: list[int] = []
+    batch = TransactionSteps._apply_batch
+
+    def counted(self: Store, cur: object, prepared: list) -> None:
+        batches.append(len(prepared))
+        batch(self, cur, prepared)
+
+    monkeypatch.setattr(TransactionSteps, "_apply_batch", counted)
+    events = {r: _events(r, 3) for r in ("r1", "r2", "r3", "r4")}
+    leases = {}
+    for run_id, evs in events.items():
+        leases[run_id] = Lease(run_id, "hostA:1:aa", 1)
+        store.create_run(_run(run_id), evs[:1], lease=leases[run_id])
+
+    def group(*runs: str, upto: int = 2) -> list:
+        return [JournalWrite(events[r][1:upto], lease=leases[r]) for r in runs]
+
+    assert store.write_group(group("r1", "r2", "r3", "r4")) == [None] * 4  # one batch
+    assert batches == [4]
+    store.acquire_lease("r2", "hostA:1:aa")  # taken over (a newer token): r2's lease is lost
+    store.append(events["r3"][2:3], lease=leases["r3"])  # r3's journal moved on meanwhile
+    errors = store.write_group(
+        [JournalWrite(events[r][2:3], lease=leases[r]) for r in ("r1", "r2", "r3", "r4")]
+    )
+    assert errors[0] is None and errors[3] is None
+    assert isinstance(errors[1], LeaseLost)
+    assert isinstance(errors[2], JournalConflict) and "another process appended" in str(errors[2])
+    assert batches == [4, 4]  # tried as a batch, then taken apart
+    for run_id in ("r1", "r3", "r4"):
+        assert store.events(run_id) == events[run_id]
+    assert store.events("r2") == events["r2"][:2]  # nothing of the refused write
+    assert all(verify_chain(r, store.events(r)) is None for r in events)
+
+
 def _collision(exc: BaseException) -> bool:
     """Whether ``exc`` is the database's own uniqueness error (not the text of one)."""
     if isinstance(exc, sqlite3.IntegrityError):

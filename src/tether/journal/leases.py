@@ -22,13 +22,16 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from tether.errors import LeaseLost, NotFound, RunLeased
 from tether.journal.base import StoreBase
+
+RENEW_BATCH = 300
+"""Leases renewed by one statement (three parameters each, within every database's limit)."""
 
 DEFAULT_TTL = 15.0
 """Seconds a lease holds without renewal (``TETHER_LEASE_TTL`` overrides it)."""
@@ -139,29 +142,44 @@ class LeaseRows(StoreBase):
     def lease_keeper(self) -> LeaseKeeper:
         """The thread that renews the leases this process holds on this store."""
         if self._keeper is None:
-            self._keeper = LeaseKeeper(self.renew_lease, self.lease_ttl / 3)
+            self._keeper = LeaseKeeper(self.renew_leases, self.lease_ttl / 3)
         return self._keeper
 
     def renew_lease(self, lease: Lease) -> None:
         """Push the lease's expiry a time to live ahead; :class:`~tether.errors.LeaseLost` if
         it was taken over. A run not written yet (its row comes with its first flush) has
         nothing to renew."""
-        runs = self.t["runs"]
-        with self._tx() as conn:
-            renewed = conn.execute(
-                runs.update()
-                .where(
-                    runs.c.id == lease.run_id,
-                    runs.c.lease_token == lease.token,
-                    runs.c.lease_owner == lease.owner,
-                )
-                .values(lease_expires=time.time() + self.lease_ttl)
-            )
-            if renewed.rowcount == 1:
-                return
-            exists = conn.execute(sa.select(runs.c.id).where(runs.c.id == lease.run_id)).first()
-        if exists is not None:
+        if lease.run_id in self.renew_leases([lease]):
             raise LeaseLost(lease.run_id)
+
+    def renew_leases(self, leases: Sequence[Lease]) -> set[str]:
+        """Renew many leases in one transaction (a statement per ``RENEW_BATCH`` of them, not
+        one per run: a process driving a thousand runs renews them all every few seconds);
+        the ids of the runs whose lease was taken over."""
+        runs = self.t["runs"]
+        expires = time.time() + self.lease_ttl
+        lost: set[str] = set()
+        with self._tx() as conn:
+            for i in range(0, len(leases), RENEW_BATCH):
+                batch = leases[i : i + RENEW_BATCH]
+                keys = [(lease.run_id, lease.token, lease.owner) for lease in batch]
+                renewed = conn.execute(
+                    runs.update()
+                    .where(
+                        sa.tuple_(runs.c.id, runs.c.lease_token, runs.c.lease_owner).in_(keys)
+                    )
+                    .values(lease_expires=expires)
+                )
+                if renewed.rowcount == len(batch):
+                    continue
+                rows = conn.execute(
+                    sa.select(runs.c.id, runs.c.lease_token, runs.c.lease_owner).where(
+                        runs.c.id.in_([lease.run_id for lease in batch])
+                    )
+                ).all()
+                held = {(r[0], int(r[1]), r[2]) for r in rows}
+                lost.update(k[0] for k in keys if k not in held and k[0] in {r[0] for r in rows})
+        return lost
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease up (the token stays, so writes made under it stay refused once another
@@ -178,15 +196,15 @@ class LeaseRows(StoreBase):
 class LeaseKeeper:
     """Renews the leases this process holds on one store, from one daemon thread.
 
-    Every third of the time to live it renews each lease held (a write renews its lease too, but
-    a tool call or a model call may outlast the lease without writing). ``renew`` is the store's
-    renewal; it raises :class:`~tether.errors.LeaseLost` when a lease was taken over, which
-    drops that lease (the driver's next write fails with the same error). Other errors (a store
-    briefly down) are ignored: the next round tries again. The thread starts with the first
-    lease held and ends when a round finds none.
+    Every third of the time to live it renews the leases held, all in one transaction (a write
+    renews its lease too, but a tool call or a model call may outlast the lease without
+    writing). ``renew`` is the store's :meth:`LeaseRows.renew_leases`; a lease it finds taken
+    over is dropped (the driver's next write fails with :class:`~tether.errors.LeaseLost`).
+    Errors (a store briefly down) are ignored: the next round tries again. The thread starts
+    with the first lease held and ends when a round finds none.
     """
 
-    def __init__(self, renew: Callable[[Lease], None], interval: float) -> None:
+    def __init__(self, renew: Callable[[Sequence[Lease]], set[str]], interval: float) -> None:
         self._renew = renew
         self._interval = interval
         self._held: dict[str, Lease] = {}
@@ -220,11 +238,11 @@ class LeaseKeeper:
                 if not held:  # nothing to renew: the thread ends (and lets go of the store)
                     self._thread = None
                     return
+            try:
+                lost = self._renew(held)
+            except Exception:  # the store may be back by the next round
+                continue
             for lease in held:
-                try:
-                    self._renew(lease)
-                except LeaseLost:
+                if lease.run_id in lost:
                     self.lost.add(lease.run_id)
                     self.drop(lease)
-                except Exception:  # the store may be back by the next round
-                    continue

@@ -19,7 +19,6 @@ protocols of :mod:`tether.journal.protocols`.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,12 +27,12 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tether.errors import JournalConflict, JournalError, LeaseLost, StoreUnavailable, UsageError
+from tether.errors import JournalConflict, JournalError, StoreUnavailable, UsageError
 from tether.journal.approvals import ApprovalRecord, ApprovalRows, args_hash
 from tether.journal.approvals import approval_values as _approval_values
 from tether.journal.blobs import BlobRows
 from tether.journal.cache_backend import CacheRows
-from tether.journal.chain import GENESIS, journal_key
+from tether.journal.chain import journal_key
 from tether.journal.committer import GroupCommitter
 from tether.journal.connect import normalise_url, open_engine, shown_url
 from tether.journal.controls import ControlRows
@@ -42,13 +41,12 @@ from tether.journal.events import Event
 from tether.journal.faults import NO_RETRY, StoreRetry, is_transient, unique_violation
 from tether.journal.jsontext import encode_payload_bytes
 from tether.journal.leases import Lease, LeaseRows, default_ttl
-from tether.journal.ledger import ledger_hash
 from tether.journal.maintenance import Maintenance
 from tether.journal.migrations import MIGRATIONS, migrate, schema_version
 from tether.journal.reads import EventReads
 from tether.journal.rows import event_tuples
 from tether.journal.runs import MIN_ID_PREFIX, RunRecord, RunRows
-from tether.journal.runs import RUN_COLUMNS as _RUN_COLUMNS
+from tether.journal.transaction import TransactionSteps, _Prepared
 from tether.journal.writes import JournalWrite, _Conflict, _Statements, _Transient
 
 __all__ = [
@@ -65,11 +63,11 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-_LEDGER_LOCK = 7410032  # the PostgreSQL advisory lock that serialises entries in run_ledger
 _TABLES = ("runs", "events", "run_ledger", "blobs", "approvals", "counters", "controls", "cache")
 
 
 class Store(
+    TransactionSteps,
     EventReads,
     RunRows,
     LeaseRows,
@@ -303,7 +301,7 @@ class Store(
 
     def _write_group_once(
         self,
-        prepared: Sequence[tuple[JournalWrite, list[tuple[Any, ...]], list[tuple[Any, ...]]]],
+        prepared: Sequence[_Prepared],
         *,
         retried: bool,
         apart: bool = False,
@@ -326,11 +324,9 @@ class Store(
             if self.is_sqlite:
                 cur.execute("BEGIN IMMEDIATE")
             if len(prepared) == 1 or not apart:  # nothing to keep apart: no savepoints
-                for write, rows, approvals in prepared:
-                    self._apply(cur, write, rows, approvals, retried=retried)
-                    errors.append(None)
+                self._apply_group(cur, prepared, retried=retried)
                 raw.commit() if not self.is_sqlite else cur.execute("COMMIT")
-                return errors
+                return [None] * len(prepared)
             for i, (write, rows, approvals) in enumerate(prepared):
                 cur.execute(f"SAVEPOINT w{i}")
                 try:
@@ -362,59 +358,6 @@ class Store(
                 return self._write_group_once(prepared, retried=retried, apart=True)
             raise JournalError(f"cannot append to the journal: {exc}") from exc
 
-    def _apply(
-        self,
-        cur: Any,
-        write: JournalWrite,
-        rows: list[tuple[Any, ...]],
-        approvals: list[tuple[Any, ...]],
-        *,
-        retried: bool,
-    ) -> None:
-        """One run's write, inside the group's transaction."""
-        events, new_run, run_update = write.events, write.new_run, write.run_update
-        anchor = None
-        if new_run is None and write.lease is not None:
-            anchor = self._fence(cur, write.lease)  # the run row's anchor comes back with it
-        if retried and self._written(cur, events, new_run):
-            return
-        if new_run is not None:
-            self._insert_run(cur, new_run, events)
-            if write.lease is not None:
-                self._first_lease(cur, write.lease)
-        elif events:
-            self._check_continues(cur, events, anchor)
-        if events:
-            cur.executemany(self._sql.insert_events, rows)
-        if approvals:
-            cur.executemany(self._sql.insert_approval, approvals)
-        if new_run is None and (events or run_update):
-            self._update_row(cur, write)
-
-    def _update_row(self, cur: Any, write: JournalWrite) -> None:
-        """Move the run row's anchor to the write's last event (if the row is still where the
-        write found it) and set the columns of ``run_update``, in one statement."""
-        ph, events = self._ph, write.events
-        cols = sorted(c for c in (write.run_update or {}) if c != "id")
-        values = [
-            json.dumps(write.run_update[c], default=str)  # type: ignore[index]
-            if c in ("output", "input")
-            else write.run_update[c]  # type: ignore[index]
-            for c in cols
-        ]
-        sets = [f"{c}={ph}" for c in cols]
-        where = f"id={ph}"
-        args = [*values, write.run_id]
-        if events:
-            first, last = events[0], events[-1]
-            sets[:0] = [f"event_count={ph}", f"head_hash={ph}"]
-            args[:0] = [last.seq, last.hash]
-            where += f" AND event_count={ph}"
-            args.append(first.seq - 1)
-        cur.execute(f"UPDATE runs SET {','.join(sets)} WHERE {where}", args)
-        if events and cur.rowcount != 1:
-            raise _Conflict(write.run_id)
-
     def _refusal(self, exc: BaseException, write: JournalWrite) -> JournalError:
         """Why a write was refused, as the error its run raises: a conflict is told by the
         database's uniqueness error and the table it names (or by ``_Conflict``)."""
@@ -434,61 +377,6 @@ class Store(
         error.__cause__ = exc
         return error
 
-    def _insert_run(self, cur: Any, new_run: dict[str, Any], events: Sequence[Event]) -> None:
-        """The run's row (anchored at its first events) and its entry in the run ledger."""
-        head = events[-1].hash if events else GENESIS
-        anchor = [head, len(events), self.journal_key is not None]
-        cur.execute(self._sql.insert_run, [*(new_run[c] for c in _RUN_COLUMNS), *anchor])
-        if not self.is_sqlite:  # SQLite's BEGIN IMMEDIATE serialises writers already
-            cur.execute(f"SELECT pg_advisory_xact_lock({_LEDGER_LOCK})")
-        cur.execute(self._sql.ledger_tail)
-        tail = cur.fetchone()
-        position, prev = (1, GENESIS) if tail is None else (int(tail[0]) + 1, str(tail[1]))
-        digest = ledger_hash(prev, position, new_run["id"], self.journal_key)
-        cur.execute(self._sql.insert_ledger, (position, new_run["id"], digest))
-
-    def _check_continues(
-        self, cur: Any, events: Sequence[Event], anchor: tuple[Any, Any, Any] | None = None
-    ) -> None:
-        """Raise ``_Conflict`` unless ``events`` continue the run's stored journal, and
-        ``JournalError`` if they are keyed differently from it. ``anchor``: the run row's, if
-        already read (and locked) in this transaction."""
-        first = events[0]
-        row = anchor
-        if row is None:
-            cur.execute(self._sql.anchor, (first.run_id,))
-            row = cur.fetchone()
-        count, head, keyed = (0, GENESIS, False) if row is None else row
-        if int(count or 0) != first.seq - 1 or (head or GENESIS) != first.prev_hash:
-            raise _Conflict(first.run_id)
-        if bool(keyed) != (self.journal_key is not None):
-            state = "with" if keyed else "without"
-            raise JournalError(
-                f"run {first.run_id} was journaled {state} a journal key: set "
-                f"TETHER_JOURNAL_KEY as it was to continue it"
-            )
-
-    def _written(
-        self,
-        cur: Any,
-        events: Sequence[Event],
-        new_run: dict[str, Any] | None,
-    ) -> bool:
-        """Whether an earlier attempt of this write was committed (read in its transaction).
-
-        The events are known by their run, last sequence number and hash: the same hash at that
-        place means the earlier commit went through. A new run without events is known by its
-        row. An update of the run's row alone is simply made again.
-        """
-        if events:
-            cur.execute(self._sql.hash_at, (events[-1].run_id, events[-1].seq))
-            row = cur.fetchone()
-            return row is not None and str(row[0]) == events[-1].hash
-        if new_run is not None:
-            cur.execute(self._sql.run_exists, (new_run["id"],))
-            return cur.fetchone() is not None
-        return False
-
     def _discard_raw(self) -> None:
         """Drop the journal's connection (the next write opens a fresh one): after a transient
         error it may be dead, or in a state nothing should rely on."""
@@ -496,31 +384,6 @@ class Store(
         if raw is not None:
             with suppress(Exception):
                 raw.invalidate()
-
-    # -- leases (one driver per run; see tether.journal.leases) ----------------------------------
-
-    def _fence(self, cur: Any, lease: Lease) -> tuple[Any, Any, Any]:
-        """Inside a journal write: check the writer still holds ``lease`` and renew it; the row
-        stays locked to the transaction's end, so no takeover slips in between. Returns the
-        run row's anchor (``event_count``, ``head_hash``, ``keyed``), read in the same step."""
-        ph = self._ph
-        cur.execute(
-            f"UPDATE runs SET lease_expires={ph} WHERE id={ph} AND lease_token={ph}"
-            f" AND lease_owner={ph} RETURNING event_count, head_hash, keyed",
-            (time.time() + self.lease_ttl, lease.run_id, lease.token, lease.owner),
-        )
-        row = cur.fetchone()
-        if row is None:
-            raise LeaseLost(lease.run_id)
-        return tuple(row)
-
-    def _first_lease(self, cur: Any, lease: Lease) -> None:
-        """Inside the write that creates a run: its creator holds the first lease."""
-        ph = self._ph
-        cur.execute(
-            f"UPDATE runs SET lease_owner={ph}, lease_expires={ph}, lease_token={ph} WHERE id={ph}",
-            (lease.owner, time.time() + self.lease_ttl, lease.token, lease.run_id),
-        )
 
     # -- the kill switch, read on the journal's connection ---------------------------------------
 

@@ -49,6 +49,7 @@ class _Statements:
     ledger_tail: str
     insert_ledger: str
     insert_approval: str
+    move_anchor: str
 
     @classmethod
     def using(cls, ph: str, dialect: str) -> _Statements:
@@ -66,6 +67,8 @@ class _Statements:
             f" VALUES ({ph},{ph},{ph})",
             insert_approval=f"INSERT INTO approvals ({','.join(APPROVAL_COLUMNS)})"
             f" VALUES ({','.join([ph] * len(APPROVAL_COLUMNS))})",
+            move_anchor=f"UPDATE runs SET event_count={ph}, head_hash={ph}"
+            f" WHERE id={ph} AND event_count={ph}",
         )
 
 
