@@ -50,11 +50,13 @@ async def call_within(
     )
     if timeout is None:
         return await work
-    done, _ = await asyncio.wait({work}, timeout=timeout)
-    if not done:
-        work.cancel()
-        raise TimedOut
-    return work.result()
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            return await work  # cancelled with the wait when it overruns (a thread's: abandoned)
+    except TimeoutError:
+        if scope.expired():
+            raise TimedOut from None
+        raise  # the tool's own TimeoutError
 
 
 def in_daemon_thread(fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:

@@ -5,7 +5,7 @@ is kept by a class the store inherits (``RunRows`` in :mod:`~tether.journal.runs
 ``ApprovalRows`` in :mod:`~tether.journal.approvals`, ``CounterRows`` in
 :mod:`~tether.journal.counters`, and so on), and all of them work on the one engine. What a
 part needs of the store itself, it declares (:class:`~tether.journal.controls.ControlRows`
-reads the kill switch on the journal's connection, which the store keeps).
+reads the kill switch on a connection of its own, which the store keeps).
 """
 
 from __future__ import annotations

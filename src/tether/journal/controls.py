@@ -70,8 +70,8 @@ class ControlRows(StoreBase):
 
     @abstractmethod
     def _read_paused(self, agent: str) -> tuple[bool, str]:
-        """Read the agent's switch from the store: the store reads it on the journal's
-        connection, retrying transient errors as the journal's writes do."""
+        """Read the agent's switch from the store: the store reads it on a connection of its
+        own (never waiting behind a journal write), retrying transient errors as writes do."""
 
     def paused_agents(self) -> list[dict[str, Any]]:
         ctl = self.t["controls"]

@@ -118,6 +118,10 @@ class Store(
         self.committer = GroupCommitter(self)
         self._raw: Any = None
         self._cur: Any = None  # the journal's write cursor on ``_raw`` (see _write)
+        # kill-switch readings have a connection of their own, so that a reading (which a side
+        # effect waits for) never waits behind a group commit holding the journal's
+        self._reader_raw: Any = None
+        self._reader_lock = threading.RLock()
         self._switches: dict[str, tuple[float, tuple[bool, str]]] = {}  # see paused()
         try:
             self.schema_version = self._check_schema() if read_only else migrate(self.engine)
@@ -156,8 +160,21 @@ class Store(
             self._raw = self.engine.raw_connection()
         return self._raw
 
+    def _reader_conn(self) -> Any:
+        """The connection kill-switch readings use (a store in memory has one connection)."""
+        if self.in_memory:
+            return self._raw_conn()
+        if self._reader_raw is None:
+            self._reader_raw = self.engine.raw_connection()
+        return self._reader_raw
+
     def close(self) -> None:
         self.committer.close()  # what runs submitted is written first
+        with self._reader_lock:
+            if self._reader_raw is not None:
+                with suppress(Exception):
+                    self._reader_raw.close()
+                self._reader_raw = None
         with self._lock:
             if self._cur is not None:
                 self._cur.close()
@@ -257,6 +274,7 @@ class Store(
         self,
         attempt: Callable[[bool], _T],
         gave_up: Callable[[_Transient, int], StoreUnavailable],
+        lock: Any = None,
     ) -> _T:
         """Call ``attempt(retried)`` until it does not fail transiently, waiting as
         ``self.retry`` says between calls; past the last attempt raise ``gave_up(...)``.
@@ -264,7 +282,7 @@ class Store(
         Once the store has been given up on, the next call makes a single attempt (until one
         succeeds): a caller cleaning up after the error does not wait through the backoff again.
         """
-        with self._lock:
+        with self._lock if lock is None else lock:
             waits = (NO_RETRY if self._unavailable else self.retry).delays()
             attempts = 1
             while True:
@@ -385,10 +403,10 @@ class Store(
             with suppress(Exception):
                 raw.invalidate()
 
-    # -- the kill switch, read on the journal's connection ---------------------------------------
+    # -- the kill switch, read on a connection of its own ------------------------------------------
 
     def _read_paused(self, agent: str) -> tuple[bool, str]:
-        """Read the switch on the journal's connection, retrying transient errors as writes do
+        """Read the switch on the readings' own connection, retrying transient errors as writes do
         (a read has no outcome to be unsure of: it is simply made again)."""
 
         def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
@@ -398,7 +416,9 @@ class Store(
                 attempts=attempts,
             )
 
-        row = self._retrying(lambda _retried: self._read_paused_once(agent), gave_up)
+        row = self._retrying(
+            lambda _retried: self._read_paused_once(agent), gave_up, self._read_lock_for()
+        )
         if row is None or not row[0]:
             return False, ""
         return _switch_on(row[1], row[2])
@@ -411,14 +431,16 @@ class Store(
                 attempts=attempts,
             )
 
-        rows = self._retrying(lambda _retried: self._read_paused_once(None), gave_up)
+        rows = self._retrying(
+            lambda _retried: self._read_paused_once(None), gave_up, self._read_lock_for()
+        )
         return {str(agent): _switch_on(reason, by) for agent, paused, reason, by in rows if paused}
 
     def _read_paused_once(self, agent: str | None) -> Any:
         """One agent's switch row (``None``: every agent's, as rows with the agent first)."""
         raw: Any = None
         try:
-            raw = self._raw_conn()
+            raw = self._reader_conn()
             cur = raw.cursor()
             try:
                 if agent is None:
@@ -437,10 +459,23 @@ class Store(
         except Exception as exc:
             dbapi_conn = None if raw is None else raw.dbapi_connection
             if is_transient(exc, self.engine.dialect, dbapi_conn):
-                self._discard_raw()
+                self._discard_reader()
                 raise _Transient(exc) from exc
             raise
         return row
+
+    def _read_lock_for(self) -> Any:
+        """The lock a reading holds: its connection's (the journal's, for a store in memory)."""
+        return self._lock if self.in_memory else self._reader_lock
+
+    def _discard_reader(self) -> None:
+        if self.in_memory:
+            self._discard_raw()
+            return
+        raw, self._reader_raw = self._reader_raw, None
+        if raw is not None:
+            with suppress(Exception):
+                raw.invalidate()
 
 
 def _switch_on(reason: str | None, by: str | None) -> tuple[bool, str]:

@@ -61,17 +61,32 @@ class TransactionSteps(StoreBase):
 
     def _apply_batch(self, cur: Any, batch: Sequence[_Prepared]) -> None:
         """Running runs' next events, several runs at once (see :meth:`_apply_group`)."""
-        ph = self._ph
         leases = [w.lease for w, _, _ in batch if w.lease is not None]
-        keys = [(lease.run_id, lease.token, lease.owner) for lease in leases]
-        ids = ",".join([ph] * len(keys))
-        tuples = ",".join([f"({ph},{ph},{ph})"] * len(keys))
-        cur.execute(
-            f"UPDATE runs SET lease_expires={ph} WHERE id IN ({ids})"
-            f" AND (id, lease_token, lease_owner) IN (VALUES {tuples})"
-            " RETURNING id, event_count, head_hash, keyed",
-            [time.time() + self.lease_ttl, *(k[0] for k in keys), *(v for k in keys for v in k)],
-        )
+        expires = time.time() + self.lease_ttl
+        if self.is_sqlite:
+            ph = self._ph
+            ids = ",".join([ph] * len(leases))
+            tuples = ",".join([f"({ph},{ph},{ph})"] * len(leases))
+            cur.execute(
+                f"UPDATE runs SET lease_expires={ph} WHERE id IN ({ids})"
+                f" AND (id, lease_token, lease_owner) IN (VALUES {tuples})"
+                " RETURNING id, event_count, head_hash, keyed",
+                [
+                    expires,
+                    *(lease.run_id for lease in leases),
+                    *(v for lease in leases for v in (lease.run_id, lease.token, lease.owner)),
+                ],
+            )
+        else:  # arrays: one statement text whatever the group's size (prepared once)
+            cur.execute(
+                self._sql.fence_many,
+                (
+                    expires,
+                    [lease.run_id for lease in leases],
+                    [lease.token for lease in leases],
+                    [lease.owner for lease in leases],
+                ),
+            )
         anchors = {str(row[0]): tuple(row[1:]) for row in cur.fetchall()}
         for write, _, _ in batch:
             anchor = anchors.get(write.run_id)

@@ -50,6 +50,7 @@ class _Statements:
     insert_ledger: str
     insert_approval: str
     move_anchor: str
+    fence_many: str  # PostgreSQL's: many runs' leases checked and renewed, anchors returned
 
     @classmethod
     def using(cls, ph: str, dialect: str) -> _Statements:
@@ -69,6 +70,10 @@ class _Statements:
             f" VALUES ({','.join([ph] * len(APPROVAL_COLUMNS))})",
             move_anchor=f"UPDATE runs SET event_count={ph}, head_hash={ph}"
             f" WHERE id={ph} AND event_count={ph}",
+            fence_many="UPDATE runs SET lease_expires=%s"
+            " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v(id, token, owner)"
+            " WHERE runs.id = v.id AND runs.lease_token = v.token AND runs.lease_owner = v.owner"
+            " RETURNING runs.id, runs.event_count, runs.head_hash, runs.keyed",
         )
 
 
