@@ -109,10 +109,11 @@ class RunContext:
         self._row_step, self._row_seq = self.state.step, self.state.last_seq
         self.journal.start(record)
 
-    async def flush(self, *, final: bool = False) -> None:
+    async def flush(self, *, final: bool = False, release_lease: bool = False) -> None:
         """Make everything emitted durable, with the run row when it changed; the event loop
-        is not blocked while the store writes."""
-        await self.journal.flush(self._run_row(final))
+        is not blocked while the store writes. ``release_lease``: the driver lets the run go,
+        in the same transaction."""
+        await self.journal.flush(self._run_row(final), release_lease=release_lease)
 
     def flush_now(self, *, final: bool = False) -> None:
         """:meth:`flush` without an event loop (a human's answer or a cancellation)."""

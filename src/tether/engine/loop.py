@@ -41,7 +41,7 @@ async def drive(ctx: RunContext, budget: BudgetGuard) -> None:
         with contextlib.suppress(Exception):
             ctx.flush_settled()
         raise
-    await ctx.flush(final=True)
+    await ctx.flush(final=True, release_lease=True)  # the run waits or ended: let it go
 
 
 async def _drive(ctx: RunContext, budget: BudgetGuard) -> None:

@@ -260,7 +260,8 @@ class Runtime:
             if lease is not None:
                 if keeper is not None:
                     keeper.drop(lease)
-                await ctx.io(self._release, lease)
+                if not ctx.journal.released:  # (the last write gives it up, as a rule)
+                    await ctx.io(self._release, lease)
         if ctx.state.status.terminal and self.subscribers:
             await asyncio.to_thread(notify, self.subscribers, self.store, ctx.state.run_id)
         return result_of(ctx.state)

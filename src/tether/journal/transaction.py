@@ -135,6 +135,8 @@ class TransactionSteps(StoreBase):
             cur.executemany(self._sql.insert_approval, approvals)
         if new_run is None and (events or run_update):
             self._update_row(cur, write)
+        if write.release_lease and write.lease is not None:  # in the same transaction
+            cur.execute(self._sql.release_lease, (write.run_id, write.lease.token))
 
     def _update_row(self, cur: Any, write: JournalWrite) -> None:
         """Move the run row's anchor to the write's last event (if the row is still where the
@@ -248,4 +250,5 @@ def _batchable(write: JournalWrite) -> bool:
         and write.lease is not None
         and write.new_run is None
         and not write.run_update
+        and not write.release_lease
     )

@@ -66,6 +66,7 @@ class RunWriter:
     _flushed_at: float = field(default_factory=time.monotonic)
     _timer: asyncio.TimerHandle | None = None
     _failed: BaseException | None = None  # a write submitted without waiting was refused
+    released: bool = False  # the lease was given up with the last write (see flush)
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -128,13 +129,18 @@ class RunWriter:
     def pending(self) -> bool:
         return bool(self.buffer) or self._new_run is not None
 
-    async def flush(self, run_row: dict[str, Any] | None = None) -> None:
+    async def flush(
+        self, run_row: dict[str, Any] | None = None, *, release_lease: bool = False
+    ) -> None:
         """Make everything recorded durable (and the run row's ``run_row`` columns), waiting
-        without blocking the event loop."""
+        without blocking the event loop. ``release_lease``: the run stops being driven here,
+        and its lease is given up in the same transaction (:attr:`released` says it was)."""
         self._raise_failed()
         write = self._take(run_row)
         if write is not None:
+            write.release_lease = release_lease and self.lease is not None
             await self.store.committer.commit(write)
+            self.released = write.release_lease
 
     def flush_now(self, run_row: dict[str, Any] | None = None) -> None:
         """:meth:`flush`, from code that has no event loop (the CLI's decisions)."""

@@ -29,6 +29,8 @@ class JournalWrite:
     run_update: dict[str, Any] | None = None
     lease: Lease | None = None
     approvals: Sequence[ApprovalRecord] = ()
+    release_lease: bool = False  # the run stops being driven: its lease is given up with this
+
 
     @property
     def run_id(self) -> str:
@@ -50,6 +52,7 @@ class _Statements:
     insert_ledger: str
     insert_approval: str
     move_anchor: str
+    release_lease: str
     fence_many: str  # PostgreSQL's: many runs' leases checked and renewed, anchors returned
 
     @classmethod
@@ -70,6 +73,8 @@ class _Statements:
             f" VALUES ({','.join([ph] * len(APPROVAL_COLUMNS))})",
             move_anchor=f"UPDATE runs SET event_count={ph}, head_hash={ph}"
             f" WHERE id={ph} AND event_count={ph}",
+            release_lease=f"UPDATE runs SET lease_owner=NULL, lease_expires=NULL"
+            f" WHERE id={ph} AND lease_token={ph}",
             fence_many="UPDATE runs SET lease_expires=%s"
             " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v(id, token, owner)"
             " WHERE runs.id = v.id AND runs.lease_token = v.token AND runs.lease_owner = v.owner"
