@@ -177,8 +177,13 @@ class LeaseRows(StoreBase):
                         runs.c.id.in_([lease.run_id for lease in batch])
                     )
                 ).all()
-                held = {(r[0], int(r[1]), r[2]) for r in rows}
-                lost.update(k[0] for k in keys if k not in held and k[0] in {r[0] for r in rows})
+                # a stored run held by another token or owner; one not stored has no lease yet
+                stored = {str(r[0]): (int(r[1]), r[2]) for r in rows}
+                lost.update(
+                    run_id
+                    for run_id, token, owner in keys
+                    if stored.get(run_id, (token, owner)) != (token, owner)
+                )
         return lost
 
     def release_lease(self, lease: Lease) -> None:

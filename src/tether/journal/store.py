@@ -409,32 +409,27 @@ class Store(
         """Read the switch on the readings' own connection, retrying transient errors as writes do
         (a read has no outcome to be unsure of: it is simply made again)."""
 
-        def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
-            return StoreUnavailable(
-                f"store unavailable: cannot read agent {agent}'s kill switch "
-                f"({attempts} attempt(s), last error: {failure.cause})",
-                attempts=attempts,
-            )
-
-        row = self._retrying(
-            lambda _retried: self._read_paused_once(agent), gave_up, self._read_lock_for()
-        )
+        row = self._read_switch_rows(agent, f"agent {agent}'s kill switch")
         if row is None or not row[0]:
             return False, ""
         return _switch_on(row[1], row[2])
 
     def _read_switches(self) -> dict[str, tuple[bool, str]]:
+        rows = self._read_switch_rows(None, "the kill switches")
+        return {str(agent): _switch_on(reason, by) for agent, paused, reason, by in rows if paused}
+
+    def _read_switch_rows(self, agent: str | None, what: str) -> Any:
+        """:meth:`_read_paused_once`, retried; ``what`` names the reading in the error."""
+
         def gave_up(failure: _Transient, attempts: int) -> StoreUnavailable:
             return StoreUnavailable(
-                f"store unavailable: cannot read the kill switches "
+                f"store unavailable: cannot read {what} "
                 f"({attempts} attempt(s), last error: {failure.cause})",
                 attempts=attempts,
             )
 
-        rows = self._retrying(
-            lambda _retried: self._read_paused_once(None), gave_up, self._read_lock_for()
-        )
-        return {str(agent): _switch_on(reason, by) for agent, paused, reason, by in rows if paused}
+        lock = self._lock if self.in_memory else self._reader_lock  # the connection's
+        return self._retrying(lambda _retried: self._read_paused_once(agent), gave_up, lock)
 
     def _read_paused_once(self, agent: str | None) -> Any:
         """One agent's switch row (``None``: every agent's, as rows with the agent first)."""
@@ -463,10 +458,6 @@ class Store(
                 raise _Transient(exc) from exc
             raise
         return row
-
-    def _read_lock_for(self) -> Any:
-        """The lock a reading holds: its connection's (the journal's, for a store in memory)."""
-        return self._lock if self.in_memory else self._reader_lock
 
     def _discard_reader(self) -> None:
         if self.in_memory:

@@ -49,45 +49,21 @@ class TransactionSteps(StoreBase):
         a savepoint, so that only the refused one fails and says why.
         """
         runs = Counter(write.run_id for write, _, _ in prepared)
-        batch = [p for p in prepared if not retried and runs[p[0].run_id] == 1 and _batchable(p[0])]
-        if len(batch) < 2:
-            batch = []
+        batch: list[_Prepared] = []
+        rest: list[_Prepared] = []
+        for p in prepared:
+            alone = not retried and runs[p[0].run_id] == 1 and _batchable(p[0])
+            (batch if alone else rest).append(p)
+        if len(batch) < 2:  # nothing to gain: in order, one by one
+            batch, rest = [], list(prepared)
         else:
             self._apply_batch(cur, batch)
-        batched = {id(p[0]) for p in batch}
-        for write, rows, approvals in prepared:
-            if id(write) not in batched:
-                self._apply(cur, write, rows, approvals, retried=retried)
+        for write, rows, approvals in rest:
+            self._apply(cur, write, rows, approvals, retried=retried)
 
     def _apply_batch(self, cur: Any, batch: Sequence[_Prepared]) -> None:
         """Running runs' next events, several runs at once (see :meth:`_apply_group`)."""
-        leases = [w.lease for w, _, _ in batch if w.lease is not None]
-        expires = time.time() + self.lease_ttl
-        if self.is_sqlite:
-            ph = self._ph
-            ids = ",".join([ph] * len(leases))
-            tuples = ",".join([f"({ph},{ph},{ph})"] * len(leases))
-            cur.execute(
-                f"UPDATE runs SET lease_expires={ph} WHERE id IN ({ids})"
-                f" AND (id, lease_token, lease_owner) IN (VALUES {tuples})"
-                " RETURNING id, event_count, head_hash, keyed",
-                [
-                    expires,
-                    *(lease.run_id for lease in leases),
-                    *(v for lease in leases for v in (lease.run_id, lease.token, lease.owner)),
-                ],
-            )
-        else:  # arrays: one statement text whatever the group's size (prepared once)
-            cur.execute(
-                self._sql.fence_many,
-                (
-                    expires,
-                    [lease.run_id for lease in leases],
-                    [lease.token for lease in leases],
-                    [lease.owner for lease in leases],
-                ),
-            )
-        anchors = {str(row[0]): tuple(row[1:]) for row in cur.fetchall()}
+        anchors = self._fence_many(cur, [w.lease for w, _, _ in batch if w.lease is not None])
         for write, _, _ in batch:
             anchor = anchors.get(write.run_id)
             if anchor is None:  # the lease was lost: taken apart, the write says so
@@ -220,19 +196,43 @@ class TransactionSteps(StoreBase):
     # -- leases (one driver per run; see tether.journal.leases) ----------------------------------
 
     def _fence(self, cur: Any, lease: Lease) -> tuple[Any, Any, Any]:
-        """Inside a journal write: check the writer still holds ``lease`` and renew it; the row
-        stays locked to the transaction's end, so no takeover slips in between. Returns the
-        run row's anchor (``event_count``, ``head_hash``, ``keyed``), read in the same step."""
-        ph = self._ph
-        cur.execute(
-            f"UPDATE runs SET lease_expires={ph} WHERE id={ph} AND lease_token={ph}"
-            f" AND lease_owner={ph} RETURNING event_count, head_hash, keyed",
-            (time.time() + self.lease_ttl, lease.run_id, lease.token, lease.owner),
-        )
-        row = cur.fetchone()
-        if row is None:
+        """One write's :meth:`_fence_many`: its run's anchor, or :class:`LeaseLost`."""
+        anchor = self._fence_many(cur, [lease]).get(lease.run_id)
+        if anchor is None:
             raise LeaseLost(lease.run_id)
-        return tuple(row)
+        return anchor
+
+    def _fence_many(self, cur: Any, leases: Sequence[Lease]) -> dict[str, tuple[Any, Any, Any]]:
+        """Inside a journal write: check the writers still hold ``leases`` and renew them; the
+        rows stay locked to the transaction's end, so no takeover slips in between. Returns
+        each run's anchor (``event_count``, ``head_hash``, ``keyed``) read in the same
+        statement; a run whose lease was lost is missing."""
+        expires = time.time() + self.lease_ttl
+        if self.is_sqlite:  # no arrays: the leases as rows of values
+            ph = self._ph
+            ids = ",".join([ph] * len(leases))
+            tuples = ",".join([f"({ph},{ph},{ph})"] * len(leases))
+            cur.execute(
+                f"UPDATE runs SET lease_expires={ph} WHERE id IN ({ids})"
+                f" AND (id, lease_token, lease_owner) IN (VALUES {tuples})"
+                " RETURNING id, event_count, head_hash, keyed",
+                [
+                    expires,
+                    *(lease.run_id for lease in leases),
+                    *(v for lease in leases for v in (lease.run_id, lease.token, lease.owner)),
+                ],
+            )
+        else:  # arrays: one statement text whatever the number of leases (prepared once)
+            cur.execute(
+                self._sql.fence_many,
+                (
+                    expires,
+                    [lease.run_id for lease in leases],
+                    [lease.token for lease in leases],
+                    [lease.owner for lease in leases],
+                ),
+            )
+        return {str(row[0]): (row[1], row[2], row[3]) for row in cur.fetchall()}
 
     def _first_lease(self, cur: Any, lease: Lease) -> None:
         """Inside the write that creates a run: its creator holds the first lease."""

@@ -138,9 +138,9 @@ class RunWriter:
         self._raise_failed()
         write = self._take(run_row)
         if write is not None:
-            write.release_lease = release_lease and self.lease is not None
+            write.release_lease = release_lease
             await self.store.committer.commit(write)
-            self.released = write.release_lease
+            self.released = release_lease
 
     def flush_now(self, run_row: dict[str, Any] | None = None) -> None:
         """:meth:`flush`, from code that has no event loop (the CLI's decisions)."""

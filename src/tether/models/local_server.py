@@ -74,7 +74,7 @@ def requantized(source: Path, kind: str, cache: Path) -> Path:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, REQUANTIZE[kind])
     params.allow_requantize = True
-    params.nthread = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    params.nthread = _cores()
     code = llama_cpp.llama_model_quantize(
         str(source).encode(), str(partial).encode(), ctypes.byref(params)
     )
@@ -179,10 +179,7 @@ def busy_cores(window: float = 0.3) -> float:
 
 
 def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return len(_cpu_ids())
 
 
 def _cpu_ids() -> set[int]:
