@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from tether.errors import JournalError
 from tether.journal.base import StoreBase
 
 
@@ -72,7 +71,7 @@ class CounterRows(StoreBase):
         c = self.t["counters"]
         insert = postgresql_dialect.insert if not self.is_sqlite else sqlite_dialect.insert
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 for i, r in enumerate(wanted):
                     conn.execute(
                         insert(c)
@@ -99,8 +98,6 @@ class CounterRows(StoreBase):
                         raise _Refused(i)
         except _Refused as refused:
             return refused.index
-        except sa.exc.OperationalError as exc:
-            raise JournalError(f"store error: {exc.orig}") from exc
         return None
 
     def release_many(self, held: Sequence[Reservation]) -> None:
@@ -111,44 +108,38 @@ class CounterRows(StoreBase):
         if not held:
             return
         c = self.t["counters"]
-        try:
-            with self.engine.begin() as conn:
-                for r in held:
-                    left = c.c.total - r.amount
-                    conn.execute(
-                        c.update()
-                        .where(
-                            c.c.name == r.name,
-                            c.c.key == r.key,
-                            c.c.window_start == r.window_start,
-                            c.c.count > 0,
-                        )
-                        .values(
-                            count=c.c.count - 1,
-                            total=sa.case((left < 0, 0.0), else_=left),
-                        )
+        with self._tx() as conn:
+            for r in held:
+                left = c.c.total - r.amount
+                conn.execute(
+                    c.update()
+                    .where(
+                        c.c.name == r.name,
+                        c.c.key == r.key,
+                        c.c.window_start == r.window_start,
+                        c.c.count > 0,
                     )
-        except sa.exc.OperationalError as exc:
-            raise JournalError(f"store error: {exc.orig}") from exc
+                    .values(
+                        count=c.c.count - 1,
+                        total=sa.case((left < 0, 0.0), else_=left),
+                    )
+                )
 
     def settle(self, held: Reservation, amount: float) -> None:
         """Replace a reserved amount by the real one (the call stays counted): the total moves
         by the difference, up or down, unconditionally — what was spent was spent."""
         c = self.t["counters"]
         left = c.c.total + (amount - held.amount)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    c.update()
-                    .where(
-                        c.c.name == held.name,
-                        c.c.key == held.key,
-                        c.c.window_start == held.window_start,
-                    )
-                    .values(total=sa.case((left < 0, 0.0), else_=left))
+        with self._tx() as conn:
+            conn.execute(
+                c.update()
+                .where(
+                    c.c.name == held.name,
+                    c.c.key == held.key,
+                    c.c.window_start == held.window_start,
                 )
-        except sa.exc.OperationalError as exc:
-            raise JournalError(f"store error: {exc.orig}") from exc
+                .values(total=sa.case((left < 0, 0.0), else_=left))
+            )
 
     def add(self, name: str, key: str, window_start: int, amount: float) -> None:
         """Add to a counter unconditionally (e.g. dollars already spent)."""
