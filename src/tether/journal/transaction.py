@@ -38,12 +38,14 @@ class TransactionSteps(StoreBase):
     journal_key: bytes | None
 
     def _apply_group(self, cur: Any, prepared: Sequence[_Prepared], *, retried: bool) -> None:
-        """Every write of a group, in as few statements as it allows.
+        """Every write of a group, in a fixed number of statements whatever its size.
 
-        The usual write (a running run's next events, under its lease, its run alone in the
-        group) is batched with the others like it: one statement checks and renews all their
-        leases and returns their anchors, one inserts all their events, one moves all their
-        anchors. The rest (a new run, a change to a run row, a run with two writes in the
+        A driven run's write (under its lease, its run alone in the group) is batched with the
+        others: one statement checks and renews the leases of the runs already stored and
+        returns their anchors, one inserts the new runs (with their first leases), one adds
+        them to the run ledger, one inserts every event (a COPY on PostgreSQL), one moves the
+        anchors, one sets the changed run rows' columns (one per set of columns), one gives up
+        the leases of the runs that stop. The rest (no lease, a run with two writes in the
         group, a retry) are applied one by one, in order. A write the batch finds refused (a
         lease lost, an anchor moved) raises: the caller writes the group again, each write in
         a savepoint, so that only the refused one fails and says why.
@@ -52,7 +54,7 @@ class TransactionSteps(StoreBase):
         batch: list[_Prepared] = []
         rest: list[_Prepared] = []
         for p in prepared:
-            alone = not retried and runs[p[0].run_id] == 1 and _batchable(p[0])
+            alone = not retried and runs[p[0].run_id] == 1 and p[0].lease is not None
             (batch if alone else rest).append(p)
         if len(batch) < 2:  # nothing to gain: in order, one by one
             batch, rest = [], list(prepared)
@@ -62,26 +64,33 @@ class TransactionSteps(StoreBase):
             self._apply(cur, write, rows, approvals, retried=retried)
 
     def _apply_batch(self, cur: Any, batch: Sequence[_Prepared]) -> None:
-        """Running runs' next events, several runs at once (see :meth:`_apply_group`)."""
-        anchors = self._fence_many(cur, [w.lease for w, _, _ in batch if w.lease is not None])
-        for write, _, _ in batch:
-            anchor = anchors.get(write.run_id)
-            if anchor is None:  # the lease was lost: taken apart, the write says so
-                raise _Conflict(write.run_id)
-            self._check_continues(cur, write.events, anchor)
-        cur.executemany(self._sql.insert_events, [row for _, rows, _ in batch for row in rows])
+        """Driven runs' writes, several runs at once (see :meth:`_apply_group`)."""
+        stored = [w for w, _, _ in batch if w.new_run is None]
+        if stored:
+            anchors = self._fence_many(cur, [w.lease for w in stored if w.lease is not None])
+            for write in stored:
+                anchor = anchors.get(write.run_id)
+                if anchor is None:  # the lease was lost: taken apart, the write says so
+                    raise _Conflict(write.run_id)
+                if write.events:
+                    self._check_continues(cur, write.events, anchor)
+        self._insert_runs(cur, [w for w, _, _ in batch if w.new_run is not None])
+        self._insert_events(cur, [row for _, rows, _ in batch for row in rows])
         approvals = [a for _, _, approvals in batch for a in approvals]
         if approvals:
             cur.executemany(self._sql.insert_approval, approvals)
-        cur.executemany(
-            self._sql.move_anchor,
-            [
-                (w.events[-1].seq, w.events[-1].hash, w.run_id, w.events[0].seq - 1)
-                for w, _, _ in batch
-            ],
-        )
-        if cur.rowcount != len(batch):  # an anchor had moved: taken apart, the write says so
-            raise _Conflict(batch[0][0].run_id)
+        moved = [w for w in stored if w.events and not w.run_update]
+        if moved:
+            anchored = [
+                (w.events[-1].seq, w.events[-1].hash, w.run_id, w.events[0].seq - 1) for w in moved
+            ]
+            cur.executemany(self._sql.move_anchor, anchored)
+            if cur.rowcount != len(moved):  # an anchor had moved: taken apart, it says so
+                raise _Conflict(moved[0].run_id)
+        self._update_rows(cur, [w for w in stored if w.run_update])
+        released = [w.lease for w, _, _ in batch if w.release_lease and w.lease is not None]
+        if released:
+            cur.executemany(self._sql.release_lease, [(x.run_id, x.token) for x in released])
 
     def _apply(
         self,
@@ -100,56 +109,83 @@ class TransactionSteps(StoreBase):
         if retried and self._written(cur, events, new_run):
             return
         if new_run is not None:
-            self._insert_run(cur, new_run, events)
-            if write.lease is not None:
-                self._first_lease(cur, write.lease)
+            self._insert_runs(cur, [write])
         elif events:
             self._check_continues(cur, events, anchor)
-        if events:
-            cur.executemany(self._sql.insert_events, rows)
+        self._insert_events(cur, rows)
         if approvals:
             cur.executemany(self._sql.insert_approval, approvals)
         if new_run is None and (events or run_update):
-            self._update_row(cur, write)
+            self._update_rows(cur, [write])
         if write.release_lease and write.lease is not None:  # in the same transaction
             cur.execute(self._sql.release_lease, (write.run_id, write.lease.token))
 
-    def _update_row(self, cur: Any, write: JournalWrite) -> None:
-        """Move the run row's anchor to the write's last event (if the row is still where the
-        write found it) and set the columns of ``run_update``, in one statement."""
-        ph, events = self._ph, write.events
-        cols = sorted(c for c in (write.run_update or {}) if c != "id")
-        values = [
-            json.dumps(write.run_update[c], default=str)  # type: ignore[index]
-            if c in ("output", "input")
-            else write.run_update[c]  # type: ignore[index]
-            for c in cols
-        ]
-        sets = [f"{c}={ph}" for c in cols]
-        where = f"id={ph}"
-        args = [*values, write.run_id]
-        if events:
-            first, last = events[0], events[-1]
-            sets[:0] = [f"event_count={ph}", f"head_hash={ph}"]
-            args[:0] = [last.seq, last.hash]
-            where += f" AND event_count={ph}"
-            args.append(first.seq - 1)
-        cur.execute(f"UPDATE runs SET {','.join(sets)} WHERE {where}", args)
-        if events and cur.rowcount != 1:
-            raise _Conflict(write.run_id)
+    def _insert_events(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Event rows (in ``EVENT_COLUMNS`` order): on PostgreSQL one COPY, which the driver
+        formats in C, rather than a statement a row."""
+        if not rows:
+            return
+        if self.is_sqlite:
+            cur.executemany(self._sql.insert_events, rows)
+            return
+        with cur.copy(self._sql.copy_events) as copy:
+            for row in rows:
+                copy.write_row(row)
 
-    def _insert_run(self, cur: Any, new_run: dict[str, Any], events: Sequence[Event]) -> None:
-        """The run's row (anchored at its first events) and its entry in the run ledger."""
-        head = events[-1].hash if events else GENESIS
-        anchor = [head, len(events), self.journal_key is not None]
-        cur.execute(self._sql.insert_run, [*(new_run[c] for c in _RUN_COLUMNS), *anchor])
+    def _update_rows(self, cur: Any, writes: Sequence[JournalWrite]) -> None:
+        """Move each run row's anchor to its write's last event (if the row is still where the
+        write found it) and set the columns of its ``run_update``: one statement for the
+        writes that change the same columns."""
+        shapes: dict[tuple[tuple[str, ...], bool], list[JournalWrite]] = {}
+        for write in writes:
+            cols = tuple(sorted(c for c in (write.run_update or {}) if c != "id"))
+            shapes.setdefault((cols, bool(write.events)), []).append(write)
+        ph = self._ph
+        for (cols, anchored), group in shapes.items():
+            sets = [f"{c}={ph}" for c in cols]
+            where = f"id={ph}"
+            if anchored:
+                sets[:0] = [f"event_count={ph}", f"head_hash={ph}"]
+                where += f" AND event_count={ph}"
+            if not sets:
+                continue
+            args = [_row_args(w, cols, anchored) for w in group]
+            sql = f"UPDATE runs SET {','.join(sets)} WHERE {where}"
+            if len(args) == 1:
+                cur.execute(sql, args[0])
+            else:
+                cur.executemany(sql, args)
+            if anchored and cur.rowcount != len(group):
+                raise _Conflict(group[0].run_id)
+
+    def _insert_runs(self, cur: Any, writes: Sequence[JournalWrite]) -> None:
+        """New runs' rows (anchored at their first events, held by their first leases) and their
+        entries in the run ledger, in the order given."""
+        if not writes:
+            return
+        keyed = self.journal_key is not None
+        expires = time.time() + self.lease_ttl
+        rows = []
+        for w in writes:
+            new_run, lease, events = w.new_run or {}, w.lease, w.events
+            head = events[-1].hash if events else GENESIS
+            held = (None, None, 0) if lease is None else (lease.owner, expires, lease.token)
+            rows.append([*(new_run[c] for c in _RUN_COLUMNS), head, len(events), keyed, *held])
+        if len(rows) == 1:
+            cur.execute(self._sql.insert_run, rows[0])
+        else:
+            cur.executemany(self._sql.insert_run, rows)
         if not self.is_sqlite:  # SQLite's BEGIN IMMEDIATE serialises writers already
             cur.execute(f"SELECT pg_advisory_xact_lock({_LEDGER_LOCK})")
         cur.execute(self._sql.ledger_tail)
         tail = cur.fetchone()
-        position, prev = (1, GENESIS) if tail is None else (int(tail[0]) + 1, str(tail[1]))
-        digest = ledger_hash(prev, position, new_run["id"], self.journal_key)
-        cur.execute(self._sql.insert_ledger, (position, new_run["id"], digest))
+        position, prev = (0, GENESIS) if tail is None else (int(tail[0]), str(tail[1]))
+        entries = []
+        for w in writes:
+            position += 1
+            prev = ledger_hash(prev, position, w.run_id, self.journal_key)
+            entries.append((position, w.run_id, prev))
+        cur.executemany(self._sql.insert_ledger, entries)
 
     def _check_continues(
         self, cur: Any, events: Sequence[Event], anchor: tuple[Any, Any, Any] | None = None
@@ -234,21 +270,14 @@ class TransactionSteps(StoreBase):
             )
         return {str(row[0]): (row[1], row[2], row[3]) for row in cur.fetchall()}
 
-    def _first_lease(self, cur: Any, lease: Lease) -> None:
-        """Inside the write that creates a run: its creator holds the first lease."""
-        ph = self._ph
-        cur.execute(
-            f"UPDATE runs SET lease_owner={ph}, lease_expires={ph}, lease_token={ph} WHERE id={ph}",
-            (lease.owner, time.time() + self.lease_ttl, lease.token, lease.run_id),
-        )
 
-
-def _batchable(write: JournalWrite) -> bool:
-    """A running run's next events under its lease, nothing else: what a group batches."""
-    return (
-        bool(write.events)
-        and write.lease is not None
-        and write.new_run is None
-        and not write.run_update
-        and not write.release_lease
-    )
+def _row_args(write: JournalWrite, cols: tuple[str, ...], anchored: bool) -> list[Any]:
+    """The arguments of :meth:`TransactionSteps._update_rows`'s statement for ``write``."""
+    update = write.run_update or {}
+    values = [
+        json.dumps(update[c], default=str) if c in ("output", "input") else update[c] for c in cols
+    ]
+    if not anchored:
+        return [*values, write.run_id]
+    first, last = write.events[0], write.events[-1]
+    return [last.seq, last.hash, *values, write.run_id, first.seq - 1]

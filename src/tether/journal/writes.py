@@ -14,7 +14,7 @@ from typing import Any
 from tether.journal.approvals import APPROVAL_COLUMNS, ApprovalRecord
 from tether.journal.events import Event
 from tether.journal.leases import Lease
-from tether.journal.rows import insert_events_sql
+from tether.journal.rows import EVENT_COLUMNS, insert_events_sql
 from tether.journal.runs import RUN_COLUMNS
 
 
@@ -43,8 +43,9 @@ class JournalWrite:
 class _Statements:
     """The journal's write statements, written once for a placeholder style."""
 
-    insert_run: str
+    insert_run: str  # the row with its anchor and its first lease (or none)
     insert_events: str
+    copy_events: str  # PostgreSQL's: a group's events in one COPY
     anchor: str
     hash_at: str
     run_exists: str
@@ -57,12 +58,13 @@ class _Statements:
 
     @classmethod
     def using(cls, ph: str, dialect: str) -> _Statements:
-        columns = (*RUN_COLUMNS, *ANCHOR_COLUMNS)
+        columns = (*RUN_COLUMNS, *ANCHOR_COLUMNS, *LEASE_COLUMNS)
         lock = " FOR UPDATE" if dialect == "postgresql" else ""
         return cls(
             insert_run=f"INSERT INTO runs ({','.join(columns)})"
             f" VALUES ({','.join([ph] * len(columns))})",
             insert_events=insert_events_sql(dialect),
+            copy_events=f"COPY events ({','.join(EVENT_COLUMNS)}) FROM STDIN",
             anchor=f"SELECT event_count, head_hash, keyed FROM runs WHERE id={ph}{lock}",
             hash_at=f"SELECT hash FROM events WHERE run_id={ph} AND seq={ph}",
             run_exists=f"SELECT 1 FROM runs WHERE id={ph}",
@@ -97,3 +99,6 @@ class _Transient(Exception):
 ANCHOR_COLUMNS = ("head_hash", "event_count", "keyed")
 """The run row's anchor of its chain: the last event's hash, the number of events, and whether
 the chain is keyed (an HMAC: see :func:`tether.journal.events.journal_key`)."""
+
+LEASE_COLUMNS = ("lease_owner", "lease_expires", "lease_token")
+"""Who drives the run, until when, and the fencing token (see :mod:`tether.journal.leases`)."""
