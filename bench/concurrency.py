@@ -34,9 +34,12 @@ the bare loop left ``steps`` rows per run. The last line reads
 
 with ratio = tether_pg / bare_pg and lag_ms the worst loop lag from storage in the tether
 PostgreSQL run: the longest that one callback held the event loop (every callback is timed while
-the runs go), an upper bound on any store call made on the loop. The monitor's lateness is in the
-table beside it; with a thousand runs ready at once it mostly measures the wait behind their
-steps' own work (compare ``tether_memory``, which does no I/O).
+the runs go), an upper bound on any store call made on the loop, or on the loop's wait for a
+storage thread to let go of the interpreter. Pauses of Python's garbage collector are timed
+apart and taken out of the callback they fell in: the collector runs wherever memory is
+allocated, whatever the store, and its longest pause has a column of its own. The monitor's
+lateness is in the table beside it; with a thousand runs ready at once it mostly measures the
+wait behind their steps' own work (compare ``tether_memory``, which does no I/O).
 
     .venv/bin/python bench/concurrency.py [--runs N] [--steps N] [--sleep S] [--pg URL] [--quick]
 """
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -142,6 +146,7 @@ class Measured:
     ok: bool = True
     longest_callback: float = 0.0  # seconds: the longest one callback held the loop
     longest_what: str = ""
+    longest_gc: float = 0.0  # seconds: the garbage collector's longest pause
 
     @property
     def rate(self) -> float:
@@ -175,28 +180,48 @@ class CallbackTimer:
     """Times every callback the event loop runs while active: the longest is the longest the
     loop was held by one piece of work, so any storage call made on the loop took at most that.
     (A monitor's lateness, beside it, also counts the wait behind a thousand runs' ready steps.)
+
+    Python's cyclic garbage collector runs inside whatever callback allocates when a collection
+    is due, whatever the store; its pauses are timed apart (``gc.callbacks``) and taken out of
+    the callback they fell in, so ``longest`` is the longest hold by the work itself (storage
+    included) and ``longest_gc`` the collector's longest pause.
     """
 
     def __init__(self) -> None:
         self.longest = 0.0
         self.what = ""
+        self.longest_gc = 0.0
+        self.collecting = 0.0  # seconds spent in the collector so far
+        self._gc_started = 0.0
         self._run = asyncio.events.Handle._run
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+            return
+        took = now - self._gc_started
+        self.collecting += took
+        self.longest_gc = max(self.longest_gc, took)
 
     def __enter__(self) -> CallbackTimer:
         timer, run, clock = self, self._run, time.perf_counter
 
         def timed(handle: asyncio.events.Handle) -> None:
+            collected = timer.collecting
             started = clock()
             run(handle)
-            took = clock() - started
+            took = clock() - started - (timer.collecting - collected)
             if took > timer.longest:
                 timer.longest, timer.what = took, repr(handle)[:160]
 
         asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        gc.callbacks.append(self._on_gc)
         return self
 
     def __exit__(self, *exc: object) -> None:
         asyncio.events.Handle._run = self._run  # type: ignore[method-assign]
+        gc.callbacks.remove(self._on_gc)
 
 
 async def measure(
@@ -216,11 +241,10 @@ async def measure(
     await asyncio.sleep(0)  # the monitor is waiting before the runs start
     started = time.perf_counter()
     with CallbackTimer() as timer:
-        m.results = await asyncio.gather(
-            *(one(i) for i in range(m.runs)), return_exceptions=True
-        )
+        m.results = await asyncio.gather(*(one(i) for i in range(m.runs)), return_exceptions=True)
     m.wall = time.perf_counter() - started
     m.longest_callback, m.longest_what = timer.longest, timer.what
+    m.longest_gc = timer.longest_gc
     stop.set()
     await watcher
     progress.remove_task(task)
@@ -555,7 +579,8 @@ def main() -> int:
 
     ideal = args.runs * args.steps / ((args.steps + 1) * args.sleep) if args.sleep else None
     table = Table(title=f"{args.runs} runs x {args.steps} steps, started at once on one loop")
-    for col in ("", "wall s", "steps/s", "vs bare_pg", "lag max ms", "lag p99 ms", "longest ms"):
+    columns = ("", "wall s", "steps/s", "vs bare_pg", "lag max ms", "lag p99 ms", "longest ms")
+    for col in (*columns, "gc max ms"):
         table.add_column(col, justify="right")
     for m in measured:
         table.add_row(
@@ -566,6 +591,7 @@ def main() -> int:
             f"{m.worst_lag_ms:.1f}",
             f"{m.p99_lag_ms:.1f}",
             f"{m.longest_callback * 1e3:.1f}",
+            f"{m.longest_gc * 1e3:.1f}",
         )
     console.print(table)
     if ideal:
@@ -583,7 +609,8 @@ def main() -> int:
     console.print(
         "lag: how late a 1 ms sleep woke (queueing behind every run's ready work included);"
         " longest: the longest one callback held the loop, which bounds any storage call made"
-        f" on it. Longest on PostgreSQL: {pg.longest_what}",
+        " on it (garbage collection taken out); gc max: the collector's longest pause."
+        f" Longest on PostgreSQL: {pg.longest_what}",
         soft_wrap=True,
         highlight=False,
     )
