@@ -4,7 +4,9 @@ Every run takes ``--steps`` steps: a model call that sleeps ``--sleep`` seconds 
 as a provider's HTTP call would) and answers with one call of a side-effecting tool
 (``effect="write"``: no rule speaks, so the effect's default allows it, and tether journals its
 intent before it runs and its result after), then one more model call (also sleeping) for the
-final answer. ``--runs`` runs start at once with ``asyncio.gather`` on one event loop, through one
+final answer. The tool is a plain function that does no I/O, declared ``inline=True``: tether
+calls it on the loop, as the bare loop calls it, instead of on its pool of tool threads (a sync
+tool's default, so a blocking call cannot stall the loop). ``--runs`` runs start at once with ``asyncio.gather`` on one event loop, through one
 ``Runtime`` sharing one ``Store``:
 
 * ``tether_pg``: the store on PostgreSQL (a scratch schema, dropped afterwards);
@@ -85,7 +87,7 @@ LAG_INTERVAL = 0.001  # the monitor's sleep
 calls: Counter[str] = Counter()  # tool executions by run id
 
 
-@tool(effect="write")
+@tool(effect="write", inline=True)
 def record(ctx: ToolContext, i: int) -> dict[str, Any]:
     """Record that step ``i`` was done (a side effect: journaled before and after)."""
     calls[ctx.run_id] += 1

@@ -20,7 +20,8 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tether.errors import JournalError
@@ -30,6 +31,19 @@ if TYPE_CHECKING:
     from tether.journal.writes import JournalWrite
 
 Done = Callable[[BaseException | None], None]
+
+
+@dataclass(slots=True, frozen=True)
+class Awaited:
+    """A write someone awaits on an event loop: its future is settled on that loop, together
+    with every other future of the group on the same loop (one wake-up of the loop a group,
+    not one per write: each wake-up from this thread is a switch of the interpreter's lock)."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+Waiter = Done | Awaited
 
 MAX_GROUP = 512
 """Writes committed in one transaction at most (bounds a transaction's size and time)."""
@@ -45,17 +59,21 @@ class GroupCommitter:
     def __init__(self, store: Store, *, max_group: int = MAX_GROUP) -> None:
         self.store = store
         self.max_group = max_group
-        self._queue: queue.SimpleQueue[tuple[JournalWrite, Done] | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[JournalWrite, Waiter] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.groups = 0  # transactions committed (for benchmarks and tests)
         self.writes = 0
 
-    def submit(self, write: JournalWrite, done: Done) -> None:
+    def submit(self, write: JournalWrite, done: Waiter) -> None:
         """Queue a write; ``done(error)`` is called from the writer thread once it committed
-        (``None``) or was refused."""
+        (``None``) or was refused (an :class:`Awaited` future is settled on its loop)."""
         if self.store.in_memory:
-            done(self._write_now(write))
+            error = self._write_now(write)
+            if isinstance(done, Awaited):
+                _settle(done.future, error)
+            else:
+                done(error)
             return
         with self._start_lock:
             self._queue.put((write, done))
@@ -71,12 +89,7 @@ class GroupCommitter:
         raises why it was refused."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-
-        def done(error: BaseException | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(_settle, future, error)
-
-        self.submit(write, done)
+        self.submit(write, Awaited(loop, future))
         await future
 
     def close(self) -> None:
@@ -109,7 +122,7 @@ class GroupCommitter:
                 continue
             if item is _STOP:
                 return
-            group: list[tuple[JournalWrite, Done]] = [item]  # type: ignore[list-item]
+            group: list[tuple[JournalWrite, Waiter]] = [item]  # type: ignore[list-item]
             while len(group) < self.max_group:
                 try:
                     more = self._queue.get_nowait()
@@ -126,8 +139,23 @@ class GroupCommitter:
                 errors = [exc] * len(group)
             self.groups += 1
             self.writes += len(group)
-            for (_, done), error in zip(group, errors, strict=True):
-                done(error)
+            _tell([done for _, done in group], errors)
+
+
+def _tell(waiters: Sequence[Waiter], errors: Sequence[BaseException | None]) -> None:
+    """Each waiter's outcome: callbacks called here, awaited futures settled on their loops,
+    one call for each loop."""
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]
+    ] = {}
+    for done, error in zip(waiters, errors, strict=True):
+        if isinstance(done, Awaited):
+            by_loop.setdefault(done.loop, []).append((done.future, error))
+        else:
+            done(error)
+    for loop, outcomes in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle_all, outcomes)
 
 
 _live: weakref.WeakSet[GroupCommitter] = weakref.WeakSet()
@@ -150,6 +178,11 @@ def _close_all() -> None:
     """A process that exits commits what its runs submitted without waiting first."""
     for committer in list(_live):
         committer.close()
+
+
+def _settle_all(outcomes: Sequence[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for future, error in outcomes:
+        _settle(future, error)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
