@@ -6,8 +6,8 @@ as a provider's HTTP call would) and answers with one call of a side-effecting t
 intent before it runs and its result after), then one more model call (also sleeping) for the
 final answer. The tool is a plain function that does no I/O, declared ``inline=True``: tether
 calls it on the loop, as the bare loop calls it, instead of on its pool of tool threads (a sync
-tool's default, so a blocking call cannot stall the loop). ``--runs`` runs start at once with ``asyncio.gather`` on one event loop, through one
-``Runtime`` sharing one ``Store``:
+tool's default, so a blocking call cannot stall the loop). ``--runs`` runs start at once with
+``asyncio.gather`` on one event loop, through one ``Runtime`` sharing one ``Store``:
 
 * ``tether_pg``: the store on PostgreSQL (a scratch schema, dropped afterwards);
 * ``tether_sqlite``: the store in a SQLite file in a temporary directory;

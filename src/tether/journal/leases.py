@@ -165,9 +165,7 @@ class LeaseRows(StoreBase):
                 keys = [(lease.run_id, lease.token, lease.owner) for lease in batch]
                 renewed = conn.execute(
                     runs.update()
-                    .where(
-                        sa.tuple_(runs.c.id, runs.c.lease_token, runs.c.lease_owner).in_(keys)
-                    )
+                    .where(sa.tuple_(runs.c.id, runs.c.lease_token, runs.c.lease_owner).in_(keys))
                     .values(lease_expires=expires)
                 )
                 if renewed.rowcount == len(batch):

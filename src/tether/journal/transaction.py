@@ -79,14 +79,7 @@ class TransactionSteps(StoreBase):
         approvals = [a for _, _, approvals in batch for a in approvals]
         if approvals:
             cur.executemany(self._sql.insert_approval, approvals)
-        moved = [w for w in stored if w.events and not w.run_update]
-        if moved:
-            anchored = [
-                (w.events[-1].seq, w.events[-1].hash, w.run_id, w.events[0].seq - 1) for w in moved
-            ]
-            cur.executemany(self._sql.move_anchor, anchored)
-            if cur.rowcount != len(moved):  # an anchor had moved: taken apart, it says so
-                raise _Conflict(moved[0].run_id)
+        self._move_anchors(cur, [w for w in stored if w.events and not w.run_update])
         self._update_rows(cur, [w for w in stored if w.run_update])
         released = [w.lease for w, _, _ in batch if w.release_lease and w.lease is not None]
         if released:
@@ -131,6 +124,22 @@ class TransactionSteps(StoreBase):
         with cur.copy(self._sql.copy_events) as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def _move_anchors(self, cur: Any, writes: Sequence[JournalWrite]) -> None:
+        """Move each run row's anchor to its write's last event, if the row is still where the
+        write found it (else ``_Conflict``): on PostgreSQL one statement over arrays."""
+        if not writes:
+            return
+        moves = [
+            (w.run_id, w.events[-1].seq, w.events[-1].hash, w.events[0].seq - 1) for w in writes
+        ]
+        if self.is_sqlite:
+            cur.executemany(self._sql.move_anchor, [(n, h, i, was) for i, n, h, was in moves])
+        else:
+            columns = [list(column) for column in zip(*moves, strict=True)]
+            cur.execute(self._sql.move_anchors, columns)
+        if cur.rowcount != len(writes):  # an anchor had moved: taken apart, the write says so
+            raise _Conflict(writes[0].run_id)
 
     def _update_rows(self, cur: Any, writes: Sequence[JournalWrite]) -> None:
         """Move each run row's anchor to its write's last event (if the row is still where the

@@ -31,7 +31,6 @@ class JournalWrite:
     approvals: Sequence[ApprovalRecord] = ()
     release_lease: bool = False  # the run stops being driven: its lease is given up with this
 
-
     @property
     def run_id(self) -> str:
         if self.events:
@@ -55,6 +54,7 @@ class _Statements:
     move_anchor: str
     release_lease: str
     fence_many: str  # PostgreSQL's: many runs' leases checked and renewed, anchors returned
+    move_anchors: str  # PostgreSQL's: many runs' anchors moved in one statement
 
     @classmethod
     def using(cls, ph: str, dialect: str) -> _Statements:
@@ -81,6 +81,9 @@ class _Statements:
             " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS v(id, token, owner)"
             " WHERE runs.id = v.id AND runs.lease_token = v.token AND runs.lease_owner = v.owner"
             " RETURNING runs.id, runs.event_count, runs.head_hash, runs.keyed",
+            move_anchors="UPDATE runs SET event_count = v.count, head_hash = v.head"
+            " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[])"
+            " AS v(id, count, head, was) WHERE runs.id = v.id AND runs.event_count = v.was",
         )
 
 
