@@ -177,3 +177,64 @@ async def test_events_are_hashed_when_flushed_and_watchers_see_them_hashed(tmp_p
         assert verify_chain(result.run_id, stored) is None
         assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
     assert seen == stored and all(e.hash for e in seen)
+
+
+async def test_a_group_of_awaited_commits_wakes_the_event_loop_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every wake-up of the loop from the writer thread is a switch of the interpreter's lock:
+    the runs awaiting one group's commit are told together, one call for their loop."""
+    import threading
+    import time
+
+    from tether.journal import GENESIS, RunRecord, make_event
+    from tether.journal.writes import JournalWrite
+
+    store = Store(str(tmp_path / "t.db"))
+    loop = asyncio.get_running_loop()
+    wakeups: list[str] = []
+    original = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "tether-journal-writer":
+            wakeups.append(getattr(callback, "__name__", repr(callback)))
+        return original(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    try:
+        writes = []
+        for i in range(20):
+            now = time.time()
+            record = RunRecord(
+                f"r{i}",
+                "a",
+                "1",
+                None,
+                "running",
+                {},
+                None,
+                None,
+                None,
+                0,
+                0,
+                0,
+                0.0,
+                None,
+                None,
+                None,
+                now,
+                now,
+            )
+            store.create_run(record)
+            event = make_event(f"r{i}", 1, "feedback", 0, now, {"m": i}, GENESIS)
+            writes.append(JournalWrite([event]))
+        with store._lock:  # the writer waits on its first group; the rest queue up behind it
+            waiting = [asyncio.ensure_future(store.committer.commit(w)) for w in writes]
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*waiting)
+        assert store.committer.writes == 20
+        assert 1 < store.committer.groups < 20  # they were grouped
+        assert len(wakeups) == store.committer.groups  # one wake-up a group, not a write
+        assert all(store.events(f"r{i}") for i in range(20))
+    finally:
+        store.close()

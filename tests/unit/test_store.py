@@ -195,6 +195,71 @@ def test_a_batched_group_refuses_only_the_lost_lease_and_the_moved_anchor(
     assert all(verify_chain(r, store.events(r)) is None for r in events)
 
 
+def test_new_runs_and_ending_runs_are_batched_with_the_rest(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group of new runs (with their first leases and ledger entries), next events and last
+    writes (the run row's columns set, the lease given up) goes in as one batch; a new run whose
+    id exists is refused alone, and the others stand as if written one by one."""
+    from tether.errors import JournalConflict
+    from tether.journal.audit import verify_ledger
+    from tether.journal.leases import Lease
+    from tether.journal.transaction import TransactionSteps
+    from tether.journal.writes import JournalWrite
+
+    batches: list[int] = []
+    batch = TransactionSteps._apply_batch
+
+    def counted(self: Store, cur: object, prepared: list) -> None:
+        batches.append(len(prepared))
+        batch(self, cur, prepared)
+
+    monkeypatch.setattr(TransactionSteps, "_apply_batch", counted)
+    owner = "hostA:1:aa"
+    events = {r: _events(r, 3) for r in ("old1", "old2", "new1", "new2", "new3")}
+    leases = {r: Lease(r, owner, 1) for r in events}
+    for run_id in ("old1", "old2"):
+        store.create_run(_run(run_id), events[run_id][:1], lease=leases[run_id])
+
+    def new_run(run_id: str, upto: int) -> JournalWrite:
+        row = {**_run(run_id).to_dict(), "input": '{"q":"hi"}'}
+        return JournalWrite(events[run_id][:upto], new_run=row, lease=leases[run_id])
+
+    ended = {"status": "succeeded", "steps": 3, "output": {"answer": 42}, "reason": None}
+    group = [
+        new_run("new1", 2),
+        new_run("new2", 1),
+        JournalWrite(events["old1"][1:], lease=leases["old1"]),
+        JournalWrite(
+            events["old2"][1:], run_update=ended, lease=leases["old2"], release_lease=True
+        ),
+    ]
+    assert store.write_group(group) == [None] * 4
+    assert batches == [4]
+    for run_id, upto in (("new1", 2), ("new2", 1), ("old1", 3), ("old2", 3)):
+        assert store.events(run_id) == events[run_id][:upto]
+        assert verify_chain(run_id, store.events(run_id)) is None
+    assert verify_ledger(store) == []
+    runs = store.t["runs"]
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(runs.c.id, runs.c.lease_owner, runs.c.lease_token))
+        held = {r.id: (r.lease_owner, r.lease_token) for r in rows}
+    assert held["new1"] == held["new2"] == held["old1"] == (owner, 1)  # the leases are held
+    assert held["old2"][0] is None  # given up with its last write
+    finished = store.get_run("old2")
+    assert (finished.status, finished.steps, finished.output) == ("succeeded", 3, {"answer": 42})
+    # the next events of the new runs continue from the anchors the batch set
+    more = [JournalWrite(events["new1"][2:], lease=leases["new1"]), new_run("old1", 1)]
+    more += [JournalWrite(events["new2"][1:], lease=leases["new2"]), new_run("new3", 3)]
+    errors = store.write_group(more)
+    assert errors[0] is None and errors[2] is None and errors[3] is None
+    assert isinstance(errors[1], JournalConflict) and "already exists" in str(errors[1])
+    assert batches == [4, 4]  # tried as a batch, then taken apart
+    for run_id in ("new1", "new2", "new3"):
+        assert store.events(run_id) == events[run_id]
+    assert verify_ledger(store) == []
+
+
 def _collision(exc: BaseException) -> bool:
     """Whether ``exc`` is the database's own uniqueness error (not the text of one)."""
     if isinstance(exc, sqlite3.IntegrityError):
