@@ -1,17 +1,28 @@
-"""Fresh kill-switch readings, shared by the runs on one event loop.
+"""Fresh kill-switch readings, shared by the runs that ask at the same moment.
 
 A side-effecting call must see the agent's kill switch as it is now, not as it was: it reads the
-store. With a thousand runs at once that would be a thousand queries a step; instead a call
-joins any reading that started after it asked (so it is still fresh for that call) and otherwise
-starts one, on a worker thread. One query then serves every run waiting at that moment.
+store. With a thousand runs at once that would be a thousand queries a step; instead the calls
+that ask while a reading is under way wait together for the next one, which starts after they
+asked (so it is fresh for each of them). One query serves every run waiting at that moment.
+
+The readings are made by a thread of the reader's own, started on first use and ended when idle.
+Each asking run awaits a future of its own (cancelling one run cancels nothing shared), and a
+reading's answer reaches each event loop with one wake-up for all the runs waiting on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
+import threading
 
 from tether.journal.store import Store
+
+Switches = dict[str, tuple[bool, str]]
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Switches]"]
+
+IDLE_EXIT = 2.0
+"""Seconds the reading thread waits for a request before it ends (the next one starts it)."""
 
 
 class SwitchReader:
@@ -19,26 +30,57 @@ class SwitchReader:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._reading: asyncio.Future[dict[str, tuple[bool, str]]] | None = None
-        self._started = 0.0
+        self._asked = threading.Condition(threading.Lock())
+        self._waiting: list[_Waiter] = []  # for the next reading: asked since the last began
+        self._thread: threading.Thread | None = None
         self.readings = 0  # queries made (for tests and benchmarks)
 
     async def read(self, agent: str) -> tuple[bool, str]:
         """Whether ``agent`` is paused (and why), from a reading started after this call."""
         if self.store.in_memory:  # one connection, not shared between threads
             return self.store.paused(agent)
-        asked = time.monotonic()
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[Switches] = loop.create_future()
+        with self._asked:
+            self._waiting.append((loop, future))
+            if self._thread is None or not self._thread.is_alive():  # (a forked child has none)
+                self._thread = threading.Thread(
+                    target=self._serve, name="tether-switch-reader", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._asked.notify()
+        switches = await future
+        return switches.get(agent, (False, ""))
+
+    def _serve(self) -> None:
+        """The reading thread: take everyone who asked, read once, tell each loop once."""
         while True:
-            reading = self._reading
-            if reading is not None and reading.get_loop() is not loop:
-                reading = None  # another event loop's (asyncio.run per run): not ours to await
-            if reading is not None and self._started >= asked:
-                switches = await asyncio.shield(reading)
-                return switches.get(agent, (False, ""))
-            if reading is not None and not reading.done():
-                await asyncio.wait({reading})  # it started before we asked: wait, then read anew
-                continue
-            self._started = time.monotonic()
-            self.readings += 1
-            self._reading = loop.run_in_executor(None, self.store.switches)
+            with self._asked:
+                if not self._waiting and not self._asked.wait_for(
+                    lambda: bool(self._waiting), timeout=IDLE_EXIT
+                ):
+                    self._thread = None
+                    return
+                waiting, self._waiting = self._waiting, []
+                self.readings += 1
+            try:
+                outcome: Switches | BaseException = self.store.switches()
+            except BaseException as exc:  # each asking run raises it
+                outcome = exc
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[Switches]]] = {}
+            for loop, future in waiting:
+                by_loop.setdefault(loop, []).append(future)
+            for loop, futures in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, futures, outcome)
+
+
+def _settle(futures: list[asyncio.Future[Switches]], outcome: Switches | BaseException) -> None:
+    for future in futures:
+        if future.done():  # its run was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
