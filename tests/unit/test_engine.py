@@ -751,6 +751,40 @@ async def test_concurrent_writes_share_one_fresh_kill_switch_reading(store: Stor
     assert await reader.read("t") == (False, "")  # a new reading: the earlier one is stale
 
 
+async def test_a_run_asking_during_a_reading_waits_for_the_next_one(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading under way started before a later run asked, so that run is served by the next
+    reading (and sees a pause set in between); cancelling one waiting run leaves the others."""
+    import threading
+
+    from tether.engine.switches import SwitchReader
+
+    reader = SwitchReader(sqlite_store)
+    started, release = threading.Event(), threading.Event()
+    read = sqlite_store.switches
+
+    def slow() -> dict[str, tuple[bool, str]]:
+        switches = read()
+        started.set()
+        release.wait(5)
+        return switches
+
+    monkeypatch.setattr(sqlite_store, "switches", slow)
+    first = asyncio.ensure_future(reader.read("t"))
+    await asyncio.to_thread(started.wait, 5)  # the first reading is under way, unpaused
+    sqlite_store.set_paused("t", True, by="ops", reason="incident")
+    later = [asyncio.ensure_future(reader.read("t")) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    later[0].cancel()
+    monkeypatch.setattr(sqlite_store, "switches", read)
+    release.set()
+    assert await first == (False, "")  # read before the pause
+    assert [await f for f in later[1:]] == [(True, "paused by ops: incident")] * 2
+    assert later[0].cancelled()
+    assert reader.readings == 2  # one for the first, one for all who asked during it
+
+
 async def test_counter_limit_denies_past_the_cap(sqlite_store: Store) -> None:
     limit = Limit(
         "addr-changes",
