@@ -123,7 +123,8 @@ BEARER = st.tuples(st.sampled_from(["Bearer ", "bearer ", "Bearer  "]),
 )  # fmt: skip
 CREDENTIAL_NAMES = ["password", "api_key", "OPENAI_API_KEY", "client_secret", "X-Api-Key",
                     "passwd", "pwd", "token", "auth_token", "accessToken", "secret", "SECRET_KEY",
-                    "credentials", "private_key", "Authorization", "passphrase"]  # fmt: skip
+                    "credentials", "private_key", "Authorization", "passphrase", "apiKey",
+                    "aws_secret_access_key", "secret-access-key", "SecretKey"]  # fmt: skip
 VALUE = with_chars(ALNUM + "!#$%*+./:=?@^_~-", 8, 30, "x5")
 QUOTED_VALUE = with_chars(ALNUM + " !#$%*+./:=?@^_~-", 8, 30, "x5")
 CREDENTIAL = st.one_of(

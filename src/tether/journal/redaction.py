@@ -50,6 +50,7 @@ from tether.journal.secret_patterns import (
     _JSON_HARMLESS,
     _JSON_SEPARATOR,
     _JSON_WORD_ENDS,
+    _JSON_WORD_LEADS,
     _SECRET_PATTERNS,
     _numbers,
     _Pattern,
@@ -222,7 +223,12 @@ class Redactor:
         self._json_lower = tuple(
             (
                 lit,
-                re.compile(re.escape(lit) + _JSON_WORD_ENDS[lit] + _JSON_SEPARATOR),
+                re.compile(
+                    _JSON_WORD_LEADS.get(lit, "")
+                    + re.escape(lit)
+                    + _JSON_WORD_ENDS[lit]
+                    + _JSON_SEPARATOR
+                ),
                 _JSON_HARMLESS.get(lit, ""),
             )
             for lit in lower
@@ -415,7 +421,9 @@ class Redactor:
             if len(short) >= _CACHE_LIMIT:
                 short.clear()
             short[text] = done
-        return done
+        # the cache may hold an equal string made earlier: unchanged text comes back as itself,
+        # so a caller can tell "nothing masked" by identity
+        return text if done == text else done
 
     # -- values -------------------------------------------------------------------------------
 

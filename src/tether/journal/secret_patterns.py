@@ -77,6 +77,10 @@ _JSON_WORD_ENDS = {
     "auth": r"(?:orization|token)",
     "credential": "s?",
 }
+# what must come before a credential word for it to end a credential name: ``key`` ends one
+# only as ``api_key``, ``secret_key``, ``secret_access_key`` or ``private_key`` (with ``-`` or
+# nothing for ``_``), so ``idempotency_key`` needs no look
+_JSON_WORD_LEADS = {"key": r"(?:api|secret|access|private)[_-]?"}
 # a longer word each credential word may begin, which is then no credential: when every
 # occurrence of the word is the start of this one, its gate cannot match (``input_tokens``)
 _JSON_HARMLESS = {"token": "tokens"}
@@ -222,8 +226,9 @@ _SECRET_PATTERNS = (
         # a value that is itself ``name=``: that assignment is masked on its own
         r"(?!(?ai:" + _CREDENTIAL_NAME + r")[\"']?\s{0,3}[:=])"
         r"(?![-+]?[\d.]+(?:[\s,;&)}\]]|$))(?=[^\s\"'\[{}]{3,})))"
-        r"(?:(?:[Bb]earer|[Bb]asic|[Tt]oken)\s+[^\s\"',;]+|(?<=[\"'])[^\"'\n]+"
-        r"|[^\s\"',;&)}\]]+)",
+        # a value stops before a PEM block's header, which ``private_key`` masks whole
+        r"(?:(?:[Bb]earer|[Bb]asic|[Tt]oken)\s+[^\s\"',;]+|(?<=[\"'])(?:(?!-----BEGIN )[^\"'\n])+"
+        r"|(?:(?!-----BEGIN )[^\s\"',;&)}\]])+)",
         needs_lower=("key", "secret", "pass", "pwd", "token", "auth", "credential"),
         gate=_CREDENTIAL_WORDS + r"[\"']?\s{0,3}[:=]",
         keep=True,
