@@ -5,15 +5,12 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,postgres,openai,anthropic,otel,local,server,workers
 
 # llama.cpp is compiled here, for any CPU of the architecture rather than for the one building it
-# (a native build may use instructions, e.g. AMX, that other machines or VMs do not allow).
-# `make setup LLAMA_NATIVE=1` builds one tuned to this CPU on purpose; LLAMA_CMAKE_ARGS overrides.
+# (a build for the building CPU may use instructions, e.g. AMX, that other machines or VMs do not
+# allow, and crash there). LLAMA_CMAKE_ARGS overrides the flags.
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
 ARCH := $(shell uname -m)
 ifneq ($(origin LLAMA_CMAKE_ARGS),undefined)
 LLAMA_FLAVOUR := custom
-else ifeq ($(LLAMA_NATIVE),1)
-LLAMA_FLAVOUR := native
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON
 else ifeq ($(ARCH),x86_64)
 LLAMA_FLAVOUR := portable
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
