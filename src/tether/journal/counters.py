@@ -80,11 +80,7 @@ class CounterRows(StoreBase):
                         )
                         .on_conflict_do_nothing()
                     )
-                    guarded = [
-                        c.c.name == r.name,
-                        c.c.key == r.key,
-                        c.c.window_start == r.window_start,
-                    ]
+                    guarded = _counter_of(c, r)
                     if r.max_count is not None:
                         guarded.append(c.c.count + 1 <= r.max_count)
                     if r.max_total is not None:
@@ -110,35 +106,21 @@ class CounterRows(StoreBase):
         c = self.t["counters"]
         with self._tx() as conn:
             for r in held:
-                left = c.c.total - r.amount
                 conn.execute(
                     c.update()
-                    .where(
-                        c.c.name == r.name,
-                        c.c.key == r.key,
-                        c.c.window_start == r.window_start,
-                        c.c.count > 0,
-                    )
-                    .values(
-                        count=c.c.count - 1,
-                        total=sa.case((left < 0, 0.0), else_=left),
-                    )
+                    .where(*_counter_of(c, r), c.c.count > 0)
+                    .values(count=c.c.count - 1, total=_not_below_zero(c.c.total - r.amount))
                 )
 
     def settle(self, held: Reservation, amount: float) -> None:
         """Replace a reserved amount by the real one (the call stays counted): the total moves
         by the difference, up or down, unconditionally — what was spent was spent."""
         c = self.t["counters"]
-        left = c.c.total + (amount - held.amount)
         with self._tx() as conn:
             conn.execute(
                 c.update()
-                .where(
-                    c.c.name == held.name,
-                    c.c.key == held.key,
-                    c.c.window_start == held.window_start,
-                )
-                .values(total=sa.case((left < 0, 0.0), else_=left))
+                .where(*_counter_of(c, held))
+                .values(total=_not_below_zero(c.c.total + (amount - held.amount)))
             )
 
     def add(self, name: str, key: str, window_start: int, amount: float) -> None:
@@ -154,3 +136,13 @@ class CounterRows(StoreBase):
                 )
             ).first()
         return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+
+
+def _counter_of(c: sa.Table, r: Reservation) -> list[sa.ColumnElement[bool]]:
+    """The conditions that select the counter row ``r`` reserves on."""
+    return [c.c.name == r.name, c.c.key == r.key, c.c.window_start == r.window_start]
+
+
+def _not_below_zero(total: sa.ColumnElement[float]) -> sa.ColumnElement[float]:
+    """``total``, or 0 where it fell below (floating-point sums may not cancel exactly)."""
+    return sa.case((total < 0, 0.0), else_=total)
