@@ -150,25 +150,32 @@ def test_a_group_commit_refuses_only_the_write_that_conflicts(store: Store) -> N
     assert store.events("r2") == two
 
 
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each batch the store's write path applies, in order."""
+    from tether.journal.transaction import TransactionSteps
+
+    sizes: list[int] = []
+    batch = TransactionSteps._apply_batch
+
+    def counted(self: Store, cur: object, prepared: list) -> None:
+        sizes.append(len(prepared))
+        batch(self, cur, prepared)
+
+    monkeypatch.setattr(TransactionSteps, "_apply_batch", counted)
+    return sizes
+
+
 def test_a_batched_group_refuses_only_the_lost_lease_and_the_moved_anchor(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, batches: list[int]
 ) -> None:
     """Running runs' writes under their leases go in as one batch (a statement for all their
     leases, one for all their events, one for all their anchors); a write whose lease was taken
     over, or whose run's journal moved on, is refused alone and says which."""
     from tether.errors import JournalConflict, LeaseLost
     from tether.journal.leases import Lease
-    from tether.journal.transaction import TransactionSteps
     from tether.journal.writes import JournalWrite
 
-    batches: list[int] = []
-    batch = TransactionSteps._apply_batch
-
-    def counted(self: Store, cur: object, prepared: list) -> None:
-        batches.append(len(prepared))
-        batch(self, cur, prepared)
-
-    monkeypatch.setattr(TransactionSteps, "_apply_batch", counted)
     events = {r: _events(r, 3) for r in ("r1", "r2", "r3", "r4")}
     leases = {}
     for run_id, evs in events.items():
@@ -196,7 +203,7 @@ def test_a_batched_group_refuses_only_the_lost_lease_and_the_moved_anchor(
 
 
 def test_new_runs_and_ending_runs_are_batched_with_the_rest(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, batches: list[int]
 ) -> None:
     """A group of new runs (with their first leases and ledger entries), next events and last
     writes (the run row's columns set, the lease given up) goes in as one batch; a new run whose
@@ -204,17 +211,8 @@ def test_new_runs_and_ending_runs_are_batched_with_the_rest(
     from tether.errors import JournalConflict
     from tether.journal.audit import verify_ledger
     from tether.journal.leases import Lease
-    from tether.journal.transaction import TransactionSteps
     from tether.journal.writes import JournalWrite
 
-    batches: list[int] = []
-    batch = TransactionSteps._apply_batch
-
-    def counted(self: Store, cur: object, prepared: list) -> None:
-        batches.append(len(prepared))
-        batch(self, cur, prepared)
-
-    monkeypatch.setattr(TransactionSteps, "_apply_batch", counted)
     owner = "hostA:1:aa"
     events = {r: _events(r, 3) for r in ("old1", "old2", "new1", "new2", "new3")}
     leases = {r: Lease(r, owner, 1) for r in events}

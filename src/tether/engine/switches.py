@@ -13,10 +13,10 @@ reading's answer reaches each event loop with one wake-up for all the runs waiti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 
 from tether.journal.store import Store
+from tether.journal.wakeups import tell_loops
 
 Switches = dict[str, tuple[bool, str]]
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Switches]"]
@@ -57,9 +57,7 @@ class SwitchReader:
         """The reading thread: take everyone who asked, read once, tell each loop once."""
         while True:
             with self._asked:
-                if not self._waiting and not self._asked.wait_for(
-                    lambda: bool(self._waiting), timeout=IDLE_EXIT
-                ):
+                if not self._asked.wait_for(lambda: bool(self._waiting), timeout=IDLE_EXIT):
                     self._thread = None
                     return
                 waiting, self._waiting = self._waiting, []
@@ -68,19 +66,4 @@ class SwitchReader:
                 outcome: Switches | BaseException = self.store.switches()
             except BaseException as exc:  # each asking run raises it
                 outcome = exc
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[Switches]]] = {}
-            for loop, future in waiting:
-                by_loop.setdefault(loop, []).append(future)
-            for loop, futures in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, futures, outcome)
-
-
-def _settle(futures: list[asyncio.Future[Switches]], outcome: Switches | BaseException) -> None:
-    for future in futures:
-        if future.done():  # its run was cancelled
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+            tell_loops((loop, future, outcome) for loop, future in waiting)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import os
 import queue
 import threading
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tether.errors import JournalError
+from tether.journal.wakeups import settle, tell_loops
 
 if TYPE_CHECKING:
     from tether.journal.store import Store
@@ -71,7 +71,7 @@ class GroupCommitter:
         if self.store.in_memory:
             error = self._write_now(write)
             if isinstance(done, Awaited):
-                _settle(done.future, error)
+                settle(done.future, error)
             else:
                 done(error)
             return
@@ -143,19 +143,15 @@ class GroupCommitter:
 
 
 def _tell(waiters: Sequence[Waiter], errors: Sequence[BaseException | None]) -> None:
-    """Each waiter's outcome: callbacks called here, awaited futures settled on their loops,
-    one call for each loop."""
-    by_loop: dict[
-        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]
-    ] = {}
+    """Each waiter's outcome: callbacks called here, awaited futures settled on their loops
+    (one wake-up a loop)."""
+    awaited = []
     for done, error in zip(waiters, errors, strict=True):
         if isinstance(done, Awaited):
-            by_loop.setdefault(done.loop, []).append((done.future, error))
+            awaited.append((done.loop, done.future, error))
         else:
             done(error)
-    for loop, outcomes in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(_settle_all, outcomes)
+    tell_loops(awaited)
 
 
 _live: weakref.WeakSet[GroupCommitter] = weakref.WeakSet()
@@ -178,17 +174,3 @@ def _close_all() -> None:
     """A process that exits commits what its runs submitted without waiting first."""
     for committer in list(_live):
         committer.close()
-
-
-def _settle_all(outcomes: Sequence[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    for future, error in outcomes:
-        _settle(future, error)
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
